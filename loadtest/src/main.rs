@@ -1,0 +1,1 @@
+fn main() { eprintln!("loadtest: not yet implemented (see issue 3)"); std::process::exit(2) }

@@ -1,0 +1,31 @@
+//! aerobridge: a thread-per-core fan-out server for Aerofly FS4 Bridge telemetry.
+//!
+//! The data path, left to right:
+//!
+//! ```text
+//! source ──> telemetry ──> packet ──> fanout::hub ──> fanout::worker ──> fanout::queue ──> net
+//! (sim,      (JSON once    (TCP +     (tick thread:    (compio runtime   (per client,      (sockets)
+//!  relay…)    per tick)     WS Bytes)  one message      thread, owns      bounded, latest
+//!                                      per worker)      its clients)      wins)
+//! commands: net ──> command (parse + validate) ──> hub ──> source   (reply ──> the client's queue)
+//! ```
+//!
+//! Where to start reading: [`manual`] for the design decisions, then [`fanout::hub`] (the tick),
+//! [`fanout::queue`] (the slow-consumer policy), and [`net`] (the thin I/O layer).
+//!
+//! The modules [`telemetry`], [`packet`], [`command`], [`ws`] and [`fanout::queue`] perform no
+//! I/O and know nothing of compio; they are unit-tested with plain bytes. [`net`] and
+//! [`fanout::worker`] are the only places that touch sockets.
+
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod config;
+pub mod fanout;
+pub mod manual;
+pub mod net;
+pub mod packet;
+pub mod server;
+pub mod source;
+pub mod telemetry;
+pub mod ws;
