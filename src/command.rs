@@ -75,22 +75,35 @@ impl std::fmt::Display for CommandError {
         match self {
             CommandError::Malformed(e) => write!(f, "malformed JSON: {e}"),
             CommandError::LineTooLong { limit } => write!(f, "line too long (limit {limit} bytes)"),
-            CommandError::NotAnObject => f.write_str(r#"expected {"variable": NAME, "value": NUMBER} or an array of them"#),
+            CommandError::NotAnObject => {
+                f.write_str(r#"expected {"variable": NAME, "value": NUMBER} or an array of them"#)
+            }
             CommandError::EmptyBatch => f.write_str("empty command array"),
-            CommandError::BatchTooLarge { limit } => write!(f, "too many commands in one line (limit {limit})"),
-            CommandError::MissingVariable => f.write_str(r#""variable" must be a string naming the variable to set"#),
+            CommandError::BatchTooLarge { limit } => {
+                write!(f, "too many commands in one line (limit {limit})")
+            }
+            CommandError::MissingVariable => {
+                f.write_str(r#""variable" must be a string naming the variable to set"#)
+            }
             CommandError::MissingValue => f.write_str(r#""value" must be a number"#),
             CommandError::NotFinite => f.write_str("value is not a finite number"),
             CommandError::UnknownVariable(n) => write!(f, "unknown variable {n:?}"),
             CommandError::ReadOnly(n) => write!(f, "{n} is read-only"),
-            CommandError::OutOfRange { value, min, max, unit } => {
+            CommandError::OutOfRange {
+                value,
+                min,
+                max,
+                unit,
+            } => {
                 write!(f, "value {value} out of range [{min}, {max}]")?;
                 if !unit.is_empty() && *unit != "none" {
                     write!(f, " {unit}")?;
                 }
                 Ok(())
             }
-            CommandError::InvalidTransponderCode => f.write_str("transponder code must have four octal digits (0000-7777)"),
+            CommandError::InvalidTransponderCode => {
+                f.write_str("transponder code must have four octal digits (0000-7777)")
+            }
             CommandError::Busy => f.write_str("server busy: command queue full, retry"),
             CommandError::Unavailable(why) => f.write_str(why),
         }
@@ -113,7 +126,11 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with nothing to echo.
     pub fn bare(error: CommandError) -> Self {
-        Self { error, variable: None, id: None }
+        Self {
+            error,
+            variable: None,
+            id: None,
+        }
     }
 }
 
@@ -148,7 +165,9 @@ pub fn parse_line(line: &mut [u8], limits: ParseLimits, out: &mut Vec<Result<Com
         if items.is_empty() {
             out.push(Err(Rejection::bare(CommandError::EmptyBatch)));
         } else if items.len() > limits.max_batch {
-            out.push(Err(Rejection::bare(CommandError::BatchTooLarge { limit: limits.max_batch })));
+            out.push(Err(Rejection::bare(CommandError::BatchTooLarge {
+                limit: limits.max_batch,
+            })));
         } else {
             out.extend(items.iter().map(validate));
         }
@@ -158,17 +177,31 @@ pub fn parse_line(line: &mut [u8], limits: ParseLimits, out: &mut Vec<Result<Com
 }
 
 fn trim(line: &mut [u8]) -> &mut [u8] {
-    let start = line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line.len());
-    let end = line.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &mut line[start..end]
 }
 
 fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Command, Rejection> {
-    let Some(obj) = v.as_object() else { return Err(Rejection::bare(CommandError::NotAnObject)) };
+    let Some(obj) = v.as_object() else {
+        return Err(Rejection::bare(CommandError::NotAnObject));
+    };
     let id = obj.get("id").and_then(render_id);
     let variable = obj.get("variable").and_then(|v| v.as_str());
-    let reject = |error| Rejection { error, variable: variable.map(Into::into), id: id.clone() };
-    let Some(name) = variable else { return Err(reject(CommandError::MissingVariable)) };
+    let reject = |error| Rejection {
+        error,
+        variable: variable.map(Into::into),
+        id: id.clone(),
+    };
+    let Some(name) = variable else {
+        return Err(reject(CommandError::MissingVariable));
+    };
     let value = match obj.get("value") {
         Some(v) if v.is_number() => v.cast_f64().unwrap_or(f64::NAN),
         _ => return Err(reject(CommandError::MissingValue)),
@@ -179,11 +212,17 @@ fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Command, Rejection> {
     let entry = match command_name(name) {
         Some(e) if e.access.is_writable() => e,
         Some(_) => return Err(reject(CommandError::ReadOnly(name.to_string()))),
-        None if variable_id(name).is_some() => return Err(reject(CommandError::ReadOnly(name.to_string()))),
+        None if variable_id(name).is_some() => {
+            return Err(reject(CommandError::ReadOnly(name.to_string())))
+        }
         None => return Err(reject(CommandError::UnknownVariable(name.to_string()))),
     };
     check_range(entry, value).map_err(reject)?;
-    Ok(Command { name: entry, value, id })
+    Ok(Command {
+        name: entry,
+        value,
+        id,
+    })
 }
 
 fn render_id(v: &simd_json::BorrowedValue<'_>) -> Option<Box<str>> {
@@ -241,15 +280,22 @@ pub fn range_of(c: &CommandName) -> Option<(f64, f64, &'static str)> {
         "Communication.TransponderCursor" => r(0.0, 3.0, ""),
         "Controls.Magnetos1" | "Controls.FuelSelector" => r(0.0, 3.0, ""),
         "Simulation.Time" => r(0.0, 86400.0, "s"),
-        "Pressurization.LandingElevation" | "Pressurization.LandingElevationManual" => r(-500.0, 10000.0, "m"),
+        "Pressurization.LandingElevation" | "Pressurization.LandingElevationManual" => {
+            r(-500.0, 10000.0, "m")
+        }
         _ if t.ends_with("Trim")
             || t.contains("Cyclic")
             || t.ends_with(".Input")
-            || matches!(t, "Controls.NoseWheelSteering" | "Controls.TailRotor" | "Controls.Tiller") =>
+            || matches!(
+                t,
+                "Controls.NoseWheelSteering" | "Controls.TailRotor" | "Controls.Tiller"
+            ) =>
         {
             r(-1.0, 1.0, "")
         }
-        _ if t.starts_with("Controls.") || t.starts_with("Doors.") || t.starts_with("Windows.") => r(0.0, 1.0, ""),
+        _ if t.starts_with("Controls.") || t.starts_with("Doors.") || t.starts_with("Windows.") => {
+            r(0.0, 1.0, "")
+        }
         _ => None,
     }
 }
@@ -257,12 +303,20 @@ pub fn range_of(c: &CommandName) -> Option<(f64, f64, &'static str)> {
 fn check_range(c: &CommandName, value: f64) -> Result<(), CommandError> {
     if let Some((min, max, unit)) = range_of(c) {
         if !(min..=max).contains(&value) {
-            return Err(CommandError::OutOfRange { value, min, max, unit });
+            return Err(CommandError::OutOfRange {
+                value,
+                min,
+                max,
+                unit,
+            });
         }
     }
     if c.target == "Communication.TransponderCode" {
         let code = value as u32;
-        let octal = value.fract() == 0.0 && [code / 1000, code / 100 % 10, code / 10 % 10, code % 10].iter().all(|d| *d <= 7);
+        let octal = value.fract() == 0.0
+            && [code / 1000, code / 100 % 10, code / 10 % 10, code % 10]
+                .iter()
+                .all(|d| *d <= 7);
         if !octal {
             return Err(CommandError::InvalidTransponderCode);
         }
@@ -324,7 +378,12 @@ pub enum Line<'a> {
 impl LineSplitter {
     /// A splitter for lines of up to `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        Self { buf: Vec::new(), start: 0, max_line, discarding: false }
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            max_line,
+            discarding: false,
+        }
     }
 
     /// The line limit.
@@ -395,40 +454,78 @@ mod tests {
 
     #[test]
     fn accepts_writable_names_and_aliases() {
-        let c = parse(r#"{"variable": "Controls.Throttle", "value": 0.75}"#).pop().unwrap().unwrap();
+        let c = parse(r#"{"variable": "Controls.Throttle", "value": 0.75}"#)
+            .pop()
+            .unwrap()
+            .unwrap();
         assert_eq!(c.name.name, "Controls.Throttle");
         assert_eq!(c.value, 0.75);
-        let c = parse(r#" {"variable":"Controls.PropellerSpeed.1","value":1,"id":7} "#).pop().unwrap().unwrap();
+        let c = parse(r#" {"variable":"Controls.PropellerSpeed.1","value":1,"id":7} "#)
+            .pop()
+            .unwrap()
+            .unwrap();
         assert_eq!(c.name.target, "Controls.PropellerSpeed1");
         assert_eq!(c.id.as_deref(), Some("7"));
-        let c = parse(r#"{"variable":"Communication.COM1Frequency","value":121.5e6,"id":"a\"b"}"#).pop().unwrap().unwrap();
+        let c = parse(r#"{"variable":"Communication.COM1Frequency","value":121.5e6,"id":"a\"b"}"#)
+            .pop()
+            .unwrap()
+            .unwrap();
         assert_eq!(c.id.as_deref(), Some(r#""a\"b""#));
         assert!(parse(r#"{"variable":"Communication.TransponderCode","value":7700}"#)[0].is_ok());
     }
 
     #[test]
     fn rejects_with_clear_reasons() {
-        assert_eq!(error_of(r#"{"variable":"Nope.Nothing","value":1}"#), CommandError::UnknownVariable("Nope.Nothing".into()));
-        assert_eq!(error_of(r#"{"variable":"Aircraft.Altitude","value":1}"#), CommandError::ReadOnly("Aircraft.Altitude".into()));
+        assert_eq!(
+            error_of(r#"{"variable":"Nope.Nothing","value":1}"#),
+            CommandError::UnknownVariable("Nope.Nothing".into())
+        );
+        assert_eq!(
+            error_of(r#"{"variable":"Aircraft.Altitude","value":1}"#),
+            CommandError::ReadOnly("Aircraft.Altitude".into())
+        );
         // In telemetry but not a command name: read-only, not unknown.
-        assert_eq!(error_of(r#"{"variable":"Controls.Yoke","value":1}"#), CommandError::ReadOnly("Controls.Yoke".into()));
-        assert_eq!(error_of(r#"{"variable":"Controls.Throttle","value":"1"}"#), CommandError::MissingValue);
+        assert_eq!(
+            error_of(r#"{"variable":"Controls.Yoke","value":1}"#),
+            CommandError::ReadOnly("Controls.Yoke".into())
+        );
+        assert_eq!(
+            error_of(r#"{"variable":"Controls.Throttle","value":"1"}"#),
+            CommandError::MissingValue
+        );
         // simd-json refuses numbers that overflow a double outright.
-        assert!(matches!(error_of(r#"{"variable":"Controls.Throttle","value":1e999}"#), CommandError::Malformed(_)));
+        assert!(matches!(
+            error_of(r#"{"variable":"Controls.Throttle","value":1e999}"#),
+            CommandError::Malformed(_)
+        ));
         assert_eq!(error_of(r#"{"value":1}"#), CommandError::MissingVariable);
         assert_eq!(error_of(r#"[1,2]"#), CommandError::NotAnObject);
         assert_eq!(error_of(r#"[]"#), CommandError::EmptyBatch);
-        assert!(matches!(error_of(r#"{"variable":"#), CommandError::Malformed(_)));
-        assert!(matches!(error_of(r#"{"variable":"Controls.Throttle","value":1.5}"#), CommandError::OutOfRange { .. }));
-        assert!(matches!(error_of(r#"{"variable":"Communication.COM1Frequency","value":121.5}"#), CommandError::OutOfRange { .. }));
-        assert_eq!(error_of(r#"{"variable":"Communication.TransponderCode","value":7680}"#), CommandError::InvalidTransponderCode);
+        assert!(matches!(
+            error_of(r#"{"variable":"#),
+            CommandError::Malformed(_)
+        ));
+        assert!(matches!(
+            error_of(r#"{"variable":"Controls.Throttle","value":1.5}"#),
+            CommandError::OutOfRange { .. }
+        ));
+        assert!(matches!(
+            error_of(r#"{"variable":"Communication.COM1Frequency","value":121.5}"#),
+            CommandError::OutOfRange { .. }
+        ));
+        assert_eq!(
+            error_of(r#"{"variable":"Communication.TransponderCode","value":7680}"#),
+            CommandError::InvalidTransponderCode
+        );
         let msg = error_of(r#"{"variable":"Controls.Throttle","value":-2}"#).to_string();
         assert_eq!(msg, "value -2 out of range [0, 1]");
     }
 
     #[test]
     fn arrays_yield_one_result_per_command_and_blank_lines_none() {
-        let out = parse(r#"[{"variable":"Controls.Flaps","value":0.5},{"variable":"X","value":1},{"variable":"Controls.Gear","value":0}]"#);
+        let out = parse(
+            r#"[{"variable":"Controls.Flaps","value":0.5},{"variable":"X","value":1},{"variable":"Controls.Gear","value":0}]"#,
+        );
         assert_eq!(out.len(), 3);
         assert!(out[0].is_ok() && out[1].is_err() && out[2].is_ok());
         assert!(parse("   \r").is_empty());
@@ -436,12 +533,18 @@ mod tests {
 
     #[test]
     fn replies_are_json_lines() {
-        let c = parse(r#"{"variable":"Controls.Throttle","value":0.25,"id":"x"}"#).pop().unwrap().unwrap();
+        let c = parse(r#"{"variable":"Controls.Throttle","value":0.25,"id":"x"}"#)
+            .pop()
+            .unwrap()
+            .unwrap();
         let mut out = Vec::new();
         write_ok(&mut out, &c, 99);
         assert_eq!(out, b"{\"ok\":true,\"id\":\"x\",\"variable\":\"Controls.Throttle\",\"value\":0.25,\"frame\":99}\n");
         out.clear();
-        let r = parse(r#"{"variable":"Aircraft.Altitude","value":1,"id":3}"#).pop().unwrap().unwrap_err();
+        let r = parse(r#"{"variable":"Aircraft.Altitude","value":1,"id":3}"#)
+            .pop()
+            .unwrap()
+            .unwrap_err();
         write_error(&mut out, &r);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["ok"], false);
@@ -452,10 +555,17 @@ mod tests {
 
     #[test]
     fn every_writable_name_accepts_its_range_bounds() {
-        for c in crate::telemetry::table::COMMAND_NAMES.iter().filter(|c| c.access.is_writable()) {
+        for c in crate::telemetry::table::COMMAND_NAMES
+            .iter()
+            .filter(|c| c.access.is_writable())
+        {
             let (min, max) = range_of(c).map(|(a, b, _)| (a, b)).unwrap_or((-1.0, 1.0));
             for v in [min, max] {
-                let v = if c.target == "Communication.TransponderCode" { 7777.0 } else { v };
+                let v = if c.target == "Communication.TransponderCode" {
+                    7777.0
+                } else {
+                    v
+                };
                 assert!(check_range(c, v).is_ok(), "{} {v}", c.name);
             }
         }

@@ -1,1 +1,350 @@
-//! todo
+//! Command line and environment → one validated [`Config`]. Every flag has an environment
+//! variable; upstream's three (`AEROFLY_BRIDGE_BROADCAST_MS`, `AEROFLY_BRIDGE_WS_PORT`,
+//! `AEROFLY_BRIDGE_WS_ENABLE`) keep their names so existing launch scripts work unchanged.
+
+use crate::fanout::queue::QueueLimits;
+use clap::Parser;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// aerobridge: streams Aerofly FS4 Bridge telemetry to many clients at once over TCP and
+/// WebSocket, and carries their commands back.
+///
+/// With no simulator at hand the built-in flight model is the source, so running it without
+/// arguments shows live data at once on 127.0.0.1 ports 12345 (TCP telemetry), 12346 (TCP
+/// commands) and 8765 (WebSocket).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "aerobridge", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// Address to listen on. Loopback by default: any other address exposes telemetry and
+    /// commands to the network.
+    #[arg(long, env = "AEROBRIDGE_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// TCP telemetry port (one JSON frame per line). 0 picks a free port.
+    #[arg(long, env = "AEROBRIDGE_DATA_PORT", default_value_t = 12345)]
+    pub data_port: u16,
+
+    /// TCP command port (one JSON command per line, one reply line each). 0 picks a free port.
+    #[arg(long, env = "AEROBRIDGE_COMMAND_PORT", default_value_t = 12346)]
+    pub command_port: u16,
+
+    /// WebSocket port (telemetry as text messages; commands as text messages). 0 picks a free port.
+    #[arg(long, env = "AEROFLY_BRIDGE_WS_PORT", default_value_t = 8765)]
+    pub ws_port: u16,
+
+    /// Enable the WebSocket listener (1/0, true/false, on/off).
+    #[arg(long, env = "AEROFLY_BRIDGE_WS_ENABLE", default_value = "1", value_parser = parse_switch, hide_possible_values = true)]
+    pub ws_enable: bool,
+
+    /// Disable the WebSocket listener (same as --ws-enable 0).
+    #[arg(long, env = "AEROBRIDGE_NO_WS")]
+    pub no_ws: bool,
+
+    /// Broadcast period in milliseconds, 5..=1000 (50 Hz = 20).
+    #[arg(long, env = "AEROFLY_BRIDGE_BROADCAST_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=1000))]
+    pub broadcast_ms: u64,
+
+    /// Worker threads (compio runtimes), each owning a share of the clients. Default: available cores.
+    #[arg(long, env = "AEROBRIDGE_WORKERS")]
+    pub workers: Option<NonZeroUsize>,
+
+    /// Most connections in total (telemetry and command). Beyond it new connections are refused
+    /// politely (WebSocket: HTTP 503) and existing clients are untouched.
+    #[arg(long, env = "AEROBRIDGE_MAX_CLIENTS", default_value_t = 10_000)]
+    pub max_clients: usize,
+
+    /// A client whose oldest unsent frame is older than this is disconnected as a slow consumer
+    /// (WebSocket: Close 4000). Examples: 2s, 500ms.
+    #[arg(long, env = "AEROBRIDGE_MAX_LAG", default_value = "2s", value_parser = parse_duration)]
+    pub max_lag: Duration,
+
+    /// Most telemetry frames waiting in one client's queue; past it, all but the newest are skipped.
+    #[arg(long, env = "AEROBRIDGE_QUEUE_FRAMES", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub queue_frames: u64,
+
+    /// Most telemetry bytes waiting in one client's queue.
+    #[arg(long, env = "AEROBRIDGE_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub queue_bytes: usize,
+
+    /// Kernel send buffer per client socket in bytes (SO_SNDBUF); bounds how much data sits in
+    /// the kernel beyond the queue. 0 keeps the system default.
+    #[arg(long, env = "AEROBRIDGE_SEND_BUFFER", default_value_t = 256 << 10)]
+    pub send_buffer: usize,
+
+    /// Largest WebSocket message a client may send, in bytes (larger: Close 1009).
+    #[arg(long, env = "AEROBRIDGE_WS_MAX_MESSAGE", default_value_t = 64 << 10)]
+    pub ws_max_message: usize,
+
+    /// Longest command line in bytes (longer: an error reply, the line is skipped).
+    #[arg(long, env = "AEROBRIDGE_COMMAND_MAX_LINE", default_value_t = 64 << 10)]
+    pub command_max_line: usize,
+
+    /// Most commands in one JSON array.
+    #[arg(long, env = "AEROBRIDGE_COMMAND_MAX_BATCH", default_value_t = 64)]
+    pub command_max_batch: usize,
+
+    /// Time a WebSocket client has to complete its upgrade request.
+    #[arg(long, env = "AEROBRIDGE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Ping a WebSocket client after this long without hearing from it.
+    #[arg(long, env = "AEROBRIDGE_WS_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+
+    /// Disconnect a WebSocket client that stays silent this long after a ping.
+    #[arg(long, env = "AEROBRIDGE_WS_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ws_ping_timeout: Duration,
+
+    /// Listen backlog for each port.
+    #[arg(long, env = "AEROBRIDGE_BACKLOG", default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// How often totals are logged (at debug level).
+    #[arg(long, env = "AEROBRIDGE_STATS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+
+    /// Log filter (tracing syntax, e.g. info, debug, aerobridge=trace). RUST_LOG also works.
+    #[arg(long, env = "AEROBRIDGE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Everything the server needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub bind: IpAddr,
+    /// TCP telemetry port.
+    pub data_port: u16,
+    /// TCP command port.
+    pub command_port: u16,
+    /// WebSocket port, `None` when disabled.
+    pub ws_port: Option<u16>,
+    /// Broadcast period.
+    pub broadcast: Duration,
+    /// Worker threads.
+    pub workers: usize,
+    /// Connection limit.
+    pub max_clients: usize,
+    /// Per-client queue bounds and lag limit.
+    pub queue: QueueLimits,
+    /// SO_SNDBUF per client, `None` for the system default.
+    pub send_buffer: Option<usize>,
+    /// Largest client WebSocket message.
+    pub ws_max_message: usize,
+    /// Longest command line.
+    pub command_max_line: usize,
+    /// Most commands per array.
+    pub command_max_batch: usize,
+    /// Upgrade deadline.
+    pub handshake_timeout: Duration,
+    /// Idle time before a server ping.
+    pub ws_ping_interval: Duration,
+    /// Silence after a ping before disconnecting.
+    pub ws_ping_timeout: Duration,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// Stats log period.
+    pub stats_interval: Duration,
+    /// How long a closing connection may take to flush what it owes (frame in flight, Close).
+    pub close_grace: Duration,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Self {
+        Cli::parse_from(["aerobridge"])
+            .into_config()
+            .expect("defaults are valid")
+    }
+}
+
+impl Cli {
+    /// Validates the options.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let err = |s: String| Err(ConfigError(s));
+        let ws_port = (self.ws_enable && !self.no_ws).then_some(self.ws_port);
+        let mut ports = vec![
+            ("--data-port", self.data_port),
+            ("--command-port", self.command_port),
+        ];
+        if let Some(p) = ws_port {
+            ports.push(("--ws-port", p));
+        }
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if pa == pb && *pa != 0 {
+                    return err(format!(
+                        "{a} and {b} are both {pa}; each listener needs its own port"
+                    ));
+                }
+            }
+        }
+        if self.max_clients == 0 {
+            return err("--max-clients must be at least 1".into());
+        }
+        if self.max_lag < Duration::from_millis(self.broadcast_ms) {
+            return err(format!(
+                "--max-lag ({:?}) must be at least one broadcast period ({} ms)",
+                self.max_lag, self.broadcast_ms
+            ));
+        }
+        if self.queue_bytes < 1024 {
+            return err("--queue-bytes must be at least 1024".into());
+        }
+        if !(125..=64 << 20).contains(&self.ws_max_message) {
+            return err("--ws-max-message must be between 125 bytes and 64 MiB".into());
+        }
+        if !(64..=16 << 20).contains(&self.command_max_line) {
+            return err("--command-max-line must be between 64 bytes and 16 MiB".into());
+        }
+        if self.command_max_batch == 0 {
+            return err("--command-max-batch must be at least 1".into());
+        }
+        for (name, d) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--ws-ping-interval", self.ws_ping_interval),
+            ("--ws-ping-timeout", self.ws_ping_timeout),
+            ("--stats-interval", self.stats_interval),
+        ] {
+            if d.is_zero() {
+                return err(format!("{name} must be greater than zero"));
+            }
+        }
+        let workers = self.workers.map(NonZeroUsize::get).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(NonZeroUsize::get)
+                .unwrap_or(1)
+        });
+        Ok(Config {
+            bind: self.bind,
+            data_port: self.data_port,
+            command_port: self.command_port,
+            ws_port,
+            broadcast: Duration::from_millis(self.broadcast_ms),
+            workers,
+            max_clients: self.max_clients,
+            queue: QueueLimits {
+                max_frames: self.queue_frames as usize,
+                max_bytes: self.queue_bytes,
+                max_control_bytes: (self.command_max_line * 2).max(256 << 10),
+                max_lag: self.max_lag,
+            },
+            send_buffer: (self.send_buffer > 0).then_some(self.send_buffer),
+            ws_max_message: self.ws_max_message,
+            command_max_line: self.command_max_line,
+            command_max_batch: self.command_max_batch,
+            handshake_timeout: self.handshake_timeout,
+            ws_ping_interval: self.ws_ping_interval,
+            ws_ping_timeout: self.ws_ping_timeout,
+            backlog: self.backlog.max(1),
+            stats_interval: self.stats_interval,
+            close_grace: Duration::from_millis(1000),
+        })
+    }
+}
+
+/// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "expected 1 or 0 (true/false, on/off), got {other:?}"
+        )),
+    }
+}
+
+/// `250ms`, `2s`, `1.5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 2s or 500ms, got {s:?}"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "" => return Err(format!("{s:?} needs a unit: ms, s or m (e.g. {s}s)")),
+        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s or m")),
+    };
+    if !secs.is_finite() || secs > 86_400.0 {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["aerobridge"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_upstreams() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.data_port, c.command_port, c.ws_port),
+            (12345, 12346, Some(8765))
+        );
+        assert_eq!(c.broadcast, Duration::from_millis(20));
+        assert!(c.bind.is_loopback());
+        assert_eq!(c.max_clients, 10_000);
+        assert_eq!(c.queue.max_lag, Duration::from_secs(2));
+        assert!(c.backlog >= 1024);
+    }
+
+    #[test]
+    fn broadcast_range_and_clear_errors() {
+        assert!(parse(&["--broadcast-ms", "5"]).is_ok());
+        assert!(parse(&["--broadcast-ms", "1000"]).is_ok());
+        let e = parse(&["--broadcast-ms", "4"]).unwrap_err();
+        assert!(e.contains("5..=1000"), "{e}");
+        assert!(parse(&["--broadcast-ms", "1001"]).is_err());
+        assert!(parse(&["--broadcast-ms", "fast"]).is_err());
+        let e = parse(&["--data-port", "9000", "--ws-port", "9000"]).unwrap_err();
+        assert!(e.contains("--data-port and --ws-port are both 9000"), "{e}");
+        assert!(parse(&["--max-lag", "2"])
+            .unwrap_err()
+            .contains("needs a unit"));
+    }
+
+    #[test]
+    fn ws_switches() {
+        assert_eq!(parse(&["--no-ws"]).unwrap().ws_port, None);
+        assert_eq!(parse(&["--ws-enable", "0"]).unwrap().ws_port, None);
+        assert_eq!(parse(&["--ws-enable", "off"]).unwrap().ws_port, None);
+        assert!(parse(&["--ws-enable", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2h").is_err());
+    }
+}

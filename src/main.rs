@@ -1,1 +1,47 @@
-fn main() {}
+//! `aerobridge`: parse options, start the server with the built-in flight model, wait for
+//! SIGINT/SIGTERM, shut down cleanly.
+
+use aerobridge::config::Cli;
+use aerobridge::server::Server;
+use aerobridge::source::sim::Sim;
+use clap::Parser;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .unwrap_or_else(|| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = signal_tx.send(());
+    }) {
+        eprintln!("error: cannot install the signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    let server = match Server::start(config, Box::new(Sim::new())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = signal_rx.recv();
+    tracing::info!("signal received: shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}

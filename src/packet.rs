@@ -31,7 +31,13 @@ impl Packet {
         buf.extend_from_slice(payload);
         let ws = Bytes::from(buf);
         let tcp = ws.slice(hlen..);
-        Self { counter, timestamp_us, built, tcp, ws }
+        Self {
+            counter,
+            timestamp_us,
+            built,
+            tcp,
+            ws,
+        }
     }
 
     /// The bytes for one transport.

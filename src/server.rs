@@ -1,1 +1,257 @@
-//! todo
+//! Starting and stopping the whole thing: listeners, workers, the tick thread, the stats log.
+
+use crate::config::Config;
+use crate::fanout::hub::{self, HubStats, WorkerMsg};
+use crate::fanout::stats::{Totals, WorkerStats};
+use crate::fanout::worker::{self, Shared};
+use crate::net::{self, ListenerKind};
+use crate::source::Source;
+use anyhow::Context as _;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where the server listens (ports resolved, so `0` in the config becomes the real port).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// TCP telemetry.
+    pub data: SocketAddr,
+    /// TCP commands.
+    pub command: SocketAddr,
+    /// WebSocket, when enabled.
+    pub ws: Option<SocketAddr>,
+}
+
+/// A running server.
+pub struct Server {
+    addresses: Addresses,
+    driver: &'static str,
+    stop: Arc<AtomicBool>,
+    worker_txs: Vec<flume::Sender<WorkerMsg>>,
+    workers: Vec<JoinHandle<()>>,
+    hub: JoinHandle<()>,
+    stats: Vec<Arc<WorkerStats>>,
+    hub_stats: Arc<HubStats>,
+    logger: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener, starts the workers and the tick. Fails (nothing left running) if a
+    /// port cannot be bound or a runtime cannot start.
+    pub fn start(config: Config, source: Box<dyn Source>) -> anyhow::Result<Server> {
+        let bind = |port: u16, what: &str| {
+            let addr = SocketAddr::new(config.bind, port);
+            net::bind(addr, config.backlog)
+                .with_context(|| format!("cannot listen on {addr} ({what})"))
+        };
+        let data = bind(config.data_port, "--data-port")?;
+        let command = bind(config.command_port, "--command-port")?;
+        let ws = config.ws_port.map(|p| bind(p, "--ws-port")).transpose()?;
+        let addresses = Addresses {
+            data: data.local_addr()?,
+            command: command.local_addr()?,
+            ws: ws.as_ref().map(|l| l.local_addr()).transpose()?,
+        };
+
+        let (cmd_tx, cmd_rx) = flume::bounded(1024);
+        let shared = Arc::new(Shared {
+            commands: cmd_tx,
+            connected: AtomicUsize::new(0),
+            load: (0..config.workers).map(|_| AtomicUsize::new(0)).collect(),
+            config: config.clone(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut worker_txs = Vec::new();
+        let mut workers = Vec::new();
+        let mut stats = Vec::new();
+        let mut driver = "unknown";
+        for index in 0..config.workers {
+            let (tx, rx) = flume::bounded(4096);
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let st = Arc::new(WorkerStats::default());
+            let handle = worker::spawn(index, Arc::clone(&shared), Arc::clone(&st), rx, ready_tx)?;
+            let kind = ready_rx
+                .recv()
+                .context("worker thread died at start")?
+                .context("cannot start a compio runtime")?;
+            driver = driver_name(kind);
+            worker_txs.push(tx);
+            workers.push(handle);
+            stats.push(st);
+        }
+        tracing::info!(
+            driver,
+            workers = config.workers,
+            "I/O driver: {driver}, {} worker thread(s)",
+            config.workers
+        );
+        tracing::info!(source = %source.describe(), broadcast_ms = config.broadcast.as_millis() as u64, "source");
+
+        let hub_stats = Arc::new(HubStats::default());
+        let hub = {
+            let (workers, stop, hs, period) = (
+                worker_txs.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&hub_stats),
+                config.broadcast,
+            );
+            std::thread::Builder::new()
+                .name("aerobridge-tick".into())
+                .spawn(move || hub::run(source, period, workers, cmd_rx, stop, hs))?
+        };
+
+        let mut listeners = vec![(data, ListenerKind::Data), (command, ListenerKind::Command)];
+        if let Some(ws) = ws {
+            listeners.push((ws, ListenerKind::WebSocket));
+        }
+        for (listener, kind) in listeners {
+            let addr = listener.local_addr()?;
+            net::spawn_acceptor(
+                listener,
+                kind,
+                Arc::clone(&shared),
+                worker_txs.clone(),
+                Arc::clone(&stop),
+            )?;
+            tracing::info!(listener = kind.as_str(), %addr, "listening on {addr} ({})", kind.as_str());
+        }
+        if !config.bind.is_loopback() {
+            tracing::warn!(
+                bind = %config.bind,
+                "listening beyond loopback: anyone who can reach {} can read telemetry and send commands to the simulator",
+                config.bind
+            );
+        }
+
+        let logger = {
+            let (stats, hs, stop, every) = (
+                stats.clone(),
+                Arc::clone(&hub_stats),
+                Arc::clone(&stop),
+                config.stats_interval,
+            );
+            std::thread::Builder::new()
+                .name("aerobridge-stats".into())
+                .spawn(move || {
+                    let mut next = Instant::now() + every;
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
+                        if Instant::now() >= next {
+                            next += every;
+                            log_totals(&stats, &hs, false);
+                        }
+                    }
+                })?
+        };
+
+        Ok(Server {
+            addresses,
+            driver,
+            stop,
+            worker_txs,
+            workers,
+            hub,
+            stats,
+            hub_stats,
+            logger: Some(logger),
+        })
+    }
+
+    /// The bound addresses.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// `io_uring`, `IOCP` or `poll`.
+    pub fn driver(&self) -> &'static str {
+        self.driver
+    }
+
+    /// Current totals over all workers.
+    pub fn totals(&self) -> Totals {
+        Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+    }
+
+    /// Stops accepting, stops the tick, closes every client (WebSocket: Close 1001) after its
+    /// frame in flight, waits for the workers (bounded by the close grace) and logs the totals.
+    pub fn shutdown(self) -> Totals {
+        self.stop.store(true, Ordering::Release);
+        // Wake the blocking acceptors with a connection each; they see `stop` and exit.
+        for addr in [
+            Some(self.addresses.data),
+            Some(self.addresses.command),
+            self.addresses.ws,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let target = match addr.ip() {
+                ip if ip.is_unspecified() && addr.is_ipv4() => {
+                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+                }
+                ip if ip.is_unspecified() => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+                }
+                _ => addr,
+            };
+            let _ = TcpStream::connect_timeout(&target, Duration::from_millis(100));
+        }
+        self.hub.thread().unpark();
+        for tx in &self.worker_txs {
+            let _ = tx.send(WorkerMsg::Shutdown);
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+        let _ = self.hub.join();
+        if let Some(l) = self.logger {
+            l.thread().unpark();
+            let _ = l.join();
+        }
+        log_totals(&self.stats, &self.hub_stats, true)
+    }
+}
+
+fn driver_name(kind: compio::driver::DriverType) -> &'static str {
+    match kind {
+        compio::driver::DriverType::IoUring => "io_uring",
+        compio::driver::DriverType::IOCP => "IOCP",
+        compio::driver::DriverType::Poll => "poll",
+    }
+}
+
+fn log_totals(stats: &[Arc<WorkerStats>], hub: &HubStats, at_exit: bool) -> Totals {
+    let t = Totals::sum(stats.iter().map(|s| s.as_ref()));
+    let per_worker: Vec<u64> = stats
+        .iter()
+        .map(|s| s.tcp_clients.get() + s.ws_clients.get())
+        .collect();
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                clients = t.clients,
+                command_clients = t.command_clients,
+                per_worker = ?per_worker,
+                frames_built = hub.frames_built.get(),
+                frame_bytes = hub.last_frame_bytes.load(Ordering::Relaxed),
+                build_us = hub.last_build_ns.load(Ordering::Relaxed) / 1000,
+                ticks_missed = hub.ticks_missed.get(),
+                frames_sent = t.frames_sent,
+                frames_skipped = t.frames_skipped,
+                bytes_sent = t.bytes_sent,
+                commands_ok = t.commands_ok,
+                commands_rejected = t.commands_rejected,
+                disconnects = %t.disconnect_summary(),
+                "{}", if at_exit { "totals at shutdown" } else { "totals" }
+            )
+        };
+    }
+    if at_exit {
+        emit!(info);
+    } else {
+        emit!(debug);
+    }
+    t
+}

@@ -1,1 +1,134 @@
-//! todo
+//! The tick: one thread owns the source. On a fixed grid it applies queued commands, advances
+//! the source, encodes the frame once, builds the shared packet once, and hands one `Arc` to each
+//! worker. Nothing here is per client.
+
+use crate::command::{Command, CommandError};
+use crate::fanout::stats::Counter;
+use crate::packet::Packet;
+use crate::source::Source;
+use crate::telemetry::{FrameEncoder, FrameHeader};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A message to a worker.
+pub enum WorkerMsg {
+    /// A new frame for every client of the worker.
+    Tick(Arc<Packet>),
+    /// A connection to adopt.
+    Connection(crate::net::Accepted),
+    /// Close every client and stop.
+    Shutdown,
+}
+
+/// Commands from one connection, applied together at the start of the next tick.
+pub struct CommandBatch {
+    /// Validated commands, applied in order.
+    pub commands: Vec<Command>,
+    /// Where the results go.
+    pub reply: flume::Sender<BatchResult>,
+}
+
+/// What happened to a [`CommandBatch`].
+pub struct BatchResult {
+    /// `update_counter` of the first frame that shows the applied commands.
+    pub frame: u64,
+    /// One result per command, in order.
+    pub results: Vec<Result<(), CommandError>>,
+}
+
+/// The hub's own counters (written by the tick thread only).
+#[derive(Default, Debug)]
+pub struct HubStats {
+    /// Frames built and published.
+    pub frames_built: Counter,
+    /// Grid slots skipped because a tick ran late.
+    pub ticks_missed: Counter,
+    /// Ticks a worker could not take (its channel was full).
+    pub worker_backlog_drops: Counter,
+    /// Size of the last frame's payload in bytes.
+    pub last_frame_bytes: AtomicU64,
+    /// Nanoseconds spent building the last frame (source + encode + packet).
+    pub last_build_ns: AtomicU64,
+}
+
+/// Runs the tick loop until `stop` is set. Call on a dedicated thread.
+pub fn run(
+    mut source: Box<dyn Source>,
+    period: Duration,
+    workers: Vec<flume::Sender<WorkerMsg>>,
+    commands: flume::Receiver<CommandBatch>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<HubStats>,
+) {
+    let mut encoder = FrameEncoder::new();
+    let rate_hz = 1.0 / period.as_secs_f64();
+    let start = Instant::now();
+    let mut slot: u32 = 0;
+    let mut counter: u64 = 0;
+    let mut last = start;
+    let mut last_non_finite = 0;
+    while !stop.load(Ordering::Acquire) {
+        // Fixed grid: tick n is due at start + n·period. A late tick does not shift later ones;
+        // if we fell more than a whole period behind, the missed slots are skipped, not burst.
+        let due = start + period * slot;
+        let now = Instant::now();
+        if now < due {
+            std::thread::park_timeout(due - now);
+            continue;
+        }
+        let behind = ((now - due).as_nanos() / period.as_nanos()) as u32;
+        if behind > 0 {
+            stats.ticks_missed.add(behind as u64);
+        }
+        slot += behind + 1;
+
+        let build_start = Instant::now();
+        counter += 1;
+        while let Ok(batch) = commands.try_recv() {
+            let results = batch.commands.iter().map(|c| source.apply(c)).collect();
+            let _ = batch.reply.send(BatchResult {
+                frame: counter,
+                results,
+            });
+        }
+        let wall = SystemTime::now();
+        let valid = source.advance(wall, build_start - last);
+        last = build_start;
+        let header = FrameHeader {
+            timestamp_us: wall
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+            data_valid: valid,
+            update_counter: counter,
+            broadcast_rate_hz: rate_hz,
+        };
+        let payload = encoder.encode(&header, source.variables());
+        let packet = Arc::new(Packet::build(
+            counter,
+            header.timestamp_us,
+            build_start,
+            payload,
+        ));
+        if encoder.non_finite_count() != last_non_finite {
+            last_non_finite = encoder.non_finite_count();
+            tracing::warn!(
+                total = last_non_finite,
+                "source produced non-finite numbers; sent as null"
+            );
+        }
+        stats
+            .last_frame_bytes
+            .store(packet.tcp.len() as u64, Ordering::Relaxed);
+        stats
+            .last_build_ns
+            .store(build_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.frames_built.add(1);
+        for w in &workers {
+            if w.try_send(WorkerMsg::Tick(Arc::clone(&packet))).is_err() {
+                stats.worker_backlog_drops.add(1);
+            }
+        }
+    }
+}

@@ -30,7 +30,12 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        Self { max_frames: 8, max_bytes: 1 << 20, max_control_bytes: 256 << 10, max_lag: Duration::from_secs(2) }
+        Self {
+            max_frames: 8,
+            max_bytes: 1 << 20,
+            max_control_bytes: 256 << 10,
+            max_lag: Duration::from_secs(2),
+        }
     }
 }
 
@@ -113,7 +118,10 @@ impl SendQueue {
         if self.closing {
             return Pushed::Closing;
         }
-        if let Some(InFlight { built: Some(built), .. }) = self.in_flight {
+        if let Some(InFlight {
+            built: Some(built), ..
+        }) = self.in_flight
+        {
             if now.saturating_duration_since(built) > self.limits.max_lag {
                 return Pushed::Lagging;
             }
@@ -128,7 +136,10 @@ impl SendQueue {
                 skipped += 1;
             }
         }
-        Pushed::Queued { wake: self.in_flight.is_none(), skipped }
+        Pushed::Queued {
+            wake: self.in_flight.is_none(),
+            skipped,
+        }
     }
 
     /// Queues a control item (pong, reply). Returns whether the writer must be woken.
@@ -168,17 +179,26 @@ impl SendQueue {
     }
 
     /// Takes the next item to write. Control items go first.
-    pub fn next(&mut self) -> Next {
-        debug_assert!(self.in_flight.is_none(), "complete() the item in flight first");
+    pub fn take_next(&mut self) -> Next {
+        debug_assert!(
+            self.in_flight.is_none(),
+            "complete() the item in flight first"
+        );
         if let Some(bytes) = self.control.pop_front() {
             self.control_bytes -= bytes.len();
-            self.in_flight = Some(InFlight { built: None, len: bytes.len() });
+            self.in_flight = Some(InFlight {
+                built: None,
+                len: bytes.len(),
+            });
             return Next::Write(bytes);
         }
         if let Some(packet) = self.frames.pop_front() {
             let bytes = packet.bytes(self.transport).clone();
             self.frame_bytes -= bytes.len();
-            self.in_flight = Some(InFlight { built: Some(packet.built), len: bytes.len() });
+            self.in_flight = Some(InFlight {
+                built: Some(packet.built),
+                len: bytes.len(),
+            });
             return Next::Write(bytes);
         }
         if self.closing {
@@ -191,7 +211,10 @@ impl SendQueue {
     /// The item in flight was written completely.
     pub fn complete(&mut self) -> Completed {
         match self.in_flight.take() {
-            Some(f) => Completed { frames: f.built.is_some() as u64, bytes: f.len as u64 },
+            Some(f) => Completed {
+                frames: f.built.is_some() as u64,
+                bytes: f.len as u64,
+            },
             None => Completed::default(),
         }
     }
@@ -207,11 +230,16 @@ mod tests {
     use super::*;
 
     fn packet(counter: u64, built: Instant) -> Arc<Packet> {
-        Arc::new(Packet::build(counter, 0, built, &vec![b'x'; 100]))
+        Arc::new(Packet::build(counter, 0, built, &[b'x'; 100]))
     }
 
     fn limits() -> QueueLimits {
-        QueueLimits { max_frames: 3, max_bytes: 1 << 20, max_control_bytes: 1000, max_lag: Duration::from_millis(500) }
+        QueueLimits {
+            max_frames: 3,
+            max_bytes: 1 << 20,
+            max_control_bytes: 1000,
+            max_lag: Duration::from_millis(500),
+        }
     }
 
     fn counter_of(next: Next, q: &SendQueue) -> u64 {
@@ -226,13 +254,31 @@ mod tests {
     fn fifo_then_idle_and_wake_only_when_idle() {
         let t0 = Instant::now();
         let mut q = SendQueue::new(Transport::Tcp, limits());
-        assert_eq!(q.push_frame(&packet(1, t0), t0), Pushed::Queued { wake: true, skipped: 0 });
-        assert!(matches!(q.next(), Next::Write(_)));
-        assert_eq!(q.push_frame(&packet(2, t0), t0), Pushed::Queued { wake: false, skipped: 0 });
-        assert_eq!(q.complete(), Completed { frames: 1, bytes: 100 });
-        assert!(matches!(q.next(), Next::Write(_)));
+        assert_eq!(
+            q.push_frame(&packet(1, t0), t0),
+            Pushed::Queued {
+                wake: true,
+                skipped: 0
+            }
+        );
+        assert!(matches!(q.take_next(), Next::Write(_)));
+        assert_eq!(
+            q.push_frame(&packet(2, t0), t0),
+            Pushed::Queued {
+                wake: false,
+                skipped: 0
+            }
+        );
+        assert_eq!(
+            q.complete(),
+            Completed {
+                frames: 1,
+                bytes: 100
+            }
+        );
+        assert!(matches!(q.take_next(), Next::Write(_)));
         q.complete();
-        assert_eq!(q.next(), Next::Idle);
+        assert_eq!(q.take_next(), Next::Idle);
     }
 
     #[test]
@@ -240,25 +286,51 @@ mod tests {
         let t0 = Instant::now();
         let mut q = SendQueue::new(Transport::WebSocket, limits());
         q.push_frame(&packet(1, t0), t0);
-        let Next::Write(in_flight) = q.next() else { panic!() };
+        let Next::Write(in_flight) = q.take_next() else {
+            panic!()
+        };
         for c in 2..=4 {
-            assert_eq!(q.push_frame(&packet(c, t0), t0), Pushed::Queued { wake: false, skipped: 0 });
+            assert_eq!(
+                q.push_frame(&packet(c, t0), t0),
+                Pushed::Queued {
+                    wake: false,
+                    skipped: 0
+                }
+            );
         }
-        assert_eq!(q.push_frame(&packet(5, t0), t0), Pushed::Queued { wake: false, skipped: 3 });
+        assert_eq!(
+            q.push_frame(&packet(5, t0), t0),
+            Pushed::Queued {
+                wake: false,
+                skipped: 3
+            }
+        );
         assert_eq!(q.waiting_frames(), 1);
         // The frame in flight is untouched and completes whole.
         assert_eq!(q.complete().bytes, in_flight.len() as u64);
-        let _ = counter_of(q.next(), &q);
+        let _ = counter_of(q.take_next(), &q);
         assert_eq!(q.frames.len(), 0);
     }
 
     #[test]
     fn byte_bound_also_triggers_skipping() {
         let t0 = Instant::now();
-        let mut q = SendQueue::new(Transport::Tcp, QueueLimits { max_bytes: 250, ..limits() });
+        let mut q = SendQueue::new(
+            Transport::Tcp,
+            QueueLimits {
+                max_bytes: 250,
+                ..limits()
+            },
+        );
         q.push_frame(&packet(1, t0), t0);
         q.push_frame(&packet(2, t0), t0);
-        assert_eq!(q.push_frame(&packet(3, t0), t0), Pushed::Queued { wake: true, skipped: 2 });
+        assert_eq!(
+            q.push_frame(&packet(3, t0), t0),
+            Pushed::Queued {
+                wake: true,
+                skipped: 2
+            }
+        );
     }
 
     #[test]
@@ -266,15 +338,24 @@ mod tests {
         let t0 = Instant::now();
         let mut q = SendQueue::new(Transport::Tcp, limits());
         q.push_frame(&packet(1, t0), t0);
-        let _ = q.next();
+        let _ = q.take_next();
         let later = t0 + Duration::from_millis(400);
-        assert!(matches!(q.push_frame(&packet(2, later), later), Pushed::Queued { .. }));
+        assert!(matches!(
+            q.push_frame(&packet(2, later), later),
+            Pushed::Queued { .. }
+        ));
         let too_late = t0 + Duration::from_millis(600);
-        assert_eq!(q.push_frame(&packet(3, too_late), too_late), Pushed::Lagging);
+        assert_eq!(
+            q.push_frame(&packet(3, too_late), too_late),
+            Pushed::Lagging
+        );
         // A slow but progressing client is not lagging: each frame completes in time.
         q.complete();
-        let _ = q.next(); // frame 2, built at `later`
-        assert!(matches!(q.push_frame(&packet(4, too_late), too_late), Pushed::Queued { .. }));
+        let _ = q.take_next(); // frame 2, built at `later`
+        assert!(matches!(
+            q.push_frame(&packet(4, too_late), too_late),
+            Pushed::Queued { .. }
+        ));
     }
 
     #[test]
@@ -283,17 +364,23 @@ mod tests {
         let mut q = SendQueue::new(Transport::WebSocket, limits());
         q.push_frame(&packet(1, t0), t0);
         assert_eq!(q.push_control(Bytes::from_static(b"pong")), Ok(true));
-        assert_eq!(q.next(), Next::Write(Bytes::from_static(b"pong")));
-        assert_eq!(q.complete(), Completed { frames: 0, bytes: 4 });
-        let _ = q.next(); // frame 1 in flight
+        assert_eq!(q.take_next(), Next::Write(Bytes::from_static(b"pong")));
+        assert_eq!(
+            q.complete(),
+            Completed {
+                frames: 0,
+                bytes: 4
+            }
+        );
+        let _ = q.take_next(); // frame 1 in flight
         q.push_frame(&packet(2, t0), t0);
         let (dropped, wake) = q.close(Some(Bytes::from_static(b"bye")));
         assert_eq!((dropped, wake), (1, false));
         assert_eq!(q.push_frame(&packet(3, t0), t0), Pushed::Closing);
         assert_eq!(q.complete().frames, 1);
-        assert_eq!(q.next(), Next::Write(Bytes::from_static(b"bye")));
+        assert_eq!(q.take_next(), Next::Write(Bytes::from_static(b"bye")));
         q.complete();
-        assert_eq!(q.next(), Next::Finished);
+        assert_eq!(q.take_next(), Next::Finished);
         assert_eq!(q.close(None), (0, false));
     }
 
@@ -301,6 +388,9 @@ mod tests {
     fn control_overflow_is_reported() {
         let mut q = SendQueue::new(Transport::WebSocket, limits());
         assert!(q.push_control(Bytes::from(vec![0u8; 900])).is_ok());
-        assert_eq!(q.push_control(Bytes::from(vec![0u8; 200])), Err(ControlOverflow));
+        assert_eq!(
+            q.push_control(Bytes::from(vec![0u8; 200])),
+            Err(ControlOverflow)
+        );
     }
 }

@@ -1,1 +1,299 @@
-//! todo
+//! A worker: one thread, one compio runtime, a share of the clients. It receives each tick once
+//! and pushes it into its clients' queues (a refcount bump each); every client has one task that
+//! reads and writes its socket.
+
+use crate::config::Config;
+use crate::fanout::hub::{CommandBatch, WorkerMsg};
+use crate::fanout::notify::LocalNotify;
+use crate::fanout::queue::{ControlOverflow, Pushed, SendQueue};
+use crate::fanout::stats::{Disconnect, WorkerStats};
+use crate::packet::{Packet, Transport};
+use crate::ws::{close, frame};
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// State shared by all threads.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Where connections send command batches.
+    pub commands: flume::Sender<CommandBatch>,
+    /// Admitted connections, all workers together (for `--max-clients`).
+    pub connected: AtomicUsize,
+    /// Connections assigned to each worker (for balancing).
+    pub load: Vec<AtomicUsize>,
+}
+
+/// One telemetry client, as the worker and its connection task see it.
+pub struct Client {
+    /// TCP lines or WebSocket frames.
+    pub transport: Transport,
+    /// Its queue.
+    pub queue: RefCell<SendQueue>,
+    /// Wakes its writer.
+    pub notify: LocalNotify,
+    reason: Cell<Option<Disconnect>>,
+    close_deadline: Cell<Option<Instant>>,
+}
+
+impl Client {
+    /// Starts closing for `reason` (first reason wins): drops waiting frames, queues `last` (a
+    /// Close frame) after what is in flight, and gives the writer `grace` to finish. Returns the
+    /// number of frames dropped.
+    pub fn start_close(&self, reason: Disconnect, last: Option<Bytes>, grace: Duration) -> u64 {
+        if self.reason.get().is_none() {
+            self.reason.set(Some(reason));
+        }
+        let (dropped, _) = self.queue.borrow_mut().close(last);
+        if self.close_deadline.get().is_none() {
+            self.close_deadline.set(Some(Instant::now() + grace));
+        }
+        self.notify.notify();
+        dropped
+    }
+
+    /// Queues a control item (pong, reply) ahead of telemetry.
+    pub fn push_control(&self, bytes: Bytes) -> Result<(), ControlOverflow> {
+        if self.queue.borrow_mut().push_control(bytes)? {
+            self.notify.notify();
+        }
+        Ok(())
+    }
+
+    /// Why it is closing, if it is.
+    pub fn reason(&self) -> Option<Disconnect> {
+        self.reason.get()
+    }
+
+    /// When a closing client's writer must give up.
+    pub fn close_deadline(&self) -> Option<Instant> {
+        self.close_deadline.get()
+    }
+}
+
+/// A worker's own state (one per runtime thread).
+pub struct Worker {
+    /// Position among the workers.
+    pub index: usize,
+    /// Cross-thread state.
+    pub shared: Arc<Shared>,
+    /// This worker's counters.
+    pub stats: Arc<WorkerStats>,
+    clients: RefCell<Vec<Rc<Client>>>,
+    live_connections: Cell<usize>,
+    shutting_down: Cell<bool>,
+}
+
+impl Worker {
+    /// Adds a telemetry client; it receives every tick from now on.
+    pub fn register(&self, transport: Transport) -> Rc<Client> {
+        let client = Rc::new(Client {
+            transport,
+            queue: RefCell::new(SendQueue::new(transport, self.shared.config.queue)),
+            notify: LocalNotify::default(),
+            reason: Cell::new(None),
+            close_deadline: Cell::new(None),
+        });
+        if self.shutting_down.get() {
+            client.start_close(
+                Disconnect::Shutdown,
+                self.close_frame_for(transport, Disconnect::Shutdown),
+                self.shared.config.close_grace,
+            );
+        }
+        self.clients.borrow_mut().push(Rc::clone(&client));
+        self.gauge(transport).add(1);
+        client
+    }
+
+    /// Removes a telemetry client.
+    pub fn unregister(&self, client: &Rc<Client>) {
+        let mut clients = self.clients.borrow_mut();
+        if let Some(i) = clients.iter().position(|c| Rc::ptr_eq(c, client)) {
+            clients.swap_remove(i);
+            self.gauge(client.transport).sub(1);
+        }
+    }
+
+    fn gauge(&self, transport: Transport) -> &crate::fanout::stats::Counter {
+        match transport {
+            Transport::Tcp => &self.stats.tcp_clients,
+            Transport::WebSocket => &self.stats.ws_clients,
+        }
+    }
+
+    /// Pushes one tick into every client's queue.
+    pub fn dispatch(&self, packet: &Arc<Packet>) {
+        self.stats.ticks.add(1);
+        let now = Instant::now();
+        let mut skipped = 0;
+        for client in self.clients.borrow().iter() {
+            let pushed = client.queue.borrow_mut().push_frame(packet, now);
+            match pushed {
+                Pushed::Queued { wake, skipped: s } => {
+                    skipped += s;
+                    if wake {
+                        client.notify.notify();
+                    }
+                }
+                Pushed::Lagging => {
+                    skipped += 1 + self.close_client(client, Disconnect::SlowConsumer);
+                }
+                Pushed::Closing => skipped += 1,
+            }
+        }
+        self.stats.frames_skipped.add(skipped);
+    }
+
+    /// Closes a telemetry client for `reason`, with the Close frame its transport needs.
+    pub fn close_client(&self, client: &Client, reason: Disconnect) -> u64 {
+        if client.reason().is_none() {
+            match reason {
+                Disconnect::SlowConsumer => tracing::info!(
+                    worker = self.index,
+                    max_lag_ms = self.shared.config.queue.max_lag.as_millis() as u64,
+                    "disconnecting slow consumer"
+                ),
+                _ => tracing::debug!(
+                    worker = self.index,
+                    reason = reason.as_str(),
+                    "closing client"
+                ),
+            }
+        }
+        client.start_close(
+            reason,
+            self.close_frame_for(client.transport, reason),
+            self.shared.config.close_grace,
+        )
+    }
+
+    fn close_frame_for(&self, transport: Transport, reason: Disconnect) -> Option<Bytes> {
+        if transport != Transport::WebSocket {
+            return None;
+        }
+        Some(match reason {
+            Disconnect::SlowConsumer => frame::close_frame(
+                close::SLOW_CONSUMER,
+                &format!(
+                    "slow consumer: more than {} ms behind",
+                    self.shared.config.queue.max_lag.as_millis()
+                ),
+            ),
+            Disconnect::Shutdown => frame::close_frame(close::GOING_AWAY, "server shutting down"),
+            _ => frame::close_frame(close::NORMAL, ""),
+        })
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Tracks a connection task (telemetry, command or refusal) for the whole of its life.
+    pub fn connection_guard(self: &Rc<Self>, admitted: bool) -> ConnectionGuard {
+        self.live_connections.set(self.live_connections.get() + 1);
+        ConnectionGuard {
+            worker: Rc::clone(self),
+            admitted,
+            reason: Cell::new(None),
+        }
+    }
+}
+
+/// Undoes a connection's accounting when its task ends, however it ends (cancellation included).
+pub struct ConnectionGuard {
+    worker: Rc<Worker>,
+    admitted: bool,
+    reason: Cell<Option<Disconnect>>,
+}
+
+impl ConnectionGuard {
+    /// Records why the connection ended (counted on drop).
+    pub fn set_reason(&self, reason: Disconnect) {
+        self.reason.set(Some(reason));
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let w = &self.worker;
+        w.live_connections.set(w.live_connections.get() - 1);
+        w.shared.load[w.index].fetch_sub(1, Ordering::Relaxed);
+        if self.admitted {
+            w.shared.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        let reason = self.reason.get().unwrap_or(if w.shutting_down.get() {
+            Disconnect::Shutdown
+        } else {
+            Disconnect::IoError
+        });
+        w.stats.disconnect(reason);
+    }
+}
+
+/// Starts worker `index` on its own thread. Sends the I/O driver in use (or the error) on `ready`.
+pub fn spawn(
+    index: usize,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    rx: flume::Receiver<WorkerMsg>,
+    ready: std::sync::mpsc::Sender<std::io::Result<compio::driver::DriverType>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("aerobridge-worker-{index}"))
+        .spawn(move || {
+            let runtime = match compio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(runtime.driver_type()));
+            runtime.block_on(run(index, shared, stats, rx));
+        })
+}
+
+async fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    rx: flume::Receiver<WorkerMsg>,
+) {
+    let worker = Rc::new(Worker {
+        index,
+        shared,
+        stats,
+        clients: RefCell::new(Vec::new()),
+        live_connections: Cell::new(0),
+        shutting_down: Cell::new(false),
+    });
+    while let Ok(msg) = rx.recv_async().await {
+        match msg {
+            WorkerMsg::Tick(packet) => worker.dispatch(&packet),
+            WorkerMsg::Connection(accepted) => {
+                compio::runtime::spawn(crate::net::handle(Rc::clone(&worker), accepted)).detach();
+            }
+            WorkerMsg::Shutdown => break,
+        }
+    }
+    // Shutdown: every telemetry client finishes its frame in flight and gets Close 1001, bounded
+    // by the close grace. Connections still open after that are dropped with the runtime.
+    worker.shutting_down.set(true);
+    let clients: Vec<Rc<Client>> = worker.clients.borrow().clone();
+    let mut dropped = 0;
+    for client in &clients {
+        dropped += worker.close_client(client, Disconnect::Shutdown);
+    }
+    worker.stats.frames_skipped.add(dropped);
+    drop(clients);
+    let deadline = Instant::now() + worker.shared.config.close_grace + Duration::from_millis(100);
+    while !worker.clients.borrow().is_empty() && Instant::now() < deadline {
+        compio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

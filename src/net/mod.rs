@@ -1,1 +1,291 @@
-//! todo
+//! The only place that touches sockets. Listeners accept on plain threads (blocking `accept`,
+//! portable) and hand each `std::net::TcpStream` to the least-loaded worker, which adopts it into
+//! its own compio runtime (`from_std`) — a socket stays with the runtime that adopted it, which
+//! IOCP requires and io_uring does not mind.
+//!
+//! Per connection there is one task; it runs the connection's reader and its writer side by side
+//! (`select`), both on the same `&TcpStream`.
+
+pub mod commands;
+pub mod data;
+pub mod websocket;
+
+use crate::fanout::hub::WorkerMsg;
+use crate::fanout::queue::Next;
+use crate::fanout::stats::Disconnect;
+use crate::fanout::worker::{Client, Shared, Worker};
+use bytes::Bytes;
+use compio::buf::BufResult;
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::future::{select, Either};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Which listener a connection came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// TCP telemetry (12345).
+    Data,
+    /// TCP commands (12346).
+    Command,
+    /// WebSocket (8765).
+    WebSocket,
+}
+
+impl ListenerKind {
+    /// Name used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Data => "tcp-data",
+            ListenerKind::Command => "tcp-command",
+            ListenerKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// A connection on its way to a worker.
+pub struct Accepted {
+    /// The socket (blocking mode as accepted; the worker adopts it).
+    pub stream: std::net::TcpStream,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// Which port.
+    pub kind: ListenerKind,
+    /// False when `--max-clients` was reached: the worker refuses it politely.
+    pub admitted: bool,
+}
+
+/// Binds a listener with SO_REUSEADDR (Unix) and the configured backlog.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
+}
+
+/// Accepts on `listener` until `stop` is set, handing connections to workers.
+pub fn spawn_acceptor(
+    listener: TcpListener,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    workers: Vec<flume::Sender<WorkerMsg>>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("aerobridge-accept-{}", kind.as_str()))
+        .spawn(move || loop {
+            let (stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) => {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    // EMFILE and friends: back off instead of spinning; the kernel queue holds the rest.
+                    tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            if let Some(size) = shared.config.send_buffer {
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
+            }
+            let admitted =
+                shared.connected.fetch_add(1, Ordering::Relaxed) < shared.config.max_clients;
+            if !admitted {
+                shared.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+            let index = (0..workers.len())
+                .min_by_key(|&i| shared.load[i].load(Ordering::Relaxed))
+                .unwrap_or(0);
+            shared.load[index].fetch_add(1, Ordering::Relaxed);
+            let msg = WorkerMsg::Connection(Accepted {
+                stream,
+                peer,
+                kind,
+                admitted,
+            });
+            if workers[index].send(msg).is_err() {
+                return; // worker gone: shutting down
+            }
+        })
+}
+
+/// Runs one connection on its worker.
+pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
+    let guard = worker.connection_guard(accepted.admitted);
+    let stream = match TcpStream::from_std(accepted.stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(peer = %accepted.peer, error = %e, "could not adopt connection");
+            guard.set_reason(Disconnect::IoError);
+            return;
+        }
+    };
+    let peer = accepted.peer;
+    let reason = if !accepted.admitted {
+        tracing::warn!(%peer, listener = accepted.kind.as_str(), max = worker.shared.config.max_clients, "refusing connection: server full");
+        refuse(&stream, accepted.kind, worker.shared.config.max_clients).await;
+        Disconnect::ServerFull
+    } else {
+        tracing::debug!(%peer, listener = accepted.kind.as_str(), "connected");
+        match accepted.kind {
+            ListenerKind::Data => data::serve(&worker, &stream).await,
+            ListenerKind::Command => commands::serve(&worker, &stream, peer).await,
+            ListenerKind::WebSocket => websocket::serve(&worker, &stream, peer).await,
+        }
+    };
+    tracing::debug!(%peer, reason = reason.as_str(), "disconnected");
+    guard.set_reason(reason);
+    let _ = stream.close().await;
+}
+
+/// Says "server full" in the connection's own protocol, then closes.
+async fn refuse(stream: &TcpStream, kind: ListenerKind, max: usize) {
+    let reason = format!("server full: {max} clients connected (--max-clients)");
+    let response = match kind {
+        ListenerKind::Data => return, // upstream clients parse every line as telemetry: just close
+        ListenerKind::Command => {
+            let mut out = Vec::new();
+            crate::command::write_error(
+                &mut out,
+                &crate::command::Rejection::bare(crate::command::CommandError::Unavailable(
+                    "server full",
+                )),
+            );
+            out
+        }
+        ListenerKind::WebSocket => {
+            // Read (part of) the request first so closing does not reset the connection under
+            // the response.
+            let _ = compio::time::timeout(
+                Duration::from_millis(200),
+                read_some(stream, Vec::with_capacity(2048)),
+            )
+            .await;
+            crate::ws::handshake::http_response(503, &reason, &[("Retry-After", "5")])
+        }
+    };
+    let _ = compio::time::timeout(
+        Duration::from_millis(500),
+        write_bytes(stream, Bytes::from(response)),
+    )
+    .await;
+    let mut s = stream;
+    let _ = s.shutdown().await;
+}
+
+/// Reads what is available into `buf`'s spare capacity. `Ok(0)` is end of stream.
+pub async fn read_some(stream: &TcpStream, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    let mut s = stream;
+    let BufResult(res, buf) = s.append(buf).await;
+    (res, buf)
+}
+
+/// Writes all of `bytes`.
+pub async fn write_bytes(stream: &TcpStream, bytes: Bytes) -> io::Result<()> {
+    let mut s = stream;
+    let BufResult(res, _) = s.write_all(bytes).await;
+    res
+}
+
+/// Drains a client's queue into the socket until the queue is closed and flushed. Each item is
+/// written whole (partial writes are continued by `write_all`); while closing, the item in flight
+/// gets until the close deadline.
+pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) -> io::Result<()> {
+    loop {
+        let next = client.queue.borrow_mut().take_next();
+        match next {
+            Next::Idle => client.notify.wait().await,
+            Next::Finished => {
+                let mut s = stream;
+                let _ = s.shutdown().await;
+                return Ok(());
+            }
+            Next::Write(bytes) => {
+                write_item(stream, client, bytes).await?;
+                let done = client.queue.borrow_mut().complete();
+                worker.stats.frames_sent.add(done.frames);
+                worker.stats.bytes_sent.add(done.bytes);
+            }
+        }
+    }
+}
+
+async fn write_item(stream: &TcpStream, client: &Client, bytes: Bytes) -> io::Result<()> {
+    let mut write = pin!(write_bytes(stream, bytes));
+    loop {
+        if let Some(deadline) = client.close_deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            return match compio::time::timeout(left, write).await {
+                Ok(res) => res,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "close deadline passed with a write in flight",
+                )),
+            };
+        }
+        // Wake-ups during a write are either new frames (seen after it) or a close (deadline).
+        match select(write.as_mut(), pin!(client.notify.wait())).await {
+            Either::Left((res, _)) => return res,
+            Either::Right(_) => continue,
+        }
+    }
+}
+
+/// Runs a telemetry connection's reader beside its writer. The reader returns why it stopped
+/// (having started the close itself when something is owed, e.g. a WebSocket Close); the writer
+/// then gets the close grace to flush.
+pub async fn run_client<R>(
+    stream: &TcpStream,
+    worker: &Worker,
+    client: &Rc<Client>,
+    reader: R,
+) -> Disconnect
+where
+    R: std::future::Future<Output = Disconnect>,
+{
+    let writer = pin!(write_loop(stream, client, worker));
+    let reader = pin!(reader);
+    let reason = match select(reader, writer).await {
+        Either::Left((reason, writer)) => {
+            if client.reason().is_none() {
+                // The peer went away or broke the rules without anything owed: stop now.
+                worker.close_client(client, reason);
+            } else {
+                let grace = worker.shared.config.close_grace;
+                let _ = compio::time::timeout(grace, writer).await;
+            }
+            client.reason().unwrap_or(reason)
+        }
+        Either::Right((result, reader)) => {
+            let reason = match (&result, client.reason()) {
+                (_, Some(reason)) => reason,
+                (Err(_), None) => Disconnect::IoError,
+                (Ok(()), None) => Disconnect::PeerClosed,
+            };
+            if result.is_ok() && client.transport == crate::packet::Transport::WebSocket {
+                // Our Close went out; give the peer a moment to answer before we drop the socket.
+                let _ = compio::time::timeout(Duration::from_millis(250), reader).await;
+            }
+            reason
+        }
+    };
+    worker.unregister(client);
+    reason
+}

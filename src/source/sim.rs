@@ -45,8 +45,20 @@ const PATTERN_HEIGHT: f64 = 305.0; // 1000 ft AGL
 /// Pattern legs: target point in runway coordinates (metres along the runway from the threshold,
 /// metres left of the centreline), target height above the field (`None`: glide path), target IAS.
 const LEGS: [(&str, f64, f64, Option<f64>, f64); 6] = [
-    ("upwind", RUNWAY_LENGTH + 1_500.0, 0.0, Some(PATTERN_HEIGHT), 62.0),
-    ("crosswind", RUNWAY_LENGTH + 1_500.0, 2_200.0, Some(PATTERN_HEIGHT), 65.0),
+    (
+        "upwind",
+        RUNWAY_LENGTH + 1_500.0,
+        0.0,
+        Some(PATTERN_HEIGHT),
+        62.0,
+    ),
+    (
+        "crosswind",
+        RUNWAY_LENGTH + 1_500.0,
+        2_200.0,
+        Some(PATTERN_HEIGHT),
+        65.0,
+    ),
     ("downwind", -3_200.0, 2_200.0, Some(PATTERN_HEIGHT), 65.0),
     ("base", -3_200.0, 0.0, Some(200.0), 56.0),
     ("final", 0.0, 0.0, None, 51.0),
@@ -144,9 +156,15 @@ impl Sim {
         for (id, text) in [
             (var::AIRCRAFT_NAME, "Beechcraft Baron 58"),
             (var::AIRCRAFT_NEAREST_AIRPORT_IDENTIFIER, "KSFO"),
-            (var::AIRCRAFT_NEAREST_AIRPORT_NAME, "San Francisco International"),
+            (
+                var::AIRCRAFT_NEAREST_AIRPORT_NAME,
+                "San Francisco International",
+            ),
             (var::AIRCRAFT_BEST_AIRPORT_IDENTIFIER, "KSFO"),
-            (var::AIRCRAFT_BEST_AIRPORT_NAME, "San Francisco International"),
+            (
+                var::AIRCRAFT_BEST_AIRPORT_NAME,
+                "San Francisco International",
+            ),
             (var::AIRCRAFT_BEST_RUNWAY_IDENTIFIER, "28L"),
             (var::NAVIGATION_NAV1_IDENTIFIER, "SFO"),
             (var::NAVIGATION_NAV2_IDENTIFIER, "OSI"),
@@ -207,7 +225,10 @@ impl Sim {
             (var::AIRCRAFT_BEST_AIRPORT_LOCATION_X, 37.618_8),
             (var::AIRCRAFT_BEST_AIRPORT_LOCATION_Y, -122.375_4),
             (var::AUTOPILOT_SELECTED_ALTITUDE_SCALE, 100.0 * 0.3048),
-            (var::AUTOPILOT_SELECTED_VERTICAL_SPEED, 700.0 * 0.3048 / 60.0),
+            (
+                var::AUTOPILOT_SELECTED_VERTICAL_SPEED,
+                700.0 * 0.3048 / 60.0,
+            ),
             (var::AUTOPILOT_SELECTED_HEADING, 284f64.to_radians()),
             (var::CONTROLS_MAGNETOS1, 3.0),
             (var::CONTROLS_MIXTURE1, 1.0),
@@ -235,7 +256,11 @@ impl Sim {
             v.set(VarId(var::CONTROLS_MASTER1.0 + i), 1.0);
             v.set(VarId(var::CONTROLS_IGNITION1.0 + i), 1.0);
         }
-        let threshold = ecef(THRESHOLD_LAT_DEG.to_radians(), THRESHOLD_LON_DEG.to_radians(), FIELD_ELEVATION);
+        let threshold = ecef(
+            THRESHOLD_LAT_DEG.to_radians(),
+            THRESHOLD_LON_DEG.to_radians(),
+            FIELD_ELEVATION,
+        );
         let (ee, en) = runway_to_enu(RUNWAY_LENGTH, 0.0);
         let (lat_end, lon_end) = enu_to_latlon(ee, en);
         let end = ecef(lat_end, lon_end, FIELD_ELEVATION);
@@ -267,10 +292,18 @@ impl Sim {
         if distance < 250.0 || (distance < 1_200.0 && along > 0.0 && name != "final") {
             self.leg = (self.leg + 1) % LEGS.len();
         }
-        let track_error = if self.tas > 1.0 { wrap_pi(bearing - track) } else { 0.0 };
+        let track_error = if self.tas > 1.0 {
+            wrap_pi(bearing - track)
+        } else {
+            0.0
+        };
         let bank_cmd = (track_error * 1.4).clamp(-25f64.to_radians(), 25f64.to_radians());
         let new_bank = approach(self.bank, bank_cmd, 8f64.to_radians() * dt);
-        let roll_rate = if dt > 0.0 { (new_bank - self.bank) / dt } else { 0.0 };
+        let roll_rate = if dt > 0.0 {
+            (new_bank - self.bank) / dt
+        } else {
+            0.0
+        };
         self.bank = new_bank;
         let turn_rate = G * self.bank.tan() / self.tas.max(20.0);
         self.heading = wrap_2pi(self.heading + turn_rate * dt);
@@ -286,16 +319,24 @@ impl Sim {
         let ground_speed = self.velocity[0].hypot(self.velocity[1]);
         let mut vs_cmd = (0.15 * (target_alt - self.altitude)).clamp(-5.0, 5.0);
         if height.is_none() {
-            vs_cmd = (-ground_speed * 3f64.to_radians().tan() + 0.2 * (target_alt - self.altitude)).clamp(-6.0, 2.0);
+            vs_cmd = (-ground_speed * 3f64.to_radians().tan() + 0.2 * (target_alt - self.altitude))
+                .clamp(-6.0, 2.0);
         }
         let new_vs = approach(self.vertical_speed, vs_cmd, 1.5 * dt);
-        let vs_accel = if dt > 0.0 { (new_vs - self.vertical_speed) / dt } else { 0.0 };
+        let vs_accel = if dt > 0.0 {
+            (new_vs - self.vertical_speed) / dt
+        } else {
+            0.0
+        };
         self.vertical_speed = new_vs;
 
         // Longitudinal: thrust, drag and the climb share of gravity decide the speed.
-        let gamma = (self.vertical_speed / self.tas.max(1.0)).clamp(-0.5, 0.5).asin();
+        let gamma = (self.vertical_speed / self.tas.max(1.0))
+            .clamp(-0.5, 0.5)
+            .asin();
         let q = 0.5 * rho * self.tas * self.tas;
-        let lift_coeff = (MASS * G * gamma.cos() / self.bank.cos().max(0.3)) / (q * WING_AREA).max(1.0);
+        let lift_coeff =
+            (MASS * G * gamma.cos() / self.bank.cos().max(0.3)) / (q * WING_AREA).max(1.0);
         let drag_coeff = CD0
             + 0.035 * self.flaps
             + 0.022 * self.gear
@@ -318,7 +359,11 @@ impl Sim {
         let accel = (thrust - drag) / MASS - G * gamma.sin();
         self.tas = (self.tas + accel * dt).clamp(25.0, 140.0);
         let new_ias = self.tas * sigma.sqrt();
-        let trend = if dt > 0.0 { (new_ias - self.ias) / dt } else { 0.0 };
+        let trend = if dt > 0.0 {
+            (new_ias - self.ias) / dt
+        } else {
+            0.0
+        };
         self.ias_trend += (trend - self.ias_trend) * (dt / 0.5).min(1.0);
         self.ias = new_ias;
 
@@ -326,7 +371,11 @@ impl Sim {
         let (cl0, cl_alpha) = (0.25 + 0.55 * self.flaps, 5.2);
         let aoa = (lift_coeff - cl0) / cl_alpha;
         let new_pitch = gamma + aoa * self.bank.cos();
-        let pitch_rate = if dt > 0.0 { (new_pitch - self.pitch) / dt } else { 0.0 };
+        let pitch_rate = if dt > 0.0 {
+            (new_pitch - self.pitch) / dt
+        } else {
+            0.0
+        };
         self.pitch = new_pitch;
         self.rates = [roll_rate, pitch_rate, turn_rate * self.bank.cos()];
 
@@ -338,7 +387,11 @@ impl Sim {
             self.vertical_speed,
         ];
         if dt > 0.0 {
-            for (a, (v, old)) in self.acceleration.iter_mut().zip(velocity.iter().zip(self.velocity)) {
+            for (a, (v, old)) in self
+                .acceleration
+                .iter_mut()
+                .zip(velocity.iter().zip(self.velocity))
+            {
                 *a = (v - old) / dt;
             }
             self.acceleration[2] = vs_accel;
@@ -356,13 +409,19 @@ impl Sim {
     fn write_frame(&mut self, now: SystemTime) {
         let (lat, lon) = enu_to_latlon(self.east, self.north);
         let height = self.altitude - FIELD_ELEVATION;
-        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let since_epoch = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         let ground_speed = self.velocity[0].hypot(self.velocity[1]);
         let power = self.throttle[..ENGINES].iter().sum::<f64>() / ENGINES as f64;
         let at_altitude = (self.altitude - self.selected_altitude).abs() < 15.0;
         let v = &mut self.vars;
         for (id, value) in [
-            (var::AIRCRAFT_UNIVERSAL_TIME, since_epoch.rem_euclid(86_400.0)),
+            (
+                var::AIRCRAFT_UNIVERSAL_TIME,
+                since_epoch.rem_euclid(86_400.0),
+            ),
             (var::AIRCRAFT_ALTITUDE, self.altitude),
             (var::AIRCRAFT_VERTICAL_SPEED, self.vertical_speed),
             (var::AIRCRAFT_PITCH, self.pitch),
@@ -370,13 +429,19 @@ impl Sim {
             (var::AIRCRAFT_INDICATED_AIRSPEED, self.ias),
             (var::AIRCRAFT_INDICATED_AIRSPEED_TREND, self.ias_trend),
             (var::AIRCRAFT_GROUND_SPEED, ground_speed),
-            (var::AIRCRAFT_MAGNETIC_HEADING, wrap_2pi(self.heading - MAGNETIC_VARIATION_DEG.to_radians())),
+            (
+                var::AIRCRAFT_MAGNETIC_HEADING,
+                wrap_2pi(self.heading - MAGNETIC_VARIATION_DEG.to_radians()),
+            ),
             (var::AIRCRAFT_TRUE_HEADING, self.heading),
             (var::AIRCRAFT_LATITUDE, lat),
             (var::AIRCRAFT_LONGITUDE, lon),
             (var::AIRCRAFT_HEIGHT, height),
             (var::AIRCRAFT_ORIENTATION, self.heading),
-            (var::AIRCRAFT_RATE_OF_TURN, self.rates[2] / self.bank.cos().max(0.3)),
+            (
+                var::AIRCRAFT_RATE_OF_TURN,
+                self.rates[2] / self.bank.cos().max(0.3),
+            ),
             (var::AIRCRAFT_GEAR, self.gear),
             (var::AIRCRAFT_FLAPS, self.flaps),
             (var::AIRCRAFT_SLATS, 0.0),
@@ -393,12 +458,24 @@ impl Sim {
             (var::CONTROLS_AIR_BRAKE, self.air_brake),
             (var::AUTOPILOT_ENGAGED, self.autopilot as u8 as f64),
             (var::AUTOPILOT_MASTER, self.autopilot as u8 as f64),
-            (var::AUTOPILOT_ALTITUDE, (self.autopilot && at_altitude) as u8 as f64),
+            (
+                var::AUTOPILOT_ALTITUDE,
+                (self.autopilot && at_altitude) as u8 as f64,
+            ),
             (var::AUTOPILOT_HEADING, self.autopilot as u8 as f64),
             (var::AUTOPILOT_SELECTED_ALTITUDE, self.selected_altitude),
-            (var::AUTOPILOT_SELECTED_AIRSPEED, self.selected_airspeed.unwrap_or(LEGS[self.leg].4)),
-            (var::AUTOPILOT_TARGET_AIRSPEED, self.selected_airspeed.unwrap_or(LEGS[self.leg].4)),
-            (var::AUTOPILOT_THROTTLE_ENGAGED, self.autothrottle as u8 as f64),
+            (
+                var::AUTOPILOT_SELECTED_AIRSPEED,
+                self.selected_airspeed.unwrap_or(LEGS[self.leg].4),
+            ),
+            (
+                var::AUTOPILOT_TARGET_AIRSPEED,
+                self.selected_airspeed.unwrap_or(LEGS[self.leg].4),
+            ),
+            (
+                var::AUTOPILOT_THROTTLE_ENGAGED,
+                self.autothrottle as u8 as f64,
+            ),
             (var::AIRCRAFT_VELOCITY_X, self.velocity[0]),
             (var::AIRCRAFT_VELOCITY_Y, self.velocity[1]),
             (var::AIRCRAFT_VELOCITY_Z, self.velocity[2]),
@@ -429,8 +506,14 @@ impl Sim {
         v.set_text(var::AUTOPILOT_ACTIVE_LATERAL_MODE, lateral);
         v.set_text(var::AUTOPILOT_ACTIVE_VERTICAL_MODE, vertical);
         v.set_text(var::AUTOPILOT_ARMED_VERTICAL_MODE, armed_vertical);
-        v.set_text(var::AUTOPILOT_ARMED_LATERAL_MODE, if self.autopilot { "NAV" } else { "" });
-        v.set_text(var::AUTOPILOT_ACTIVE_AUTO_THROTTLE_MODE, if self.autothrottle { "SPD" } else { "" });
+        v.set_text(
+            var::AUTOPILOT_ARMED_LATERAL_MODE,
+            if self.autopilot { "NAV" } else { "" },
+        );
+        v.set_text(
+            var::AUTOPILOT_ACTIVE_AUTO_THROTTLE_MODE,
+            if self.autothrottle { "SPD" } else { "" },
+        );
     }
 
     fn swap(&mut self, active: VarId, standby: VarId) {
@@ -467,7 +550,12 @@ impl Source for Sim {
         let value = command.value;
         let on = value >= 0.5;
         let target = command.name.target;
-        let engine = |prefix: &str| target.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok()).filter(|n| (1..=4).contains(n));
+        let engine = |prefix: &str| {
+            target
+                .strip_prefix(prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=4).contains(n))
+        };
         let mut shown = command.name.telemetry.is_some();
         match target {
             "Controls.Throttle" => {
@@ -492,7 +580,12 @@ impl Source for Sim {
                 shown = true;
             }
             _ if engine("Controls.PropellerSpeed").is_some() => {
-                self.vars.set(VarId(var::CONTROLS_PROPELLER1.0 + engine("Controls.PropellerSpeed").unwrap() - 1), value);
+                self.vars.set(
+                    VarId(
+                        var::CONTROLS_PROPELLER1.0 + engine("Controls.PropellerSpeed").unwrap() - 1,
+                    ),
+                    value,
+                );
                 shown = true;
             }
             "Autopilot.SelectedAltitude" => self.selected_altitude = value,
@@ -503,14 +596,38 @@ impl Source for Sim {
             "Autopilot.Master" => self.autopilot = on,
             "Autopilot.Disengage" if on => self.autopilot = false,
             "Simulation.Pause" => self.paused = on,
-            "Navigation.NAV1FrequencySwap" if on => self.swap(var::NAVIGATION_NAV1_FREQUENCY, var::NAVIGATION_NAV1_STANDBY_FREQUENCY),
-            "Navigation.NAV2FrequencySwap" if on => self.swap(var::NAVIGATION_NAV2_FREQUENCY, var::NAVIGATION_NAV2_STANDBY_FREQUENCY),
-            "Navigation.ILS1FrequencySwap" if on => self.swap(var::NAVIGATION_ILS1_FREQUENCY, var::NAVIGATION_ILS1_STANDBY_FREQUENCY),
-            "Navigation.ILS2FrequencySwap" if on => self.swap(var::NAVIGATION_ILS2_FREQUENCY, var::NAVIGATION_ILS2_STANDBY_FREQUENCY),
-            "Navigation.ADF1FrequencySwap" if on => self.swap(var::NAVIGATION_ADF1_FREQUENCY, var::NAVIGATION_ADF1_STANDBY_FREQUENCY),
-            "Navigation.ADF2FrequencySwap" if on => self.swap(var::NAVIGATION_ADF2_FREQUENCY, var::NAVIGATION_ADF2_STANDBY_FREQUENCY),
-            "Communication.COM1FrequencySwap" if on => self.swap(var::COMMUNICATION_COM1_FREQUENCY, var::COMMUNICATION_COM1_STANDBY_FREQUENCY),
-            "Communication.COM2FrequencySwap" if on => self.swap(var::COMMUNICATION_COM2_FREQUENCY, var::COMMUNICATION_COM2_STANDBY_FREQUENCY),
+            "Navigation.NAV1FrequencySwap" if on => self.swap(
+                var::NAVIGATION_NAV1_FREQUENCY,
+                var::NAVIGATION_NAV1_STANDBY_FREQUENCY,
+            ),
+            "Navigation.NAV2FrequencySwap" if on => self.swap(
+                var::NAVIGATION_NAV2_FREQUENCY,
+                var::NAVIGATION_NAV2_STANDBY_FREQUENCY,
+            ),
+            "Navigation.ILS1FrequencySwap" if on => self.swap(
+                var::NAVIGATION_ILS1_FREQUENCY,
+                var::NAVIGATION_ILS1_STANDBY_FREQUENCY,
+            ),
+            "Navigation.ILS2FrequencySwap" if on => self.swap(
+                var::NAVIGATION_ILS2_FREQUENCY,
+                var::NAVIGATION_ILS2_STANDBY_FREQUENCY,
+            ),
+            "Navigation.ADF1FrequencySwap" if on => self.swap(
+                var::NAVIGATION_ADF1_FREQUENCY,
+                var::NAVIGATION_ADF1_STANDBY_FREQUENCY,
+            ),
+            "Navigation.ADF2FrequencySwap" if on => self.swap(
+                var::NAVIGATION_ADF2_FREQUENCY,
+                var::NAVIGATION_ADF2_STANDBY_FREQUENCY,
+            ),
+            "Communication.COM1FrequencySwap" if on => self.swap(
+                var::COMMUNICATION_COM1_FREQUENCY,
+                var::COMMUNICATION_COM1_STANDBY_FREQUENCY,
+            ),
+            "Communication.COM2FrequencySwap" if on => self.swap(
+                var::COMMUNICATION_COM2_FREQUENCY,
+                var::COMMUNICATION_COM2_STANDBY_FREQUENCY,
+            ),
             _ => {}
         }
         match command.name.telemetry {
@@ -558,7 +675,11 @@ fn ecef(lat: f64, lon: f64, height: f64) -> [f64; 3] {
     const A: f64 = 6_378_137.0;
     const E2: f64 = 6.694_379_990_14e-3;
     let n = A / (1.0 - E2 * lat.sin().powi(2)).sqrt();
-    [(n + height) * lat.cos() * lon.cos(), (n + height) * lat.cos() * lon.sin(), (n * (1.0 - E2) + height) * lat.sin()]
+    [
+        (n + height) * lat.cos() * lon.cos(),
+        (n + height) * lat.cos() * lon.sin(),
+        (n * (1.0 - E2) + height) * lat.sin(),
+    ]
 }
 
 /// ISA troposphere: density (kg/m³) and speed of sound (m/s) at `altitude` metres.
@@ -580,7 +701,11 @@ mod tests {
             sim.advance(t, Duration::from_millis(20));
             for (i, v) in VARIABLES.iter().enumerate() {
                 if v.kind == ValueKind::Number {
-                    assert!(sim.vars.number(VarId(i)).is_finite(), "{} not finite", v.name);
+                    assert!(
+                        sim.vars.number(VarId(i)).is_finite(),
+                        "{} not finite",
+                        v.name
+                    );
                 }
             }
         }
@@ -604,13 +729,24 @@ mod tests {
             assert!(v.number(var::AIRCRAFT_HEIGHT) > 5.0);
             assert!(v.number(var::AIRCRAFT_BANK).abs() <= 25f64.to_radians() + 1e-9);
             let expected_rot = G * v.number(var::AIRCRAFT_BANK).tan() / sim.tas.max(20.0);
-            assert!((v.number(var::AIRCRAFT_RATE_OF_TURN) - expected_rot).abs() <= 0.01 * expected_rot.abs() + 1e-9);
+            assert!(
+                (v.number(var::AIRCRAFT_RATE_OF_TURN) - expected_rot).abs()
+                    <= 0.01 * expected_rot.abs() + 1e-9
+            );
         }
-        assert_eq!(legs_seen.len(), LEGS.len(), "every leg flown: {legs_seen:?}");
+        assert_eq!(
+            legs_seen.len(),
+            LEGS.len(),
+            "every leg flown: {legs_seen:?}"
+        );
     }
 
     fn command(name: &str, value: f64) -> Command {
-        Command { name: crate::telemetry::table::command_name(name).unwrap(), value, id: None }
+        Command {
+            name: crate::telemetry::table::command_name(name).unwrap(),
+            value,
+            id: None,
+        }
     }
 
     #[test]
@@ -637,12 +773,20 @@ mod tests {
         let mut sim = Sim::new();
         sim.leg = 1; // crosswind: holds the selected altitude
         let start = sim.altitude;
-        sim.apply(&command("Autopilot.SelectedAltitude", start + 300.0)).unwrap();
-        sim.apply(&command("Communication.COM1FrequencySwap", 1.0)).unwrap();
+        sim.apply(&command("Autopilot.SelectedAltitude", start + 300.0))
+            .unwrap();
+        sim.apply(&command("Communication.COM1FrequencySwap", 1.0))
+            .unwrap();
         sim.apply(&command("View.Zoom", 0.3)).unwrap();
         run(&mut sim, 0.02);
-        assert_eq!(sim.vars.number(var::AUTOPILOT_SELECTED_ALTITUDE), start + 300.0);
-        assert_eq!(sim.vars.number(var::COMMUNICATION_COM1_FREQUENCY), 118_850_000.0);
+        assert_eq!(
+            sim.vars.number(var::AUTOPILOT_SELECTED_ALTITUDE),
+            start + 300.0
+        );
+        assert_eq!(
+            sim.vars.number(var::COMMUNICATION_COM1_FREQUENCY),
+            118_850_000.0
+        );
         assert_eq!(sim.extra("View.Zoom"), Some(0.3));
         run(&mut sim, 10.0);
         assert!(sim.vars.number(var::AIRCRAFT_VERTICAL_SPEED) > 2.0);

@@ -48,7 +48,12 @@ impl FrameEncoder {
             keys.push(b':');
             key_ends.push(keys.len() as u32);
         }
-        Self { buf: Vec::with_capacity(16 * 1024), keys, key_ends, non_finite: 0 }
+        Self {
+            buf: Vec::with_capacity(16 * 1024),
+            keys,
+            key_ends,
+            non_finite: 0,
+        }
     }
 
     /// Numbers that were not finite and went out as `null`, since construction.
@@ -60,7 +65,9 @@ impl FrameEncoder {
     pub fn encode(&mut self, header: &FrameHeader, vars: &Variables) -> &[u8] {
         let buf = &mut self.buf;
         buf.clear();
-        buf.extend_from_slice(br#"{"schema":"aerofly-bridge-telemetry","schema_version":1,"timestamp":"#);
+        buf.extend_from_slice(
+            br#"{"schema":"aerofly-bridge-telemetry","schema_version":1,"timestamp":"#,
+        );
         buf.extend_from_slice(itoa::Buffer::new().format(header.timestamp_us).as_bytes());
         buf.extend_from_slice(br#","timestamp_unit":"microseconds","data_valid":"#);
         buf.push(if header.data_valid { b'1' } else { b'0' });
@@ -115,7 +122,14 @@ pub fn write_json_string(buf: &mut Vec<u8>, s: &str) {
         };
         buf.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
-            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            buf.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
         } else {
             buf.extend_from_slice(escape);
         }
@@ -131,7 +145,12 @@ mod tests {
     use crate::telemetry::var;
 
     fn header() -> FrameHeader {
-        FrameHeader { timestamp_us: 1_700_000_000_123_456, data_valid: true, update_counter: 42, broadcast_rate_hz: 50.0 }
+        FrameHeader {
+            timestamp_us: 1_700_000_000_123_456,
+            data_valid: true,
+            update_counter: 42,
+            broadcast_rate_hz: 50.0,
+        }
     }
 
     #[test]
@@ -147,17 +166,35 @@ mod tests {
         assert!(text.starts_with(r#"{"schema":"aerofly-bridge-telemetry","schema_version":1,"timestamp":1700000000123456,"timestamp_unit":"microseconds","data_valid":1,"update_counter":42,"broadcast_rate_hz":50.0,"variables":{"Aircraft.UniversalTime":0.0,"Aircraft.Altitude":null,"#));
         assert!(text.ends_with("}}\n"));
         assert_eq!(text.matches('\n').count(), 1);
-        assert!(!text.contains(' ') || text.contains("Baron "), "no whitespace outside strings");
+        assert!(
+            !text.contains(' ') || text.contains("Baron "),
+            "no whitespace outside strings"
+        );
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let obj = v["variables"].as_object().unwrap();
         assert_eq!(obj.len(), VARIABLES.len());
-        assert_eq!(obj["Aircraft.Latitude"].as_f64().unwrap(), 0.6564574932132343);
-        assert_eq!(obj["Aircraft.Name"].as_str().unwrap(), "Baron \"58\"\\\n\u{1}é");
+        assert_eq!(
+            obj["Aircraft.Latitude"].as_f64().unwrap(),
+            0.6564574932132343
+        );
+        assert_eq!(
+            obj["Aircraft.Name"].as_str().unwrap(),
+            "Baron \"58\"\\\n\u{1}é"
+        );
     }
 
     #[test]
     fn numbers_round_trip_exactly() {
-        for x in [0.1, -0.0, 1e21, 1e-7, 123456789.0, std::f64::consts::PI, 5e-324, f64::MAX] {
+        for x in [
+            0.1,
+            -0.0,
+            1e21,
+            1e-7,
+            123456789.0,
+            std::f64::consts::PI,
+            5e-324,
+            f64::MAX,
+        ] {
             let mut buf = Vec::new();
             assert!(!write_number(&mut buf, x));
             let back: f64 = std::str::from_utf8(&buf).unwrap().parse().unwrap();

@@ -41,7 +41,12 @@ impl Variables {
     /// Sets the number under `id`.
     #[inline]
     pub fn set(&mut self, id: VarId, value: f64) {
-        debug_assert_eq!(VARIABLES[id.0].kind, ValueKind::Number, "{}", VARIABLES[id.0].name);
+        debug_assert_eq!(
+            VARIABLES[id.0].kind,
+            ValueKind::Number,
+            "{}",
+            VARIABLES[id.0].name
+        );
         self.numbers[id.0] = value;
     }
 
@@ -53,7 +58,12 @@ impl Variables {
 
     /// Sets the string under `id`, reusing its allocation.
     pub fn set_text(&mut self, id: VarId, value: &str) {
-        debug_assert_eq!(VARIABLES[id.0].kind, ValueKind::Text, "{}", VARIABLES[id.0].name);
+        debug_assert_eq!(
+            VARIABLES[id.0].kind,
+            ValueKind::Text,
+            "{}",
+            VARIABLES[id.0].name
+        );
         let slot = &mut self.texts[id.0];
         if slot != value {
             slot.clear();

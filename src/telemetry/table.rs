@@ -86,16 +86,28 @@ mod tests {
     fn table_matches_reference_order_with_duplicates_once() {
         assert_eq!(VARIABLE_COUNT, 361);
         assert_eq!(VARIABLES[0].name, "Aircraft.UniversalTime");
-        assert_eq!(VARIABLES[VARIABLE_COUNT - 1].name, "Aircraft.BestRunwayEnd.Z");
+        assert_eq!(
+            VARIABLES[VARIABLE_COUNT - 1].name,
+            "Aircraft.BestRunwayEnd.Z"
+        );
         // The two names upstream sends twice stay at their first position.
-        assert_eq!(VARIABLES[var::CONTROLS_MAGNETOS1.0].name, "Controls.Magnetos1");
+        assert_eq!(
+            VARIABLES[var::CONTROLS_MAGNETOS1.0].name,
+            "Controls.Magnetos1"
+        );
         assert_eq!(var::CONTROLS_MAGNETOS1.0, 172);
         assert_eq!(var::CONTROLS_PARKING_BRAKE.0, 199);
         let mut names: Vec<_> = VARIABLES.iter().map(|v| v.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), VARIABLE_COUNT);
-        assert_eq!(VARIABLES.iter().filter(|v| v.kind == ValueKind::Text).count(), 20);
+        assert_eq!(
+            VARIABLES
+                .iter()
+                .filter(|v| v.kind == ValueKind::Text)
+                .count(),
+            20
+        );
     }
 
     #[test]

@@ -103,12 +103,23 @@ pub fn decode_header(buf: &[u8]) -> Option<Header> {
     } else {
         None
     };
-    Some(Header { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 0x7, opcode: b0 & 0x0f, mask, payload_len, header_len: pos })
+    Some(Header {
+        fin: b0 & 0x80 != 0,
+        rsv: (b0 >> 4) & 0x7,
+        opcode: b0 & 0x0f,
+        mask,
+        payload_len,
+        header_len: pos,
+    })
 }
 
 /// Writes an unmasked server header for a final frame into the end of `out` and returns how many
 /// bytes it took, so a header can be placed right before an already written payload.
-pub fn encode_header_right_aligned(opcode: OpCode, payload_len: usize, out: &mut [u8; MAX_SERVER_HEADER]) -> usize {
+pub fn encode_header_right_aligned(
+    opcode: OpCode,
+    payload_len: usize,
+    out: &mut [u8; MAX_SERVER_HEADER],
+) -> usize {
     let b0 = 0x80 | opcode.as_u8();
     if payload_len < 126 {
         out[8] = b0;

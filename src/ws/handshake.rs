@@ -51,8 +51,11 @@ impl HandshakeError {
 
     /// The full HTTP error response (the connection is closed after it).
     pub fn response(&self) -> Vec<u8> {
-        let extra: &[(&str, &str)] =
-            if *self == HandshakeError::UnsupportedVersion { &[("Sec-WebSocket-Version", "13")] } else { &[] };
+        let extra: &[(&str, &str)] = if *self == HandshakeError::UnsupportedVersion {
+            &[("Sec-WebSocket-Version", "13")]
+        } else {
+            &[]
+        };
         http_response(self.status(), &self.to_string(), extra)
     }
 }
@@ -79,12 +82,17 @@ impl std::error::Error for HandshakeError {}
 /// Parses the request at the start of `buf`. `Ok(None)`: incomplete, read more (unless `buf`
 /// already holds `max_len` bytes, which is [`HandshakeError::TooLarge`]). On success also returns
 /// the request's length; bytes after it are the client's first frames.
-pub fn parse_upgrade(buf: &[u8], max_len: usize) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+pub fn parse_upgrade(
+    buf: &[u8],
+    max_len: usize,
+) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max_len => return Err(HandshakeError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= max_len => {
+            return Err(HandshakeError::TooLarge)
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
         Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
@@ -100,8 +108,12 @@ pub fn parse_upgrade(buf: &[u8], max_len: usize) -> Result<Option<(UpgradeReques
         return Err(HandshakeError::NotHttp11);
     }
     let all: &[httparse::Header<'_>] = req.headers;
-    fn named<'h, 'b>(all: &'h [httparse::Header<'b>], name: &'h str) -> impl Iterator<Item = &'h httparse::Header<'b>> {
-        all.iter().filter(move |h| h.name.eq_ignore_ascii_case(name))
+    fn named<'h, 'b>(
+        all: &'h [httparse::Header<'b>],
+        name: &'h str,
+    ) -> impl Iterator<Item = &'h httparse::Header<'b>> {
+        all.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
     }
     let header = |name: &'static str| named(all, name);
     let has_token = |name: &'static str, token: &str| {
@@ -130,7 +142,10 @@ pub fn parse_upgrade(buf: &[u8], max_len: usize) -> Result<Option<(UpgradeReques
         Ok(raw) if raw.len() == 16 => {}
         _ => return Err(HandshakeError::BadKey),
     }
-    let origin = header("Origin").next().and_then(|h| std::str::from_utf8(h.value).ok()).map(str::to_string);
+    let origin = header("Origin")
+        .next()
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::to_string);
     let request = UpgradeRequest {
         target: req.path.unwrap_or("/").to_string(),
         accept: accept_key(std::str::from_utf8(key).map_err(|_| HandshakeError::BadKey)?),
@@ -188,7 +203,10 @@ mod tests {
 
     #[test]
     fn rfc_example_accept_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         let (req, len) = parse_upgrade(GOOD.as_bytes(), 8192).unwrap().unwrap();
         assert_eq!(len, GOOD.len());
         assert_eq!(req.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -201,7 +219,9 @@ mod tests {
 
     #[test]
     fn tokens_inside_comma_lists_any_case() {
-        let firefox = GOOD.replace("Connection: Upgrade", "connection: keep-alive, upgrade").replace("Upgrade: websocket", "UPGRADE: WebSocket");
+        let firefox = GOOD
+            .replace("Connection: Upgrade", "connection: keep-alive, upgrade")
+            .replace("Upgrade: websocket", "UPGRADE: WebSocket");
         assert!(parse_upgrade(firefox.as_bytes(), 8192).unwrap().is_some());
     }
 
@@ -221,10 +241,16 @@ mod tests {
             (GOOD.replace("GET", "POST"), 400),
             (GOOD.replace("HTTP/1.1", "HTTP/1.0"), 400),
             (GOOD.replace("Upgrade: websocket\r\n", ""), 400),
-            (GOOD.replace("Connection: Upgrade", "Connection: keep-alive"), 400),
+            (
+                GOOD.replace("Connection: Upgrade", "Connection: keep-alive"),
+                400,
+            ),
             (GOOD.replace("Version: 13", "Version: 8"), 426),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), 400),
-            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!not base64!!!"), 400),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!not base64!!!"),
+                400,
+            ),
             ("GARBAGE\u{1}\r\n\r\n".to_string(), 400),
         ];
         for (req, status) in cases {
@@ -237,6 +263,9 @@ mod tests {
             }
         }
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
-        assert_eq!(parse_upgrade(big.as_bytes(), 8192).unwrap_err(), HandshakeError::TooLarge);
+        assert_eq!(
+            parse_upgrade(big.as_bytes(), 8192).unwrap_err(),
+            HandshakeError::TooLarge
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 /// XORs `data` in place with `mask`, starting at key offset 0.
 pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
-    let key8 = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let key8 = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let word = u64::from_ne_bytes(chunk.try_into().unwrap()) ^ key8;

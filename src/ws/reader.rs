@@ -70,7 +70,9 @@ impl ProtocolError {
             ProtocolError::UnknownOpcode(_) => "unknown opcode",
             ProtocolError::FragmentedControl => "fragmented control frame",
             ProtocolError::ControlTooLong => "control frame payload over 125 bytes",
-            ProtocolError::UnexpectedContinuation => "continuation frame without a message to continue",
+            ProtocolError::UnexpectedContinuation => {
+                "continuation frame without a message to continue"
+            }
             ProtocolError::ExpectedContinuation => "new message before the fragmented one finished",
             ProtocolError::MessageTooBig { .. } => "message too big",
             ProtocolError::InvalidUtf8 => "invalid UTF-8 in text message",
@@ -84,7 +86,9 @@ impl std::fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProtocolError::UnknownOpcode(op) => write!(f, "unknown opcode {op:#x}"),
-            ProtocolError::MessageTooBig { limit } => write!(f, "message too big (limit {limit} bytes)"),
+            ProtocolError::MessageTooBig { limit } => {
+                write!(f, "message too big (limit {limit} bytes)")
+            }
             ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
             other => f.write_str(other.reason()),
         }
@@ -105,7 +109,12 @@ pub struct MessageReader {
 impl MessageReader {
     /// A reader that accepts messages of up to `max_message` bytes.
     pub fn new(max_message: usize) -> Self {
-        Self { max_message, fragments: Vec::new(), fragment_opcode: None, utf8: Utf8Validator::default() }
+        Self {
+            max_message,
+            fragments: Vec::new(),
+            fragment_opcode: None,
+            utf8: Utf8Validator::default(),
+        }
     }
 
     /// The largest message accepted.
@@ -121,8 +130,13 @@ impl MessageReader {
     /// Decodes the frame at the start of `input` (unmasking it in place). Returns how many bytes
     /// it consumed and the event it completed, if any; `Ok(None)` means more bytes are needed.
     /// Header errors are reported as soon as the header is complete, before any payload arrives.
-    pub fn decode(&mut self, input: &mut [u8]) -> Result<Option<(usize, Option<Event>)>, ProtocolError> {
-        let Some(h) = decode_header(input) else { return Ok(None) };
+    pub fn decode(
+        &mut self,
+        input: &mut [u8],
+    ) -> Result<Option<(usize, Option<Event>)>, ProtocolError> {
+        let Some(h) = decode_header(input) else {
+            return Ok(None);
+        };
         if h.rsv != 0 {
             return Err(ProtocolError::ReservedBits);
         }
@@ -138,12 +152,16 @@ impl MessageReader {
         } else {
             match (opcode, self.fragment_opcode) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
-                (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+                (OpCode::Text | OpCode::Binary, Some(_)) => {
+                    return Err(ProtocolError::ExpectedContinuation)
+                }
                 _ => {}
             }
             let total = (self.fragments.len() as u64).saturating_add(h.payload_len);
             if total > self.max_message as u64 {
-                return Err(ProtocolError::MessageTooBig { limit: self.max_message });
+                return Err(ProtocolError::MessageTooBig {
+                    limit: self.max_message,
+                });
             }
         }
         let len = h.payload_len as usize;
@@ -161,7 +179,11 @@ impl MessageReader {
                 if opcode == OpCode::Text && std::str::from_utf8(payload).is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
-                Some(if opcode == OpCode::Text { Event::Text(payload.to_vec()) } else { Event::Binary(payload.to_vec()) })
+                Some(if opcode == OpCode::Text {
+                    Event::Text(payload.to_vec())
+                } else {
+                    Event::Binary(payload.to_vec())
+                })
             }
             OpCode::Text | OpCode::Binary => {
                 self.fragment_opcode = Some(opcode);
@@ -189,7 +211,9 @@ impl MessageReader {
     fn append_fragment(&mut self, payload: &[u8], fin: bool) -> Result<(), ProtocolError> {
         self.fragments.extend_from_slice(payload);
         if self.fragment_opcode == Some(OpCode::Text) {
-            self.utf8.check(&self.fragments, fin).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .check(&self.fragments, fin)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
@@ -204,7 +228,8 @@ fn parse_close(payload: &[u8]) -> Result<Event, ProtocolError> {
             if !close::is_valid_received(code) {
                 return Err(ProtocolError::InvalidCloseCode(code));
             }
-            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason =
+                std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok(Event::Close(Some(code), reason.to_string()))
         }
     }
@@ -258,7 +283,11 @@ mod tests {
         let ev = decode_all(&mut r, &bytes).unwrap();
         assert_eq!(
             ev,
-            vec![Event::Text(b"{\"a\":1}".to_vec()), Event::Ping(b"hi".to_vec()), Event::Close(Some(1000), "bye".into())]
+            vec![
+                Event::Text(b"{\"a\":1}".to_vec()),
+                Event::Ping(b"hi".to_vec()),
+                Event::Close(Some(1000), "bye".into())
+            ]
         );
     }
 
@@ -294,15 +323,55 @@ mod tests {
     fn rule_violations_map_to_close_codes() {
         let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
             (vec![0x81, 0x02, b'h', b'i'], ProtocolError::Unmasked, 1002),
-            ({ let mut f = client_frame(true, 1, b"x", M); f[0] |= 0x40; f }, ProtocolError::ReservedBits, 1002),
-            (client_frame(true, 3, b"", M), ProtocolError::UnknownOpcode(3), 1002),
-            (client_frame(false, 9, b"", M), ProtocolError::FragmentedControl, 1002),
-            (client_frame(true, 9, &[0; 126], M), ProtocolError::ControlTooLong, 1002),
-            (client_frame(true, 0, b"x", M), ProtocolError::UnexpectedContinuation, 1002),
-            (client_frame(true, 1, &[0xff, 0xfe], M), ProtocolError::InvalidUtf8, 1007),
-            (client_frame(true, 8, &[0x03], M), ProtocolError::InvalidClosePayload, 1002),
-            (client_frame(true, 8, &[0x03, 0xed], M), ProtocolError::InvalidCloseCode(1005), 1002),
-            (client_frame(true, 8, &[0x03, 0xe8, 0xff], M), ProtocolError::InvalidUtf8, 1007),
+            (
+                {
+                    let mut f = client_frame(true, 1, b"x", M);
+                    f[0] |= 0x40;
+                    f
+                },
+                ProtocolError::ReservedBits,
+                1002,
+            ),
+            (
+                client_frame(true, 3, b"", M),
+                ProtocolError::UnknownOpcode(3),
+                1002,
+            ),
+            (
+                client_frame(false, 9, b"", M),
+                ProtocolError::FragmentedControl,
+                1002,
+            ),
+            (
+                client_frame(true, 9, &[0; 126], M),
+                ProtocolError::ControlTooLong,
+                1002,
+            ),
+            (
+                client_frame(true, 0, b"x", M),
+                ProtocolError::UnexpectedContinuation,
+                1002,
+            ),
+            (
+                client_frame(true, 1, &[0xff, 0xfe], M),
+                ProtocolError::InvalidUtf8,
+                1007,
+            ),
+            (
+                client_frame(true, 8, &[0x03], M),
+                ProtocolError::InvalidClosePayload,
+                1002,
+            ),
+            (
+                client_frame(true, 8, &[0x03, 0xed], M),
+                ProtocolError::InvalidCloseCode(1005),
+                1002,
+            ),
+            (
+                client_frame(true, 8, &[0x03, 0xe8, 0xff], M),
+                ProtocolError::InvalidUtf8,
+                1007,
+            ),
         ];
         for (bytes, want, code) in cases {
             let mut r = MessageReader::new(1024);
@@ -313,7 +382,10 @@ mod tests {
         let mut r = MessageReader::new(1024);
         let mut bytes = client_frame(false, 1, b"a", M);
         bytes.extend(client_frame(true, 1, b"b", M));
-        assert_eq!(decode_all(&mut r, &bytes).unwrap_err(), ProtocolError::ExpectedContinuation);
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap_err(),
+            ProtocolError::ExpectedContinuation
+        );
     }
 
     #[test]
@@ -323,7 +395,10 @@ mod tests {
         let mut hdr = vec![0x81, 0xff];
         hdr.extend_from_slice(&u64::MAX.to_be_bytes());
         hdr.extend_from_slice(&M);
-        assert_eq!(r.decode(&mut hdr), Err(ProtocolError::MessageTooBig { limit: 100 }));
+        assert_eq!(
+            r.decode(&mut hdr),
+            Err(ProtocolError::MessageTooBig { limit: 100 })
+        );
         // Fragments that add up past the limit.
         let mut r = MessageReader::new(100);
         let mut bytes = client_frame(false, 1, &[b'a'; 60], M);

@@ -1,0 +1,245 @@
+//! WebSocket port (8765): the upgrade, then telemetry frames out and client messages in.
+//!
+//! Text messages are commands, exactly as on the TCP command port (one JSON value per line). A
+//! reply is sent only for commands that carry an `"id"`: upstream clients send no id and parse
+//! every message as telemetry, so they never see a reply; clients that want replies add an id and
+//! tell replies from telemetry by the `"ok"` key (telemetry has `"schema"`). Rejected commands
+//! without an id are logged and counted, never silently dropped.
+
+use super::commands::{execute, parse_into};
+use crate::command::{write_error, write_ok, LineSplitter, ParseLimits};
+use crate::fanout::stats::Disconnect;
+use crate::fanout::worker::{Client, Worker};
+use crate::packet::Transport;
+use crate::ws::handshake::{parse_upgrade, switching_protocols};
+use crate::ws::{close, frame, Event, MessageReader, OpCode};
+use bytes::Bytes;
+use compio::io::AsyncWrite;
+use compio::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Longest upgrade request accepted.
+pub const MAX_REQUEST: usize = 8 * 1024;
+
+/// Serves one WebSocket connection: handshake, then frames until it ends.
+pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
+    let cfg = &worker.shared.config;
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let (request, consumed) = loop {
+        match parse_upgrade(&buf, MAX_REQUEST) {
+            Ok(Some(done)) => break done,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(%peer, status = e.status(), error = %e, "refused WebSocket upgrade");
+                let _ = compio::time::timeout(
+                    Duration::from_secs(1),
+                    super::write_bytes(stream, Bytes::from(e.response())),
+                )
+                .await;
+                let mut s = stream;
+                let _ = s.shutdown().await;
+                return Disconnect::HandshakeFailed;
+            }
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(1024);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match compio::time::timeout(left, super::read_some(stream, buf)).await {
+            Err(_) => {
+                tracing::info!(%peer, timeout_ms = cfg.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
+                return Disconnect::HandshakeFailed;
+            }
+            Ok((Ok(0), _)) => return Disconnect::HandshakeFailed,
+            Ok((Ok(_), b)) => buf = b,
+            Ok((Err(_), _)) => return Disconnect::IoError,
+        }
+    };
+    let response = Bytes::from(switching_protocols(&request.accept));
+    match compio::time::timeout(Duration::from_secs(2), super::write_bytes(stream, response)).await
+    {
+        Ok(Ok(())) => {}
+        _ => return Disconnect::IoError,
+    }
+    tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
+    let leftover = buf[consumed..].to_vec();
+    let client = worker.register(Transport::WebSocket);
+    super::run_client(
+        stream,
+        worker,
+        &client,
+        read_messages(worker, stream, &client, leftover, peer),
+    )
+    .await
+}
+
+async fn read_messages(
+    worker: &Worker,
+    stream: &TcpStream,
+    client: &Client,
+    mut input: Vec<u8>,
+    peer: SocketAddr,
+) -> Disconnect {
+    let cfg = &worker.shared.config;
+    let mut reader = MessageReader::new(cfg.ws_max_message);
+    let mut scratch = Vec::with_capacity(8 * 1024);
+    let mut awaiting_pong = false;
+    loop {
+        let mut pos = 0;
+        loop {
+            match reader.decode(&mut input[pos..]) {
+                Ok(Some((n, event))) => {
+                    pos += n;
+                    if let Some(event) = event {
+                        if let Some(reason) = on_event(worker, client, event, peer).await {
+                            return reason;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(%peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
+                    client.start_close(
+                        Disconnect::ProtocolError,
+                        Some(frame::close_frame(e.close_code(), &e.to_string())),
+                        cfg.close_grace,
+                    );
+                    return Disconnect::ProtocolError;
+                }
+            }
+        }
+        input.drain(..pos);
+        let wait = if awaiting_pong {
+            cfg.ws_ping_timeout
+        } else {
+            cfg.ws_ping_interval
+        };
+        scratch.clear();
+        match compio::time::timeout(wait, super::read_some(stream, scratch)).await {
+            Err(_) if awaiting_pong => {
+                tracing::info!(%peer, "closing WebSocket: no answer to ping");
+                client.start_close(
+                    Disconnect::IdleTimeout,
+                    Some(frame::close_frame(close::POLICY_VIOLATION, "ping timeout")),
+                    cfg.close_grace,
+                );
+                return Disconnect::IdleTimeout;
+            }
+            Err(_) => {
+                // The cancelled read took the scratch buffer with it.
+                scratch = Vec::with_capacity(8 * 1024);
+                if client
+                    .push_control(frame::server_frame(OpCode::Ping, b"aerobridge"))
+                    .is_err()
+                {
+                    return Disconnect::ControlOverflow;
+                }
+                awaiting_pong = true;
+            }
+            Ok((Ok(0), _)) => return Disconnect::PeerClosed,
+            Ok((Ok(_), b)) => {
+                awaiting_pong = false;
+                input.extend_from_slice(&b);
+                scratch = b;
+            }
+            Ok((Err(_), _)) => return Disconnect::IoError,
+        }
+    }
+}
+
+/// Handles one client event; `Some` ends the reader.
+async fn on_event(
+    worker: &Worker,
+    client: &Client,
+    event: Event,
+    peer: SocketAddr,
+) -> Option<Disconnect> {
+    let grace = worker.shared.config.close_grace;
+    match event {
+        Event::Text(text) => {
+            let cfg = &worker.shared.config;
+            let limits = ParseLimits {
+                max_batch: cfg.command_max_batch,
+            };
+            let mut splitter = LineSplitter::new(cfg.command_max_line);
+            splitter.extend(&text);
+            let mut parsed = Vec::new();
+            while let Some(line) = splitter.next_line() {
+                parse_into(line, limits, &mut parsed);
+            }
+            if let Some(line) = splitter.finish() {
+                parse_into(line, limits, &mut parsed);
+            }
+            if parsed.is_empty() {
+                return None;
+            }
+            for outcome in execute(worker, parsed).await {
+                let mut reply = Vec::new();
+                match &outcome {
+                    Ok((cmd, frame)) if cmd.id.is_some() => write_ok(&mut reply, cmd, *frame),
+                    Err(r) if r.id.is_some() => write_error(&mut reply, r),
+                    Err(r) => {
+                        tracing::info!(%peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
+                        continue;
+                    }
+                    Ok(_) => continue,
+                }
+                if client
+                    .push_control(frame::server_frame(OpCode::Text, &reply))
+                    .is_err()
+                {
+                    client.start_close(
+                        Disconnect::ControlOverflow,
+                        Some(frame::close_frame(
+                            close::POLICY_VIOLATION,
+                            "replies not read",
+                        )),
+                        grace,
+                    );
+                    return Some(Disconnect::ControlOverflow);
+                }
+            }
+            None
+        }
+        Event::Binary(_) => {
+            client.start_close(
+                Disconnect::ProtocolError,
+                Some(frame::close_frame(
+                    close::UNSUPPORTED_DATA,
+                    "binary messages are not supported; send commands as text",
+                )),
+                grace,
+            );
+            Some(Disconnect::ProtocolError)
+        }
+        Event::Ping(payload) => {
+            if client
+                .push_control(frame::server_frame(OpCode::Pong, &payload))
+                .is_err()
+            {
+                client.start_close(
+                    Disconnect::ControlOverflow,
+                    Some(frame::close_frame(
+                        close::POLICY_VIOLATION,
+                        "pongs not read",
+                    )),
+                    grace,
+                );
+                return Some(Disconnect::ControlOverflow);
+            }
+            None
+        }
+        Event::Pong(_) => None,
+        Event::Close(code, _) => {
+            let echo = code.unwrap_or(close::NORMAL);
+            client.start_close(
+                Disconnect::PeerClosed,
+                Some(frame::close_frame(echo, "")),
+                grace,
+            );
+            Some(Disconnect::PeerClosed)
+        }
+    }
+}
