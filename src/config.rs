@@ -35,7 +35,7 @@ pub struct Cli {
     pub ws_port: u16,
 
     /// Enable the WebSocket listener (1/0, true/false, on/off).
-    #[arg(long, env = "AEROFLY_BRIDGE_WS_ENABLE", default_value = "1", value_parser = parse_switch, hide_possible_values = true)]
+    #[arg(long, env = "AEROFLY_BRIDGE_WS_ENABLE", default_value = "1", value_parser = parse_switch, action = clap::ArgAction::Set, value_name = "0|1")]
     pub ws_enable: bool,
 
     /// Disable the WebSocket listener (same as --ws-enable 0).
@@ -301,6 +301,12 @@ mod tests {
             .map_err(|e| e.to_string())?
             .into_config()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
