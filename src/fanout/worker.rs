@@ -49,8 +49,10 @@ impl Client {
             self.reason.set(Some(reason));
         }
         let (dropped, _) = self.queue.borrow_mut().close(last);
-        if self.close_deadline.get().is_none() {
-            self.close_deadline.set(Some(Instant::now() + grace));
+        // A later, more urgent close (shutdown) may shorten the deadline, never extend it.
+        let deadline = Instant::now() + grace;
+        if self.close_deadline.get().is_none_or(|d| deadline < d) {
+            self.close_deadline.set(Some(deadline));
         }
         self.notify.notify();
         dropped

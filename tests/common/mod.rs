@@ -1,0 +1,343 @@
+//! Test harness: runs the real `aerobridge` binary on free ports and speaks to it over loopback
+//! with plain sockets, a raw WebSocket client (for protocol violations), and tungstenite.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running server process; killed on drop.
+pub struct Server {
+    child: Child,
+    pub data: SocketAddr,
+    pub command: SocketAddr,
+    pub ws: Option<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server with `args` on free ports and waits until it listens.
+    pub fn start(args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aerobridge"));
+        cmd.args(["--data-port", "0", "--command-port", "0", "--ws-port", "0", "--log", "info"]).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AEROFLY_BRIDGE_") || k.starts_with("AEROBRIDGE_") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn aerobridge");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line.clone());
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let want_ws = !args.contains(&"--no-ws");
+        let (mut data, mut command, mut ws) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while data.is_none() || command.is_none() || (want_ws && ws.is_none()) {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("server did not start; log: {:?}", log.lock().unwrap()));
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                if line.contains("(tcp-data)") {
+                    data = Some(addr);
+                } else if line.contains("(tcp-command)") {
+                    command = Some(addr);
+                } else if line.contains("(websocket)") {
+                    ws = Some(addr);
+                }
+            }
+        }
+        Server { child, data: data.unwrap(), command: command.unwrap(), ws, log }
+    }
+
+    pub fn ws(&self) -> SocketAddr {
+        self.ws.expect("WebSocket enabled")
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no log line with {needle:?}; log: {:#?}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("server did not exit within {timeout:?}; log: {:#?}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The shutdown totals line (after [`terminate`]).
+    pub fn totals_field(&self, field: &str) -> u64 {
+        let line = self.wait_for_log("totals at shutdown", Duration::from_secs(5));
+        let start = line.find(&format!("{field}=")).unwrap_or_else(|| panic!("{field} not in {line}")) + field.len() + 1;
+        line[start..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `variables` keys in wire order, from the reference TSV (duplicates once, first position).
+pub fn reference_keys() -> Vec<String> {
+    let tsv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/aerofly-variables.tsv")).unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    for line in tsv.lines().skip(1) {
+        let name = line.split('\t').nth(1).unwrap().to_string();
+        if !keys.contains(&name) {
+            keys.push(name);
+        }
+    }
+    keys
+}
+
+/// Parses a frame with simd-json and returns (top-level keys, variables keys), both in order.
+pub fn frame_keys(frame: &[u8]) -> (Vec<String>, Vec<String>) {
+    use simd_json::Node;
+    let mut bytes = frame.to_vec();
+    let tape = simd_json::to_tape(&mut bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(frame)));
+    let nodes = &tape.0;
+    let skip = |i: usize| match nodes[i] {
+        Node::Object { count, .. } | Node::Array { count, .. } => i + 1 + count,
+        _ => i + 1,
+    };
+    let Node::Object { len, .. } = nodes[0] else { panic!("frame is not an object") };
+    let (mut top, mut vars) = (Vec::new(), Vec::new());
+    let mut i = 1;
+    for _ in 0..len {
+        let Node::String(key) = nodes[i] else { panic!("key expected") };
+        top.push(key.to_string());
+        if key == "variables" {
+            let Node::Object { len: n, .. } = nodes[i + 1] else { panic!("variables is not an object") };
+            let mut j = i + 2;
+            for _ in 0..n {
+                let Node::String(k) = nodes[j] else { panic!("key expected") };
+                vars.push(k.to_string());
+                j = skip(j + 1);
+            }
+        }
+        i = skip(i + 1);
+    }
+    (top, vars)
+}
+
+/// The `update_counter` of a frame, found without a full parse.
+pub fn counter_of(frame: &[u8]) -> u64 {
+    let s = std::str::from_utf8(frame).expect("utf-8");
+    let at = s.find("\"update_counter\":").expect("update_counter") + "\"update_counter\":".len();
+    s[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+/// A parsed frame (serde_json) for value checks.
+pub fn parse(frame: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(frame).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(frame)))
+}
+
+/// A TCP telemetry client reading lines.
+pub struct TcpLines {
+    reader: BufReader<TcpStream>,
+}
+
+impl TcpLines {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        TcpLines { reader: BufReader::new(s) }
+    }
+
+    /// A handle for writing to the same socket.
+    pub fn writer(&self) -> TcpStream {
+        self.reader.get_ref().try_clone().unwrap()
+    }
+
+    /// The next frame, `\n` included.
+    pub fn frame(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).unwrap();
+        assert!(line.ends_with(b"\n"), "frame without newline: {}", String::from_utf8_lossy(&line));
+        line
+    }
+}
+
+/// Sends `text` on a fresh command connection, half-closes, and returns the reply lines.
+pub fn command_oneshot(addr: SocketAddr, text: &str) -> Vec<serde_json::Value> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(text.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A minimal WebSocket client that can also break the rules.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A server frame.
+#[derive(Debug)]
+pub struct WsFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawWs {
+    /// Opens a connection and completes the upgrade.
+    pub fn connect(addr: SocketAddr) -> Self {
+        let (ws, status) = Self::upgrade(addr, &Self::request(""));
+        assert_eq!(status, 101);
+        ws
+    }
+
+    pub fn request(extra_headers: &str) -> String {
+        format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+        )
+    }
+
+    /// Sends `request` and returns the connection and the response status.
+    pub fn upgrade(addr: SocketAddr, request: &str) -> (Self, u16) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut ws = RawWs { stream, buf: Vec::new() };
+        let head = ws.read_http_head();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (ws, status)
+    }
+
+    /// Reads the response head (and leaves the rest buffered).
+    pub fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(self.buf[..end + 4].to_vec()).unwrap();
+                self.buf.drain(..end + 4);
+                return head;
+            }
+            self.fill();
+        }
+    }
+
+    /// Reads the rest of an HTTP error response body until EOF.
+    pub fn read_to_end(&mut self) -> String {
+        let mut rest = Vec::new();
+        let _ = self.stream.read_to_end(&mut rest);
+        self.buf.extend(rest);
+        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "connection closed");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Sends a frame; `mask` false sends it unmasked (a protocol violation).
+    pub fn send(&mut self, fin: bool, opcode: u8, payload: &[u8], mask: bool) {
+        let frame = if mask {
+            aerobridge::ws::reader::client_frame(fin, opcode, payload, [0x12, 0x34, 0x56, 0x78])
+        } else {
+            let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+            assert!(payload.len() < 126);
+            f.push(payload.len() as u8);
+            f.extend_from_slice(payload);
+            f
+        };
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send(true, 1, text.as_bytes(), true);
+    }
+
+    /// Reads the next server frame.
+    pub fn frame(&mut self) -> WsFrame {
+        loop {
+            if let Some(h) = aerobridge::ws::frame::decode_header(&self.buf) {
+                assert!(h.mask.is_none(), "server frames are unmasked");
+                let end = h.header_len + h.payload_len as usize;
+                if self.buf.len() >= end {
+                    let payload = self.buf[h.header_len..end].to_vec();
+                    self.buf.drain(..end);
+                    return WsFrame { fin: h.fin, opcode: h.opcode, payload };
+                }
+            }
+            self.fill();
+        }
+    }
+
+    /// Reads frames until a Close; returns (code, reason, text frames seen before it). Every text
+    /// frame must be a whole JSON document.
+    pub fn until_close(&mut self) -> (u16, String, usize) {
+        let mut texts = 0;
+        loop {
+            let f = self.frame();
+            match f.opcode {
+                1 => {
+                    parse(&f.payload);
+                    texts += 1;
+                }
+                8 => {
+                    let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                    return (code, String::from_utf8(f.payload[2..].to_vec()).unwrap(), texts);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads frames until a text message that is not telemetry (a command reply).
+    pub fn reply(&mut self) -> serde_json::Value {
+        loop {
+            let f = self.frame();
+            if f.opcode == 1 {
+                let v = parse(&f.payload);
+                if v.get("schema").is_none() {
+                    return v;
+                }
+            }
+        }
+    }
+}
