@@ -210,6 +210,8 @@ pub fn command_oneshot(addr: SocketAddr, text: &str) -> Vec<serde_json::Value> {
 /// A minimal WebSocket client that can also break the rules.
 pub struct RawWs {
     pub stream: TcpStream,
+    /// The HTTP response head to the upgrade request.
+    pub head: String,
     buf: Vec<u8>,
 }
 
@@ -240,9 +242,9 @@ impl RawWs {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
-        let mut ws = RawWs { stream, buf: Vec::new() };
-        let head = ws.read_http_head();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut ws = RawWs { stream, head: String::new(), buf: Vec::new() };
+        ws.head = ws.read_http_head();
+        let status = ws.head.split_whitespace().nth(1).unwrap().parse().unwrap();
         (ws, status)
     }
 
