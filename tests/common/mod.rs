@@ -20,6 +20,11 @@ pub struct Server {
 impl Server {
     /// Starts the server with `args` on free ports and waits until it listens.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aerobridge"));
         cmd.args(["--data-port", "0", "--command-port", "0", "--ws-port", "0", "--log", "info"]).args(args);
         for (k, _) in std::env::vars() {
@@ -27,6 +32,7 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn aerobridge");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -41,7 +47,7 @@ impl Server {
                 }
             });
         }
-        let want_ws = !args.contains(&"--no-ws");
+        let want_ws = !args.contains(&"--no-ws") && !env.contains(&("AEROFLY_BRIDGE_WS_ENABLE", "0"));
         let (mut data, mut command, mut ws) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
         while data.is_none() || command.is_none() || (want_ws && ws.is_none()) {
@@ -237,9 +243,19 @@ impl RawWs {
         )
     }
 
+    /// Opens a connection with a small receive buffer (to stall it quickly) and upgrades.
+    pub fn connect_small_buffer(addr: SocketAddr, rcvbuf: usize) -> Self {
+        let (ws, status) = Self::upgrade_on(small_buffer_stream(addr, rcvbuf), &Self::request(""));
+        assert_eq!(status, 101);
+        ws
+    }
+
     /// Sends `request` and returns the connection and the response status.
     pub fn upgrade(addr: SocketAddr, request: &str) -> (Self, u16) {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        Self::upgrade_on(TcpStream::connect(addr).unwrap(), request)
+    }
+
+    fn upgrade_on(mut stream: TcpStream, request: &str) -> (Self, u16) {
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut ws = RawWs { stream, head: String::new(), buf: Vec::new() };
@@ -342,4 +358,14 @@ impl RawWs {
             }
         }
     }
+}
+
+/// A TCP connection whose receive buffer is set before connecting (so the window stays small).
+pub fn small_buffer_stream(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
 }
