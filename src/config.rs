@@ -15,7 +15,14 @@ use std::time::Duration;
 /// arguments shows live data at once on 127.0.0.1 ports 12345 (TCP telemetry), 12346 (TCP
 /// commands) and 8765 (WebSocket).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "aerobridge", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "aerobridge",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Address to listen on. Loopback by default: any other address exposes telemetry and
     /// commands to the network.

@@ -43,7 +43,10 @@ fn tcp_command_is_replied_and_shows_in_the_next_frame_on_both_transports() {
     let mut ws = RawWs::connect(server.ws());
     tcp.frame();
     ws.frame();
-    let replies = command_oneshot(server.command, "{\"variable\": \"Controls.Throttle\", \"value\": 0.8, \"id\": 42}\n");
+    let replies = command_oneshot(
+        server.command,
+        "{\"variable\": \"Controls.Throttle\", \"value\": 0.8, \"id\": 42}\n",
+    );
     assert_eq!(replies.len(), 1);
     let r = &replies[0];
     assert_eq!(r["ok"], true, "{r}");
@@ -52,21 +55,35 @@ fn tcp_command_is_replied_and_shows_in_the_next_frame_on_both_transports() {
     let frame = r["frame"].as_u64().unwrap();
     for vars in [tcp_frame_at(&mut tcp, frame), ws_frame_at(&mut ws, frame)] {
         // Controls.Throttle is not in frames: it sets every engine's throttle, which is.
-        for key in ["Controls.Throttle1", "Controls.Throttle2", "Controls.Throttle3", "Controls.Throttle4"] {
+        for key in [
+            "Controls.Throttle1",
+            "Controls.Throttle2",
+            "Controls.Throttle3",
+            "Controls.Throttle4",
+        ] {
             assert_eq!(vars[key], 0.8, "{key} in frame {frame}");
         }
-        assert_eq!(vars["Autopilot.ThrottleEngaged"], 0.0, "manual throttle disengages the autothrottle");
+        assert_eq!(
+            vars["Autopilot.ThrottleEngaged"], 0.0,
+            "manual throttle disengages the autothrottle"
+        );
     }
 }
 
 #[test]
 fn upstream_style_one_shot_without_newline_counts() {
     let server = Server::start(&[]);
-    let replies = command_oneshot(server.command, r#"{"variable":"Communication.COM1Frequency","value":121500000}"#);
+    let replies = command_oneshot(
+        server.command,
+        r#"{"variable":"Communication.COM1Frequency","value":121500000}"#,
+    );
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0]["ok"], true, "{}", replies[0]);
     let mut tcp = TcpLines::connect(server.data);
-    assert_eq!(parse(&tcp.frame())["variables"]["Communication.COM1Frequency"], 121_500_000.0);
+    assert_eq!(
+        parse(&tcp.frame())["variables"]["Communication.COM1Frequency"],
+        121_500_000.0
+    );
 }
 
 #[test]
@@ -74,7 +91,10 @@ fn every_command_gets_one_reply_line_with_a_clear_reason() {
     let server = Server::start(&["--command-max-line", "200"]);
     let mut s = TcpStream::connect(server.command).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let long = format!("{{\"variable\":\"Controls.Flaps\",\"value\":0.5,\"pad\":\"{}\"}}", "x".repeat(300));
+    let long = format!(
+        "{{\"variable\":\"Controls.Flaps\",\"value\":0.5,\"pad\":\"{}\"}}",
+        "x".repeat(300)
+    );
     let input = [
         r#"{"variable":"Aircraft.Altitude","value":1000}"#,
         r#"{"variable":"No.Such.Thing","value":1}"#,
@@ -96,7 +116,10 @@ fn every_command_gets_one_reply_line_with_a_clear_reason() {
         reader.read_line(&mut line).unwrap();
         replies.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
     }
-    let errors: Vec<String> = replies.iter().map(|r| r["error"].as_str().unwrap_or("").to_string()).collect();
+    let errors: Vec<String> = replies
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(errors[0], "Aircraft.Altitude is read-only");
     assert_eq!(errors[1], "unknown variable \"No.Such.Thing\"");
     assert_eq!(errors[2], "\"value\" must be a number");
@@ -113,7 +136,8 @@ fn every_command_gets_one_reply_line_with_a_clear_reason() {
     }
     // The connection stays usable after errors.
     let mut s = reader.into_inner();
-    s.write_all(b"{\"variable\":\"Controls.Gear\",\"value\":0}\n").unwrap();
+    s.write_all(b"{\"variable\":\"Controls.Gear\",\"value\":0}\n")
+        .unwrap();
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).unwrap();
     assert!(line.contains("\"ok\":true"), "{line}");
@@ -128,7 +152,10 @@ fn websocket_commands_reply_only_when_they_carry_an_id() {
     ws.send_text(r#"{"variable":"Aircraft.Altitude","value":1}"#);
     ws.send_text(r#"{"variable":"Controls.Gear","value":1,"id":"g"}"#);
     let reply = ws.reply();
-    assert_eq!(reply["id"], "g", "the first reply is the one with an id: {reply}");
+    assert_eq!(
+        reply["id"], "g",
+        "the first reply is the one with an id: {reply}"
+    );
     assert_eq!(reply["ok"], true);
     let vars = ws_frame_at(&mut ws, reply["frame"].as_u64().unwrap());
     assert_eq!(vars["Controls.Flaps"], 0.75, "id-less command applied");
@@ -138,7 +165,10 @@ fn websocket_commands_reply_only_when_they_carry_an_id() {
     assert_eq!(err["ok"], false);
     assert_eq!(err["id"], 7);
     assert_eq!(err["error"], "Aircraft.Altitude is read-only");
-    assert!(server.log().iter().any(|l| l.contains("WebSocket command rejected (no id, so no reply)")));
+    assert!(server
+        .log()
+        .iter()
+        .any(|l| l.contains("WebSocket command rejected (no id, so no reply)")));
 }
 
 #[test]

@@ -47,12 +47,25 @@ fn healthy_ws(addr: std::net::SocketAddr, dur: Duration) -> (u64, u64) {
 
 #[test]
 fn slow_reader_gets_whole_frames_with_counted_skips_while_200_healthy_clients_miss_nothing() {
-    let mut server = Server::start(&["--max-lag", "20s", "--queue-frames", "32", "--send-buffer", "32768"]);
+    let mut server = Server::start(&[
+        "--max-lag",
+        "20s",
+        "--queue-frames",
+        "32",
+        "--send-buffer",
+        "32768",
+    ]);
     let run = Duration::from_secs(4);
     let mut healthy = Vec::new();
     for i in 0..200 {
         let (data, ws) = (server.data, server.ws());
-        healthy.push(std::thread::spawn(move || if i % 4 == 0 { healthy_ws(ws, run) } else { healthy_tcp(data, run) }));
+        healthy.push(std::thread::spawn(move || {
+            if i % 4 == 0 {
+                healthy_ws(ws, run)
+            } else {
+                healthy_tcp(data, run)
+            }
+        }));
     }
     // The slow reader: a tiny receive window, 2 KiB every 50 ms (≈40 KB/s against ≈570 KB/s).
     let mut slow = small_buffer_stream(server.data, 4096);
@@ -65,7 +78,12 @@ fn slow_reader_gets_whole_frames_with_counted_skips_while_200_healthy_clients_mi
         bytes.extend_from_slice(&chunk[..n]);
         std::thread::sleep(Duration::from_millis(50));
     }
-    let complete = bytes.len() - bytes.iter().rev().position(|b| *b == b'\n').unwrap_or(bytes.len());
+    let complete = bytes.len()
+        - bytes
+            .iter()
+            .rev()
+            .position(|b| *b == b'\n')
+            .unwrap_or(bytes.len());
     let lines: Vec<&[u8]> = bytes[..complete].split_inclusive(|b| *b == b'\n').collect();
     assert!(lines.len() >= 3, "slow reader got {} frames", lines.len());
     let counters: Vec<u64> = lines
@@ -76,7 +94,10 @@ fn slow_reader_gets_whole_frames_with_counted_skips_while_200_healthy_clients_mi
         })
         .collect();
     assert!(counters.windows(2).all(|w| w[1] > w[0]), "in order");
-    assert!(counters.windows(2).any(|w| w[1] > w[0] + 1), "slow reader skipped frames: {counters:?}");
+    assert!(
+        counters.windows(2).any(|w| w[1] > w[0] + 1),
+        "slow reader skipped frames: {counters:?}"
+    );
 
     for h in healthy {
         let (frames, gaps) = h.join().unwrap();
@@ -85,7 +106,10 @@ fn slow_reader_gets_whole_frames_with_counted_skips_while_200_healthy_clients_mi
     }
     let (status, _) = server.terminate(Duration::from_secs(5));
     assert!(status.success());
-    assert!(server.totals_field("frames_skipped") > 0, "skips are counted");
+    assert!(
+        server.totals_field("frames_skipped") > 0,
+        "skips are counted"
+    );
 }
 
 #[test]
@@ -100,7 +124,10 @@ fn never_reading_websocket_client_is_closed_with_the_slow_consumer_code() {
     // Do not read until the server has decided.
     server.wait_for_log("disconnecting slow consumer", Duration::from_secs(15));
     let decided_after = stalled_at.elapsed();
-    assert!(decided_after >= Duration::from_millis(500), "not before --max-lag: {decided_after:?}");
+    assert!(
+        decided_after >= Duration::from_millis(500),
+        "not before --max-lag: {decided_after:?}"
+    );
     // Reading again drains whole frames, then the Close frame.
     let (code, reason, frames) = stalled.until_close();
     assert_eq!(code, 4000);

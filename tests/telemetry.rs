@@ -6,15 +6,27 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-const TOP: [&str; 8] =
-    ["schema", "schema_version", "timestamp", "timestamp_unit", "data_valid", "update_counter", "broadcast_rate_hz", "variables"];
+const TOP: [&str; 8] = [
+    "schema",
+    "schema_version",
+    "timestamp",
+    "timestamp_unit",
+    "data_valid",
+    "update_counter",
+    "broadcast_rate_hz",
+    "variables",
+];
 
 fn check_frame(frame: &[u8]) {
     assert!(frame.ends_with(b"}\n"), "ends with one newline");
     assert_eq!(frame.iter().filter(|b| **b == b'\n').count(), 1);
     let (top, vars) = frame_keys(frame);
     assert_eq!(top, TOP);
-    assert_eq!(vars, reference_keys(), "every reference key, in wire order, once");
+    assert_eq!(
+        vars,
+        reference_keys(),
+        "every reference key, in wire order, once"
+    );
     let text = std::str::from_utf8(frame).unwrap();
     for bad in ["NaN", "Infinity", ": ", ", "] {
         assert!(!text.contains(bad), "frame contains {bad:?}");
@@ -24,13 +36,25 @@ fn check_frame(frame: &[u8]) {
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["timestamp_unit"], "microseconds");
     assert_eq!(v["data_valid"], 1);
-    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
-    assert!((now_us - v["timestamp"].as_i64().unwrap()).abs() < 10_000_000, "timestamp is wall-clock µs");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    assert!(
+        (now_us - v["timestamp"].as_i64().unwrap()).abs() < 10_000_000,
+        "timestamp is wall-clock µs"
+    );
     let vars = v["variables"].as_object().unwrap();
     assert_eq!(vars["Aircraft.Name"], "Beechcraft Baron 58");
     let lat = vars["Aircraft.Latitude"].as_f64().unwrap();
-    assert!((0.6..0.7).contains(&lat), "latitude in radians near KSFO: {lat}");
-    assert!(vars["Communication.COM1Frequency"].as_f64().unwrap() > 1e8, "frequencies in Hz");
+    assert!(
+        (0.6..0.7).contains(&lat),
+        "latitude in radians near KSFO: {lat}"
+    );
+    assert!(
+        vars["Communication.COM1Frequency"].as_f64().unwrap() > 1e8,
+        "frequencies in Hz"
+    );
 }
 
 #[test]
@@ -58,7 +82,9 @@ fn websocket_frames_via_tungstenite_are_the_same_and_consecutive() {
     let mut last = None;
     for i in 0..150 {
         let msg = ws.read().unwrap();
-        let tungstenite::Message::Text(text) = msg else { panic!("expected text, got {msg:?}") };
+        let tungstenite::Message::Text(text) = msg else {
+            panic!("expected text, got {msg:?}")
+        };
         let bytes = text.as_bytes();
         if i == 0 {
             check_frame(bytes);
@@ -88,7 +114,10 @@ fn tcp_and_websocket_carry_identical_payloads() {
             w = ws.frame();
         }
     }
-    assert_eq!(t, w.payload, "same bytes on both transports, newline included");
+    assert_eq!(
+        t, w.payload,
+        "same bytes on both transports, newline included"
+    );
 }
 
 #[test]
@@ -100,7 +129,12 @@ fn python_websockets_client_interoperates() {
         .arg(format!("ws://{}/", server.ws()))
         .output()
         .expect("python3 (with the `websockets` package: pip install websockets)");
-    assert!(out.status.success(), "python client failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("frames=50 gaps=0"), "{stdout}");
     assert!(stdout.contains("reply ok=True"), "{stdout}");

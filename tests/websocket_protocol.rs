@@ -17,27 +17,57 @@ fn refused(server: &Server, request: &str) -> (u16, String) {
 fn bad_handshakes_get_400_or_426_with_a_reason() {
     let server = Server::start(&[]);
     let good = RawWs::request("");
-    let (status, body) = refused(&server, &good.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"));
+    let (status, body) = refused(
+        &server,
+        &good.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+    );
     assert_eq!(status, 426);
-    assert!(body.contains("unsupported WebSocket version; use 13"), "{body}");
-    let (ws, _) = RawWs::upgrade(server.ws(), &good.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 7"));
-    assert!(ws.head.contains("Sec-WebSocket-Version: 13\r\n"), "{}", ws.head);
+    assert!(
+        body.contains("unsupported WebSocket version; use 13"),
+        "{body}"
+    );
+    let (ws, _) = RawWs::upgrade(
+        server.ws(),
+        &good.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 7"),
+    );
+    assert!(
+        ws.head.contains("Sec-WebSocket-Version: 13\r\n"),
+        "{}",
+        ws.head
+    );
 
     for (request, reason) in [
         (good.replace("GET", "POST"), "requires GET"),
-        (good.replace("Upgrade: websocket\r\n", ""), "send 'Upgrade: websocket'"),
-        (good.replace("Connection: Upgrade", "Connection: keep-alive"), "'Connection' header must contain"),
-        (good.replace("dGhlIHNhbXBsZSBub25jZQ==", "dG9vIHNob3J0"), "Sec-WebSocket-Key"),
+        (
+            good.replace("Upgrade: websocket\r\n", ""),
+            "send 'Upgrade: websocket'",
+        ),
+        (
+            good.replace("Connection: Upgrade", "Connection: keep-alive"),
+            "'Connection' header must contain",
+        ),
+        (
+            good.replace("dGhlIHNhbXBsZSBub25jZQ==", "dG9vIHNob3J0"),
+            "Sec-WebSocket-Key",
+        ),
         (good.replace("HTTP/1.1", "HTTP/1.0"), "requires HTTP/1.1"),
-        ("\u{1}\u{2}garbage\r\n\r\n".to_string(), "malformed HTTP request"),
-        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), "this is a WebSocket endpoint"),
+        (
+            "\u{1}\u{2}garbage\r\n\r\n".to_string(),
+            "malformed HTTP request",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+            "this is a WebSocket endpoint",
+        ),
     ] {
         let (status, body) = refused(&server, &request);
         assert_eq!(status, 400, "{request:?}");
         assert!(body.contains(reason), "{request:?} → {body}");
     }
     // Firefox's `Connection: keep-alive, Upgrade` and lowercase tokens are fine.
-    let firefox = good.replace("Connection: Upgrade", "connection: keep-alive, Upgrade").replace("Upgrade: websocket", "Upgrade: WebSocket");
+    let firefox = good
+        .replace("Connection: Upgrade", "connection: keep-alive, Upgrade")
+        .replace("Upgrade: websocket", "Upgrade: WebSocket");
     let (mut ws, status) = RawWs::upgrade(server.ws(), &firefox);
     assert_eq!(status, 101);
     assert_eq!(ws.frame().opcode, 1);
@@ -54,7 +84,11 @@ fn oversized_request_headers_get_431() {
     let _ = s.write_all(big.as_bytes());
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431 "), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 #[test]
@@ -92,12 +126,13 @@ fn oversized_message_gets_close_1009_even_when_fragmented() {
 #[test]
 fn other_rule_violations_get_close_1002_and_binary_1003() {
     let server = Server::start(&[]);
-    let cases: [(&[(bool, u8, &[u8])], u16); 5] = [
-        (&[(true, 0x3, b"")], 1002),                       // reserved opcode
-        (&[(false, 0x9, b"")], 1002),                      // fragmented control frame
-        (&[(true, 0x0, b"x")], 1002),                      // continuation without start
+    type Frames<'a> = &'a [(bool, u8, &'a [u8])];
+    let cases: [(Frames, u16); 5] = [
+        (&[(true, 0x3, b"")], 1002),                      // reserved opcode
+        (&[(false, 0x9, b"")], 1002),                     // fragmented control frame
+        (&[(true, 0x0, b"x")], 1002),                     // continuation without start
         (&[(false, 0x1, b"a"), (true, 0x1, b"b")], 1002), // new message inside a fragmented one
-        (&[(true, 0x2, b"\x00\x01")], 1003),               // binary
+        (&[(true, 0x2, b"\x00\x01")], 1003),              // binary
     ];
     for (frames, want) in cases {
         let mut ws = RawWs::connect(server.ws());
@@ -167,6 +202,10 @@ fn unfinished_handshake_is_dropped_after_the_timeout() {
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "closed without a response");
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     server.wait_for_log("WebSocket handshake timed out", Duration::from_secs(2));
 }

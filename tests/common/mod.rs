@@ -26,14 +26,28 @@ impl Server {
     /// Like [`start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aerobridge"));
-        cmd.args(["--data-port", "0", "--command-port", "0", "--ws-port", "0", "--log", "info"]).args(args);
+        cmd.args([
+            "--data-port",
+            "0",
+            "--command-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--log",
+            "info",
+        ])
+        .args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("AEROFLY_BRIDGE_") || k.starts_with("AEROBRIDGE_") || k == "RUST_LOG" {
                 cmd.env_remove(k);
             }
         }
         cmd.envs(env.iter().copied());
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn aerobridge");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aerobridge");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -47,7 +61,8 @@ impl Server {
                 }
             });
         }
-        let want_ws = !args.contains(&"--no-ws") && !env.contains(&("AEROFLY_BRIDGE_WS_ENABLE", "0"));
+        let want_ws =
+            !args.contains(&"--no-ws") && !env.contains(&("AEROFLY_BRIDGE_WS_ENABLE", "0"));
         let (mut data, mut command, mut ws) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
         while data.is_none() || command.is_none() || (want_ws && ws.is_none()) {
@@ -65,7 +80,13 @@ impl Server {
                 }
             }
         }
-        Server { child, data: data.unwrap(), command: command.unwrap(), ws, log }
+        Server {
+            child,
+            data: data.unwrap(),
+            command: command.unwrap(),
+            ws,
+            log,
+        }
     }
 
     pub fn ws(&self) -> SocketAddr {
@@ -84,7 +105,11 @@ impl Server {
             if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
                 return l;
             }
-            assert!(Instant::now() < deadline, "no log line with {needle:?}; log: {:#?}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}; log: {:#?}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -92,7 +117,10 @@ impl Server {
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
         let start = Instant::now();
-        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -100,7 +128,10 @@ impl Server {
             }
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
-                panic!("server did not exit within {timeout:?}; log: {:#?}", self.log());
+                panic!(
+                    "server did not exit within {timeout:?}; log: {:#?}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -109,8 +140,17 @@ impl Server {
     /// The shutdown totals line (after [`terminate`]).
     pub fn totals_field(&self, field: &str) -> u64 {
         let line = self.wait_for_log("totals at shutdown", Duration::from_secs(5));
-        let start = line.find(&format!("{field}=")).unwrap_or_else(|| panic!("{field} not in {line}")) + field.len() + 1;
-        line[start..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        let start = line
+            .find(&format!("{field}="))
+            .unwrap_or_else(|| panic!("{field} not in {line}"))
+            + field.len()
+            + 1;
+        line[start..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -123,7 +163,11 @@ impl Drop for Server {
 
 /// The `variables` keys in wire order, from the reference TSV (duplicates once, first position).
 pub fn reference_keys() -> Vec<String> {
-    let tsv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/aerofly-variables.tsv")).unwrap();
+    let tsv = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/aerofly-variables.tsv"
+    ))
+    .unwrap();
     let mut keys: Vec<String> = Vec::new();
     for line in tsv.lines().skip(1) {
         let name = line.split('\t').nth(1).unwrap().to_string();
@@ -138,23 +182,32 @@ pub fn reference_keys() -> Vec<String> {
 pub fn frame_keys(frame: &[u8]) -> (Vec<String>, Vec<String>) {
     use simd_json::Node;
     let mut bytes = frame.to_vec();
-    let tape = simd_json::to_tape(&mut bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(frame)));
+    let tape = simd_json::to_tape(&mut bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(frame)));
     let nodes = &tape.0;
     let skip = |i: usize| match nodes[i] {
         Node::Object { count, .. } | Node::Array { count, .. } => i + 1 + count,
         _ => i + 1,
     };
-    let Node::Object { len, .. } = nodes[0] else { panic!("frame is not an object") };
+    let Node::Object { len, .. } = nodes[0] else {
+        panic!("frame is not an object")
+    };
     let (mut top, mut vars) = (Vec::new(), Vec::new());
     let mut i = 1;
     for _ in 0..len {
-        let Node::String(key) = nodes[i] else { panic!("key expected") };
+        let Node::String(key) = nodes[i] else {
+            panic!("key expected")
+        };
         top.push(key.to_string());
         if key == "variables" {
-            let Node::Object { len: n, .. } = nodes[i + 1] else { panic!("variables is not an object") };
+            let Node::Object { len: n, .. } = nodes[i + 1] else {
+                panic!("variables is not an object")
+            };
             let mut j = i + 2;
             for _ in 0..n {
-                let Node::String(k) = nodes[j] else { panic!("key expected") };
+                let Node::String(k) = nodes[j] else {
+                    panic!("key expected")
+                };
                 vars.push(k.to_string());
                 j = skip(j + 1);
             }
@@ -168,12 +221,18 @@ pub fn frame_keys(frame: &[u8]) -> (Vec<String>, Vec<String>) {
 pub fn counter_of(frame: &[u8]) -> u64 {
     let s = std::str::from_utf8(frame).expect("utf-8");
     let at = s.find("\"update_counter\":").expect("update_counter") + "\"update_counter\":".len();
-    s[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    s[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A parsed frame (serde_json) for value checks.
 pub fn parse(frame: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(frame).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(frame)))
+    serde_json::from_slice(frame)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(frame)))
 }
 
 /// A TCP telemetry client reading lines.
@@ -185,7 +244,9 @@ impl TcpLines {
     pub fn connect(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        TcpLines { reader: BufReader::new(s) }
+        TcpLines {
+            reader: BufReader::new(s),
+        }
     }
 
     /// A handle for writing to the same socket.
@@ -197,7 +258,11 @@ impl TcpLines {
     pub fn frame(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
         self.reader.read_until(b'\n', &mut line).unwrap();
-        assert!(line.ends_with(b"\n"), "frame without newline: {}", String::from_utf8_lossy(&line));
+        assert!(
+            line.ends_with(b"\n"),
+            "frame without newline: {}",
+            String::from_utf8_lossy(&line)
+        );
         line
     }
 }
@@ -210,7 +275,9 @@ pub fn command_oneshot(addr: SocketAddr, text: &str) -> Vec<serde_json::Value> {
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A minimal WebSocket client that can also break the rules.
@@ -256,9 +323,15 @@ impl RawWs {
     }
 
     fn upgrade_on(mut stream: TcpStream, request: &str) -> (Self, u16) {
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         stream.write_all(request.as_bytes()).unwrap();
-        let mut ws = RawWs { stream, head: String::new(), buf: Vec::new() };
+        let mut ws = RawWs {
+            stream,
+            head: String::new(),
+            buf: Vec::new(),
+        };
         ws.head = ws.read_http_head();
         let status = ws.head.split_whitespace().nth(1).unwrap().parse().unwrap();
         (ws, status)
@@ -319,7 +392,11 @@ impl RawWs {
                 if self.buf.len() >= end {
                     let payload = self.buf[h.header_len..end].to_vec();
                     self.buf.drain(..end);
-                    return WsFrame { fin: h.fin, opcode: h.opcode, payload };
+                    return WsFrame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    };
                 }
             }
             self.fill();
@@ -339,7 +416,11 @@ impl RawWs {
                 }
                 8 => {
                     let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
-                    return (code, String::from_utf8(f.payload[2..].to_vec()).unwrap(), texts);
+                    return (
+                        code,
+                        String::from_utf8(f.payload[2..].to_vec()).unwrap(),
+                        texts,
+                    );
                 }
                 _ => {}
             }
@@ -362,10 +443,17 @@ impl RawWs {
 
 /// A TCP connection whose receive buffer is set before connecting (so the window stays small).
 pub fn small_buffer_stream(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
     socket.set_recv_buffer_size(rcvbuf).unwrap();
     socket.connect(&addr.into()).unwrap();
     let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream
 }

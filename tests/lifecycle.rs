@@ -1,0 +1,185 @@
+//! Starting and stopping: SIGTERM closes WebSocket clients with 1001 and exits 0 within 2 s;
+//! `--max-clients` refuses politely; bad options fail clearly; upstream's env vars work.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn sigterm_closes_websocket_clients_with_1001_and_exits_0_within_2s() {
+    let mut server = Server::start(&[]);
+    let mut ws: Vec<RawWs> = (0..3).map(|_| RawWs::connect(server.ws())).collect();
+    let mut tcp: Vec<TcpLines> = (0..3).map(|_| TcpLines::connect(server.data)).collect();
+    for c in &mut ws {
+        c.frame();
+    }
+    for c in &mut tcp {
+        c.frame();
+    }
+    let (status, took) = server.terminate(Duration::from_secs(5));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    for c in &mut ws {
+        let (code, reason, _) = c.until_close();
+        assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
+    }
+    for c in &mut tcp {
+        let mut rest = Vec::new();
+        let _ = c.writer().read_to_end(&mut rest);
+        assert!(
+            rest.is_empty() || rest.ends_with(b"\n"),
+            "TCP clients end on a whole frame"
+        );
+    }
+    server.wait_for_log("totals at shutdown", Duration::from_secs(1));
+}
+
+#[test]
+fn beyond_max_clients_new_connections_are_refused_politely() {
+    let server = Server::start(&["--max-clients", "3"]);
+    let mut kept: Vec<TcpLines> = (0..3).map(|_| TcpLines::connect(server.data)).collect();
+    for c in &mut kept {
+        c.frame();
+    }
+    let (mut ws, status) = RawWs::upgrade(server.ws(), &RawWs::request(""));
+    assert_eq!(status, 503);
+    assert!(ws
+        .read_to_end()
+        .contains("server full: 3 clients connected"));
+    let replies = command_oneshot(server.command, r#"{"variable":"Controls.Gear","value":1}"#);
+    assert_eq!(replies[0]["ok"], false);
+    assert_eq!(replies[0]["error"], "server full");
+    let mut extra = TcpStream::connect(server.data).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = extra.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "refused data client gets no frames");
+    // Existing clients are untouched.
+    for c in &mut kept {
+        let a = counter_of(&c.frame());
+        assert_eq!(counter_of(&c.frame()), a + 1);
+    }
+    // A slot frees up when a client leaves.
+    drop(kept.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = TcpLines::connect(server.data);
+    again.frame();
+}
+
+fn run_expecting_failure(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_aerobridge"))
+        .args(args)
+        .env_remove("AEROFLY_BRIDGE_BROADCAST_MS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_options_fail_at_startup_with_a_clear_error() {
+    let err = run_expecting_failure(&["--broadcast-ms", "3"]);
+    assert!(
+        err.contains("--broadcast-ms") && err.contains("5..=1000"),
+        "{err}"
+    );
+    let err = run_expecting_failure(&["--data-port", "0", "--command-port", "7", "--ws-port", "7"]);
+    assert!(
+        err.contains("--command-port and --ws-port are both 7"),
+        "{err}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = run_expecting_failure(&[
+        "--data-port",
+        &port,
+        "--command-port",
+        "0",
+        "--ws-port",
+        "0",
+    ]);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port} (--data-port)")),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_aerobridge"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--bind",
+        "--data-port",
+        "--command-port",
+        "--ws-port",
+        "--no-ws",
+        "--broadcast-ms",
+        "--workers",
+        "--max-clients",
+        "--max-lag",
+    ] {
+        assert!(help.contains(flag), "--help documents {flag}");
+    }
+    for env in [
+        "AEROFLY_BRIDGE_BROADCAST_MS",
+        "AEROFLY_BRIDGE_WS_PORT",
+        "AEROFLY_BRIDGE_WS_ENABLE",
+    ] {
+        assert!(help.contains(env), "--help names {env}");
+    }
+}
+
+#[test]
+fn upstream_environment_variables_are_honoured() {
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("AEROFLY_BRIDGE_BROADCAST_MS", "100"),
+            ("AEROFLY_BRIDGE_WS_ENABLE", "0"),
+        ],
+    );
+    assert!(server.ws.is_none());
+    let mut c = TcpLines::connect(server.data);
+    assert_eq!(parse(&c.frame())["broadcast_rate_hz"], 10.0);
+    assert!(server.log().iter().all(|l| !l.contains("(websocket)")));
+}
+
+#[test]
+fn startup_log_names_the_driver_workers_and_addresses_and_clients_are_balanced() {
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--log",
+        "aerobridge=debug",
+        "--stats-interval",
+        "200ms",
+    ]);
+    server.wait_for_log("(websocket)", Duration::from_secs(1));
+    let log = server.log();
+    let first: Vec<&String> = log.iter().take(5).collect();
+    let driver = first
+        .iter()
+        .find(|l| l.contains("I/O driver"))
+        .expect("driver named among the first lines");
+    assert!(
+        driver.contains("io_uring") || driver.contains("poll"),
+        "{driver}"
+    );
+    assert!(driver.contains("2 worker thread(s)"), "{driver}");
+    assert_eq!(
+        first.iter().filter(|l| l.contains("listening on")).count(),
+        3
+    );
+    // Six clients are spread evenly over the two workers; the periodic totals show it.
+    let mut clients: Vec<TcpLines> = (0..6).map(|_| TcpLines::connect(server.data)).collect();
+    for c in &mut clients {
+        c.frame();
+    }
+    server.wait_for_log("per_worker=[3, 3]", Duration::from_secs(3));
+}
