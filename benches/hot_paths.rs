@@ -1,1 +1,135 @@
-fn main() {}
+//! The per-tick and per-message hot paths. Run: `cargo bench --bench hot_paths`.
+
+use aerobridge::command::{parse_line, ParseLimits};
+use aerobridge::fanout::queue::{QueueLimits, SendQueue};
+use aerobridge::packet::{Packet, Transport};
+use aerobridge::source::{sim::Sim, Source};
+use aerobridge::telemetry::{FrameEncoder, FrameHeader};
+use aerobridge::ws::frame::{encode_header_right_aligned, MAX_SERVER_HEADER};
+use aerobridge::ws::{handshake, reader::client_frame, MessageReader, OpCode};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+fn header() -> FrameHeader {
+    FrameHeader {
+        timestamp_us: 1_763_000_000_000_000,
+        data_valid: true,
+        update_counter: 123_456,
+        broadcast_rate_hz: 50.0,
+    }
+}
+
+fn encode(c: &mut Criterion) {
+    let mut sim = Sim::new();
+    sim.advance(SystemTime::now(), Duration::from_millis(20));
+    let mut enc = FrameEncoder::new();
+    let len = enc.encode(&header(), sim.variables()).len();
+    let mut g = c.benchmark_group("frame");
+    g.throughput(Throughput::Bytes(len as u64));
+    g.bench_function("encode_full_frame", |b| {
+        b.iter(|| black_box(enc.encode(black_box(&header()), sim.variables()).len()))
+    });
+    g.bench_function("sim_step_and_encode_and_packet", |b| {
+        b.iter(|| {
+            sim.advance(SystemTime::now(), Duration::from_millis(20));
+            let payload = enc.encode(&header(), sim.variables());
+            black_box(Packet::build(1, 1, Instant::now(), payload))
+        })
+    });
+    g.finish();
+    c.bench_function("ws_header_encode", |b| {
+        let mut out = [0u8; MAX_SERVER_HEADER];
+        b.iter(|| {
+            black_box(encode_header_right_aligned(
+                OpCode::Text,
+                black_box(13_000),
+                &mut out,
+            ))
+        })
+    });
+}
+
+fn codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("client_frame_parse_unmask");
+    for size in [64usize, 1024, 16 * 1024] {
+        let frame = client_frame(true, 1, &vec![b'a'; size], [1, 2, 3, 4]);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &frame, |b, frame| {
+            let mut reader = MessageReader::new(64 * 1024);
+            let mut buf = frame.clone();
+            b.iter(|| {
+                buf.copy_from_slice(frame);
+                black_box(reader.decode(&mut buf).unwrap())
+            })
+        });
+    }
+    g.finish();
+    let request = b"GET / HTTP/1.1\r\nHost: localhost:8765\r\nUser-Agent: bench\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost\r\n\r\n";
+    c.bench_function("upgrade_handshake", |b| {
+        b.iter(|| {
+            let (req, _) = handshake::parse_upgrade(black_box(request), 8192)
+                .unwrap()
+                .unwrap();
+            black_box(handshake::switching_protocols(&req.accept))
+        })
+    });
+    let line = br#"{"variable": "Controls.Throttle", "value": 0.75, "id": 17}"#;
+    c.bench_function("command_parse_validate", |b| {
+        let mut out = Vec::with_capacity(4);
+        let mut buf = line.to_vec();
+        b.iter(|| {
+            out.clear();
+            buf.copy_from_slice(line);
+            parse_line(&mut buf, ParseLimits::default(), &mut out);
+            black_box(out.len())
+        })
+    });
+}
+
+fn publish(c: &mut Criterion) {
+    let mut sim = Sim::new();
+    sim.advance(SystemTime::now(), Duration::from_millis(20));
+    let mut enc = FrameEncoder::new();
+    let payload = enc.encode(&header(), sim.variables()).to_vec();
+    let mut g = c.benchmark_group("publish_tick_to_queues");
+    for clients in [1_000usize, 10_000] {
+        g.throughput(Throughput::Elements(clients as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(clients),
+            &clients,
+            |b, &clients| {
+                let mut queues: Vec<SendQueue> = (0..clients)
+                    .map(|i| {
+                        SendQueue::new(
+                            if i % 2 == 0 {
+                                Transport::Tcp
+                            } else {
+                                Transport::WebSocket
+                            },
+                            QueueLimits::default(),
+                        )
+                    })
+                    .collect();
+                b.iter(|| {
+                    // One tick: build the shared packet once, push it to every queue, then every
+                    // writer takes its item (what the worker and the client tasks do per tick).
+                    let now = Instant::now();
+                    let packet = Arc::new(Packet::build(1, 1, now, &payload));
+                    for q in &mut queues {
+                        black_box(q.push_frame(&packet, now));
+                    }
+                    for q in &mut queues {
+                        black_box(q.take_next());
+                        q.complete();
+                    }
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encode, codec, publish);
+criterion_main!(benches);
