@@ -152,7 +152,9 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     };
     tracing::debug!(%peer, reason = reason.as_str(), "disconnected");
     guard.set_reason(reason);
-    let _ = stream.close().await;
+    // `close` waits for operations still holding the socket (a cancelled write to a dead peer);
+    // never let that pin the connection's accounting.
+    let _ = compio::time::timeout(Duration::from_secs(1), stream.close()).await;
 }
 
 /// Says "server full" in the connection's own protocol, then closes.
