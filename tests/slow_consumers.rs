@@ -8,41 +8,28 @@ use common::*;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-/// Reads frames for `dur`; returns (frames, gaps).
+/// Reads TCP frames for `dur`; returns (frames, gaps).
 fn healthy_tcp(addr: std::net::SocketAddr, dur: Duration) -> (u64, u64) {
     let mut c = TcpLines::connect(addr);
-    let (mut frames, mut gaps, mut last) = (0, 0, None);
+    let mut seen = GapCounter::default();
     let end = Instant::now() + dur;
     while Instant::now() < end {
-        let c = counter_of(&c.frame());
-        if let Some(l) = last {
-            if c != l + 1 {
-                gaps += 1;
-            }
-        }
-        last = Some(c);
-        frames += 1;
+        seen.see(counter_of(&c.frame()));
     }
-    (frames, gaps)
+    (seen.frames, seen.gaps)
 }
 
+/// Reads WebSocket frames (tungstenite) for `dur`; returns (frames, gaps).
 fn healthy_ws(addr: std::net::SocketAddr, dur: Duration) -> (u64, u64) {
     let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).unwrap();
-    let (mut frames, mut gaps, mut last) = (0, 0, None);
+    let mut seen = GapCounter::default();
     let end = Instant::now() + dur;
     while Instant::now() < end {
         if let tungstenite::Message::Text(t) = ws.read().unwrap() {
-            let c = counter_of(t.as_bytes());
-            if let Some(l) = last {
-                if c != l + 1 {
-                    gaps += 1;
-                }
-            }
-            last = Some(c);
-            frames += 1;
+            seen.see(counter_of(t.as_bytes()));
         }
     }
-    (frames, gaps)
+    (seen.frames, seen.gaps)
 }
 
 #[test]

@@ -457,3 +457,21 @@ pub fn small_buffer_stream(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
         .unwrap();
     stream
 }
+
+/// Counts frames and gaps in a stream of `update_counter`s.
+#[derive(Default, Debug)]
+pub struct GapCounter {
+    pub frames: u64,
+    pub gaps: u64,
+    last: Option<u64>,
+}
+
+impl GapCounter {
+    pub fn see(&mut self, counter: u64) {
+        if self.last.is_some_and(|l| counter != l + 1) {
+            self.gaps += 1;
+        }
+        self.last = Some(counter);
+        self.frames += 1;
+    }
+}
