@@ -1,4 +1,350 @@
-fn main() {
-    eprintln!("loadtest: not yet implemented (see issue 3)");
-    std::process::exit(2)
+//! loadtest: measures how fast frames reach hundreds or thousands of clients of a server that
+//! speaks the Aerofly bridge protocol (aerobridge, or upstream's DLL across a LAN).
+//!
+//! Layout: `client` (compio client tasks, per-thread figures), `measure` (one run: ramp, warm-up,
+//! window, merge), `report` (JSON, table, baseline), `plot` (SVG), `spawn` (child processes),
+//! `floor` (the minimal reference broadcaster), `procfs` (CPU and RSS), `scenario` (presets).
+
+mod client;
+mod floor;
+mod measure;
+mod plot;
+mod procfs;
+mod report;
+mod scenario;
+mod spawn;
+
+use clap::{Parser, Subcommand};
+use client::Targets;
+use report::Report;
+use scenario::{Plan, Scenario};
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Fan-out latency load generator for Aerofly-bridge-protocol servers.
+///
+/// Examples:
+///   loadtest --spawn-server --scenario smoke --strict
+///   loadtest --spawn-server --scenario ci --json report.json --baseline loadtest/baseline/ci.json
+///   loadtest --host 192.168.1.20 --tcp 200 --ws 200 --duration 30s
+#[derive(Parser, Debug)]
+#[command(name = "loadtest", version, about, long_about, max_term_width = 100)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+
+    /// Preset: smoke (100 TCP + 100 WS, 50 Hz, 5 s), ci (250 + 250, 50 Hz, 10 s, calibrated),
+    /// stress (5 000 WS at 10 Hz, 100 stalled, 30 s). Explicit flags override its values.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
+
+    /// Server host (ignored with --spawn-server).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Telemetry TCP port.
+    #[arg(long, default_value_t = 12345)]
+    tcp_port: u16,
+    /// WebSocket port.
+    #[arg(long, default_value_t = 8765)]
+    ws_port: u16,
+    /// Command port (for --command-rate).
+    #[arg(long, default_value_t = 12346)]
+    command_port: u16,
+
+    /// Healthy TCP clients.
+    #[arg(long)]
+    tcp: Option<usize>,
+    /// Healthy WebSocket clients.
+    #[arg(long)]
+    ws: Option<usize>,
+    /// Clients that read at --slow-rate bytes/s (WebSocket if any WS clients, else TCP).
+    #[arg(long)]
+    slow: Option<usize>,
+    /// Clients that connect and never read.
+    #[arg(long)]
+    stalled: Option<usize>,
+    /// Read rate of slow clients, bytes/s.
+    #[arg(long)]
+    slow_rate: Option<u64>,
+    /// New connections per second.
+    #[arg(long)]
+    connect_rate: Option<u64>,
+    /// Measurement window (e.g. 10s).
+    #[arg(long, value_parser = aerobridge::config::parse_duration)]
+    duration: Option<Duration>,
+    /// Time between the last connection and the window.
+    #[arg(long, value_parser = aerobridge::config::parse_duration)]
+    warmup: Option<Duration>,
+    /// Fraction of frames fully validated as JSON with simd-json (default 1 = every frame).
+    #[arg(long)]
+    validate_rate: Option<f64>,
+    /// Commands per second, timed until the reply and until telemetry shows the value.
+    #[arg(long)]
+    command_rate: Option<f64>,
+    /// Client threads (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Broadcast period for --spawn-server and the floor.
+    #[arg(long)]
+    broadcast_ms: Option<u64>,
+
+    /// Start a release aerobridge on free ports, run, stop it (fails if it does not exit 0).
+    #[arg(long)]
+    spawn_server: bool,
+    /// The aerobridge binary for --spawn-server (default: beside this executable).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Extra arguments for the spawned server (repeat for each).
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// Sample this server process's CPU and RSS (Linux /proc). Implied by --spawn-server.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// First run the same healthy clients against the built-in floor broadcaster and report
+    /// every figure also as a ratio to it.
+    #[arg(long)]
+    calibrate: bool,
+
+    /// Write the JSON report here; an SVG latency plot goes beside it (same stem).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Compare with this report and fail when a figure regressed by more than --max-regression.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Allowed regression against --baseline, percent.
+    #[arg(long, default_value_t = 25.0)]
+    max_regression: f64,
+    /// Fail on any gap, duplicate, torn frame or disconnect among healthy clients, or a server
+    /// that did not exit cleanly.
+    #[arg(long)]
+    strict: bool,
+    /// No progress bars (also off when stdout is not a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// The floor broadcaster used by --calibrate (blocking writes from one thread).
+    #[command(hide = true)]
+    Floor {
+        #[arg(long, default_value_t = 20)]
+        broadcast_ms: u64,
+    },
+}
+
+fn plan_of(a: &Args) -> Plan {
+    let mut p = a.scenario.map(Scenario::plan).unwrap_or_else(|| Plan {
+        tcp: 100,
+        ws: 100,
+        ..Scenario::Smoke.plan()
+    });
+    if a.scenario.is_none() {
+        p.command_rate = 0.0;
+    }
+    macro_rules! take {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { p.$f = v; } )* };
+    }
+    take!(
+        tcp,
+        ws,
+        slow,
+        stalled,
+        slow_rate,
+        connect_rate,
+        duration,
+        warmup,
+        validate_rate,
+        command_rate,
+        threads,
+        broadcast_ms
+    );
+    p
+}
+
+fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Sub::Floor { broadcast_ms }) = args.command {
+        return match floor::run(broadcast_ms) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let plan = plan_of(args);
+    let calibrate = args.calibrate || args.scenario == Some(Scenario::Ci);
+    let progress = !args.quiet && std::io::stdout().is_terminal();
+    let total = plan.tcp + plan.ws + plan.slow + plan.stalled;
+    println!(
+        "loadtest: {} TCP + {} WS healthy, {} slow, {} stalled; {} s window; {} threads{}",
+        plan.tcp,
+        plan.ws,
+        plan.slow,
+        plan.stalled,
+        plan.duration.as_secs_f64(),
+        plan.threads,
+        args.scenario
+            .map(|s| format!("; scenario {s:?}").to_lowercase())
+            .unwrap_or_default()
+    );
+
+    let floor = if calibrate {
+        let f = spawn::spawn_floor(plan.broadcast_ms)?;
+        let targets = Targets {
+            tcp: f.tcp,
+            ws: f.ws,
+            command: None,
+        };
+        let floor_plan = Plan {
+            command_rate: 0.0,
+            ..plan.clone()
+        };
+        let r = measure::run("floor", &floor_plan, targets, Some(f.pid()), progress, true)?;
+        let _ = f.stop();
+        Some(r)
+    } else {
+        None
+    };
+
+    let (mut run, server_status) = if args.spawn_server {
+        let bin = spawn::server_binary(args.server_bin.as_deref())?;
+        let s = spawn::spawn_server(&bin, plan.broadcast_ms, total + 100, &args.server_arg)?;
+        let targets = Targets {
+            tcp: s.tcp,
+            ws: s.ws,
+            command: s.command,
+        };
+        let r = measure::run("aerobridge", &plan, targets, Some(s.pid()), progress, false)?;
+        (r, s.stop())
+    } else {
+        let targets = Targets {
+            tcp: resolve(&args.host, args.tcp_port)?,
+            ws: resolve(&args.host, args.ws_port)?,
+            command: Some(resolve(&args.host, args.command_port)?),
+        };
+        (
+            measure::run("external", &plan, targets, args.server_pid, progress, false)?,
+            Ok(()),
+        )
+    };
+    if let Err(e) = &server_status {
+        eprintln!("loadtest: the server {e}");
+        run.server_ok = false;
+    }
+
+    let mut report = Report {
+        tool: format!("aerobridge loadtest {}", env!("CARGO_PKG_VERSION")),
+        scenario: args.scenario.map(|s| format!("{s:?}").to_lowercase()),
+        plan,
+        run,
+        floor,
+        ratios: None,
+    };
+    report.compute_ratios();
+    report::print_summary(&report);
+    for r in std::iter::once(&report.run).chain(report.floor.iter()) {
+        if r.loadtest_cpu_pct > 80.0 {
+            eprintln!(
+                "\nWARNING: loadtest itself used {:.0}% of its cores during the {} run: it may be the bottleneck, not the server.",
+                r.loadtest_cpu_pct, r.target
+            );
+        }
+    }
+
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        let svg = path.with_extension("svg");
+        let title = format!(
+            "{} clients ({} TCP, {} WS) at {} Hz",
+            report.plan.tcp + report.plan.ws,
+            report.plan.tcp,
+            report.plan.ws,
+            1000 / report.plan.broadcast_ms.max(1)
+        );
+        std::fs::write(&svg, plot::svg(&report, &title))?;
+        println!("\nreport: {}  plot: {}", path.display(), svg.display());
+    }
+
+    let mut failed = false;
+    if let Some(path) = &args.baseline {
+        let baseline: Report = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let regressed = report::regressions(&report, &baseline, args.max_regression);
+        if !regressed.is_empty() {
+            eprintln!(
+                "\nREGRESSION against {}: {}",
+                path.display(),
+                regressed.join("; ")
+            );
+            failed = true;
+        }
+    }
+    if args.strict {
+        let h = &report.run.healthy;
+        let problems: Vec<String> = [
+            (
+                h.connected < h.clients,
+                format!("{} of {} healthy clients connected", h.connected, h.clients),
+            ),
+            (
+                h.gaps > 0,
+                format!(
+                    "{} gaps ({} frames) among healthy clients",
+                    h.gaps, h.missing_frames
+                ),
+            ),
+            (
+                h.duplicates > 0,
+                format!("{} duplicate frames", h.duplicates),
+            ),
+            (
+                h.torn + report.run.slow.torn + report.run.stalled.torn > 0,
+                "torn or invalid frames".to_string(),
+            ),
+            (
+                !h.disconnects.is_empty(),
+                format!("healthy clients disconnected: {:?}", h.disconnects),
+            ),
+            (
+                !report.run.server_ok,
+                "the server did not exit cleanly".to_string(),
+            ),
+            (h.frames == 0, "no frames received".to_string()),
+        ]
+        .into_iter()
+        .filter_map(|(bad, msg)| bad.then_some(msg))
+        .collect();
+        if !problems.is_empty() {
+            eprintln!("\nFAILED (--strict): {}", problems.join("; "));
+            failed = true;
+        } else {
+            println!("\nstrict checks passed: no gaps, no duplicates, no torn frames, no disconnects, clean server exit");
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -5,9 +5,10 @@ use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::Worker;
 use crate::packet::Transport;
 use compio::net::TcpStream;
+use std::rc::Rc;
 
 /// Serves one telemetry client until it leaves or is closed.
-pub async fn serve(worker: &Worker, stream: &TcpStream) -> Disconnect {
+pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream) -> Disconnect {
     let client = worker.register(Transport::Tcp);
     super::run_client(stream, worker, &client, discard(stream)).await
 }

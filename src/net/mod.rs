@@ -250,24 +250,29 @@ async fn write_item(stream: &TcpStream, client: &Client, bytes: Bytes) -> io::Re
     }
 }
 
-/// Runs a telemetry connection's reader beside its writer. The reader returns why it stopped
-/// (having started the close itself when something is owed, e.g. a WebSocket Close); the writer
-/// then gets the close grace to flush.
+/// Runs a telemetry connection's reader beside its writer. The writer is a task of its own, so
+/// the per-frame wake-up polls only the writer, never the reader's pending read and idle timer.
+/// The reader returns why it stopped (having started the close itself when something is owed,
+/// e.g. a WebSocket Close); the writer then gets the close grace to flush.
 pub async fn run_client<R>(
     stream: &TcpStream,
-    worker: &Worker,
+    worker: &Rc<Worker>,
     client: &Rc<Client>,
     reader: R,
 ) -> Disconnect
 where
     R: std::future::Future<Output = Disconnect>,
 {
-    let writer = pin!(write_loop(stream, client, worker));
+    let writer = compio::runtime::spawn({
+        let (stream, client, worker) = (stream.clone(), Rc::clone(client), Rc::clone(worker));
+        async move { write_loop(&stream, &client, &worker).await }
+    });
     let reader = pin!(reader);
     let reason = match select(reader, writer).await {
         Either::Left((reason, writer)) => {
             if client.reason().is_none() {
-                // The peer went away or broke the rules without anything owed: stop now.
+                // The peer went away or broke the rules without anything owed: stop now
+                // (dropping the writer's handle cancels it).
                 worker.close_client(client, reason);
             } else {
                 let grace = worker.shared.config.close_grace;
@@ -276,12 +281,13 @@ where
             client.reason().unwrap_or(reason)
         }
         Either::Right((result, reader)) => {
-            let reason = match (&result, client.reason()) {
-                (_, Some(reason)) => reason,
-                (Err(_), None) => Disconnect::IoError,
-                (Ok(()), None) => Disconnect::PeerClosed,
+            let written = matches!(result, Ok(Ok(())));
+            let reason = match client.reason() {
+                Some(reason) => reason,
+                None if written => Disconnect::PeerClosed,
+                None => Disconnect::IoError,
             };
-            if result.is_ok() && client.transport == crate::packet::Transport::WebSocket {
+            if written && client.transport == crate::packet::Transport::WebSocket {
                 // Our Close went out; give the peer a moment to answer before we drop the socket.
                 let _ = compio::time::timeout(Duration::from_millis(250), reader).await;
             }

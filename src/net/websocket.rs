@@ -17,13 +17,14 @@ use bytes::Bytes;
 use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Longest upgrade request accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
 
 /// Serves one WebSocket connection: handshake, then frames until it ends.
-pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
+pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     let cfg = &worker.shared.config;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);

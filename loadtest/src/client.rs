@@ -1,0 +1,613 @@
+//! The clients: compio tasks on a few runtime threads. On the hot path a frame costs a scan of its
+//! first bytes for `timestamp` and `update_counter`, two clock reads, histogram records and — for
+//! the sampled share — a simd-json parse that proves the frame is whole, valid JSON.
+
+use crate::report::{Commands, Group};
+use aerobridge::ws::frame::decode_header;
+use aerobridge::ws::reader::client_frame;
+use compio::buf::BufResult;
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Ws,
+}
+
+/// How a client behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Healthy,
+    /// Reads at a throttled byte rate.
+    Slow,
+    /// Connects and never reads.
+    Stalled,
+}
+
+/// One client to run.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSpec {
+    pub index: usize,
+    pub transport: Transport,
+    pub role: Role,
+    /// When to connect, from the run's start.
+    pub connect_at: Duration,
+}
+
+/// Where to connect.
+#[derive(Clone, Copy, Debug)]
+pub struct Targets {
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+    pub command: Option<SocketAddr>,
+}
+
+/// State every thread sees.
+pub struct Shared {
+    pub t0: Instant,
+    pub targets: Targets,
+    pub measuring: AtomicBool,
+    pub done: AtomicBool,
+    pub connected: AtomicUsize,
+    pub attempted: AtomicUsize,
+    /// Validate one frame in `validate_every` per client (0: never).
+    pub validate_every: u64,
+    pub slow_rate: u64,
+    pub command_rate: f64,
+    pub bytes: AtomicU64,
+}
+
+/// Histograms in µs: 1 µs .. 60 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// One thread's measurements.
+#[derive(Clone)]
+pub struct ThreadStats {
+    pub latency_tcp: Histogram<u64>,
+    pub latency_ws: Histogram<u64>,
+    /// (update_counter, receive ns since t0) of healthy clients, for the fan-out spread.
+    pub samples: Vec<(u64, u64)>,
+    pub healthy: Group,
+    pub slow: Group,
+    pub stalled: Group,
+    pub commands: Commands,
+    pub reply_hist: Histogram<u64>,
+    pub visible_hist: Histogram<u64>,
+}
+
+impl ThreadStats {
+    pub fn new() -> Self {
+        Self {
+            latency_tcp: histogram(),
+            latency_ws: histogram(),
+            samples: Vec::with_capacity(1 << 16),
+            healthy: Group::default(),
+            slow: Group::default(),
+            stalled: Group::default(),
+            commands: Commands::default(),
+            reply_hist: histogram(),
+            visible_hist: histogram(),
+        }
+    }
+
+    fn group(&mut self, role: Role) -> &mut Group {
+        match role {
+            Role::Healthy => &mut self.healthy,
+            Role::Slow => &mut self.slow,
+            Role::Stalled => &mut self.stalled,
+        }
+    }
+}
+
+type Stats = Rc<RefCell<ThreadStats>>;
+
+/// Per-connection frame accounting.
+struct Tracker {
+    spec: ClientSpec,
+    last: Option<u64>,
+    seen: u64,
+}
+
+impl Tracker {
+    fn on_frame(&mut self, frame: &mut [u8], shared: &Shared, stats: &Stats) {
+        let recv_ns = shared.t0.elapsed().as_nanos() as u64;
+        let wall_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let measuring = shared.measuring.load(Ordering::Relaxed);
+        self.seen += 1;
+        let mut st = stats.borrow_mut();
+        let (counter, timestamp) = match (
+            field_u64(frame, b"\"update_counter\":"),
+            field_u64(frame, b"\"timestamp\":"),
+        ) {
+            (Some(c), Some(t)) => (c, t),
+            _ => {
+                if measuring {
+                    st.group(self.spec.role).torn += 1;
+                }
+                return;
+            }
+        };
+        let validate = shared.validate_every > 0 && self.seen.is_multiple_of(shared.validate_every);
+        let valid = !validate || simd_json::to_tape(frame).is_ok();
+        let role = self.spec.role;
+        let last = self.last.replace(counter);
+        if !measuring {
+            return;
+        }
+        let g = st.group(role);
+        g.frames += 1;
+        if !valid {
+            g.torn += 1;
+        }
+        if let Some(l) = last {
+            if counter > l + 1 {
+                g.gaps += 1;
+                g.missing_frames += counter - l - 1;
+            } else if counter <= l {
+                g.duplicates += 1;
+            }
+        }
+        if role == Role::Healthy {
+            let latency = wall_us.saturating_sub(timestamp).max(1);
+            let h = if self.spec.transport == Transport::Tcp {
+                &mut st.latency_tcp
+            } else {
+                &mut st.latency_ws
+            };
+            let _ = h.record(latency.min(60_000_000));
+            st.samples.push((counter, recv_ns));
+        }
+    }
+}
+
+/// The number after `key` within the first bytes of a frame.
+pub fn field_u64(frame: &[u8], key: &[u8]) -> Option<u64> {
+    let head = &frame[..frame.len().min(256)];
+    let at = head.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    std::str::from_utf8(&head[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Runs one client until the run is done.
+pub async fn run_client(spec: ClientSpec, shared: Arc<Shared>, stats: Stats) {
+    let at = shared.t0 + spec.connect_at;
+    compio::time::sleep(at.saturating_duration_since(Instant::now())).await;
+    shared.attempted.fetch_add(1, Ordering::Relaxed);
+    stats.borrow_mut().group(spec.role).clients += 1;
+    let outcome = match spec.transport {
+        Transport::Tcp => connect_tcp(shared.targets.tcp, spec.role)
+            .await
+            .map(|s| (s, Vec::new())),
+        Transport::Ws => connect_ws(shared.targets.ws, spec.role, spec.index).await,
+    };
+    let (stream, leftover) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            *stats
+                .borrow_mut()
+                .group(spec.role)
+                .disconnects
+                .entry(format!("connect_failed: {}", short(&e)))
+                .or_default() += 1;
+            return;
+        }
+    };
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    stats.borrow_mut().group(spec.role).connected += 1;
+    let end = match spec.role {
+        Role::Stalled => stalled(&stream, spec, &shared).await,
+        _ => read_frames(&stream, leftover, spec, &shared, &stats).await,
+    };
+    let mut st = stats.borrow_mut();
+    let g = st.group(spec.role);
+    match end {
+        Some(reason) => *g.disconnects.entry(reason).or_default() += 1,
+        None => g.still_connected += 1,
+    }
+}
+
+fn short(e: &io::Error) -> String {
+    format!("{:?}", e.kind()).to_lowercase()
+}
+
+async fn connect_tcp(addr: SocketAddr, role: Role) -> io::Result<TcpStream> {
+    if role == Role::Healthy {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        return Ok(s);
+    }
+    // Slow and stalled clients keep a small receive window so they fall behind quickly.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_recv_buffer_size(16 * 1024)?;
+    socket.connect(&addr.into())?;
+    TcpStream::from_std(socket.into())
+}
+
+async fn connect_ws(
+    addr: SocketAddr,
+    role: Role,
+    index: usize,
+) -> io::Result<(TcpStream, Vec<u8>)> {
+    let stream = connect_tcp(addr, role).await?;
+    let key_bytes: [u8; 16] =
+        std::array::from_fn(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8));
+    let key = base64_16(&key_bytes);
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: aerobridge-loadtest\r\n\r\n"
+    );
+    let mut s = &stream;
+    let BufResult(res, _) = s.write_all(request.into_bytes()).await;
+    res?;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            if !head.starts_with("HTTP/1.1 101") {
+                let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+                return Err(io::Error::other(format!("http {status}")));
+            }
+            if !head.contains(&aerobridge::ws::handshake::accept_key(&key)) {
+                return Err(io::Error::other("bad Sec-WebSocket-Accept"));
+            }
+            return Ok((stream, buf[end + 4..].to_vec()));
+        }
+        if buf.len() > 16 * 1024 {
+            return Err(io::Error::other("oversized upgrade response"));
+        }
+        buf.reserve(4096);
+        let BufResult(res, b) = s.append(buf).await;
+        buf = b;
+        if res? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+fn base64_16(bytes: &[u8; 16]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Reads and accounts frames until the run ends (`None`) or the connection does (its reason).
+async fn read_frames(
+    stream: &TcpStream,
+    leftover: Vec<u8>,
+    spec: ClientSpec,
+    shared: &Shared,
+    stats: &Stats,
+) -> Option<String> {
+    let mut tracker = Tracker {
+        spec,
+        last: None,
+        seen: 0,
+    };
+    let slow = spec.role == Role::Slow;
+    // Slow clients read `chunk` bytes 20 times a second.
+    let chunk = (shared.slow_rate / 20).max(256) as usize;
+    let mut buf = leftover;
+    buf.reserve(256 * 1024);
+    let mut scratch = Vec::with_capacity(chunk);
+    loop {
+        // Handle everything complete in the buffer.
+        let mut pos = 0;
+        match spec.transport {
+            Transport::Tcp => {
+                while let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
+                    let end = pos + nl + 1;
+                    tracker.on_frame(&mut buf[pos..end], shared, stats);
+                    pos = end;
+                }
+            }
+            Transport::Ws => {
+                while let Some(h) = decode_header(&buf[pos..]) {
+                    let end = pos + h.header_len + h.payload_len as usize;
+                    if buf.len() < end {
+                        break;
+                    }
+                    let payload = pos + h.header_len..end;
+                    match h.opcode {
+                        0x1 if h.fin => tracker.on_frame(&mut buf[payload], shared, stats),
+                        0x8 => {
+                            let p = &buf[payload];
+                            let code = if p.len() >= 2 {
+                                u16::from_be_bytes([p[0], p[1]])
+                            } else {
+                                1005
+                            };
+                            return finished(shared, format!("close_{code}"));
+                        }
+                        0x9 => {
+                            let pong = client_frame(true, 0xA, &buf[payload], [7, 7, 7, 7]);
+                            let mut s = stream;
+                            let _ = s.write_all(pong).await;
+                        }
+                        0xA => {}
+                        _ => {
+                            if shared.measuring.load(Ordering::Relaxed) {
+                                stats.borrow_mut().group(spec.role).torn += 1;
+                            }
+                        }
+                    }
+                    pos = end;
+                }
+            }
+        }
+        buf.drain(..pos);
+        if shared.done.load(Ordering::Relaxed) {
+            return None;
+        }
+        let read = if slow {
+            scratch.clear();
+            let mut s = stream;
+            let BufResult(res, b) = s.read(scratch).await;
+            scratch = b;
+            if let Ok(n) = res {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            compio::time::sleep(Duration::from_millis(50)).await;
+            res
+        } else {
+            if buf.capacity() - buf.len() < 64 * 1024 {
+                buf.reserve(128 * 1024);
+            }
+            let mut s = stream;
+            let BufResult(res, b) = s.append(buf).await;
+            buf = b;
+            res
+        };
+        match read {
+            Ok(0) => {
+                return finished(
+                    shared,
+                    if buf.is_empty() {
+                        "eof".into()
+                    } else {
+                        "eof_mid_frame".into()
+                    },
+                )
+            }
+            Ok(n) => {
+                if shared.measuring.load(Ordering::Relaxed) {
+                    shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            Err(e) => return finished(shared, short(&e)),
+        }
+    }
+}
+
+/// A connection that ended once the run was over is not a disconnect.
+fn finished(shared: &Shared, reason: String) -> Option<String> {
+    if shared.done.load(Ordering::Relaxed) {
+        None
+    } else {
+        Some(reason)
+    }
+}
+
+/// A stalled client: never reads until the run is over, then drains to see how the server
+/// treated it (Close code, EOF, or still connected).
+async fn stalled(stream: &TcpStream, spec: ClientSpec, shared: &Shared) -> Option<String> {
+    while !shared.done.load(Ordering::Relaxed) {
+        compio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut pos = 0;
+    loop {
+        if spec.transport == Transport::Ws {
+            while let Some(h) = decode_header(&buf[pos..]) {
+                let end = pos + h.header_len + h.payload_len as usize;
+                if buf.len() < end {
+                    break;
+                }
+                if h.opcode == 0x8 {
+                    let p = &buf[pos + h.header_len..end];
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        1005
+                    };
+                    return Some(format!("close_{code}"));
+                }
+                pos = end;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(256 * 1024);
+        }
+        let mut s = stream;
+        match compio::time::timeout(left, s.append(buf)).await {
+            Err(_) => return None, // still connected: never cut off
+            Ok(BufResult(Ok(0), _)) => return Some("eof".into()),
+            Ok(BufResult(Ok(_), b)) => buf = b,
+            Ok(BufResult(Err(e), _)) => return Some(short(&e)),
+        }
+    }
+}
+
+/// Commands at `command_rate`, each measured until its reply and until a frame shows it.
+pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
+    let Some(addr) = shared.targets.command else {
+        return;
+    };
+    let pending: Rc<Cell<Option<(f64, Instant)>>> = Rc::new(Cell::new(None));
+    // A dedicated telemetry client watches for the value (not counted in the fan-out figures).
+    {
+        let (shared, stats, pending) =
+            (Arc::clone(&shared), Rc::clone(&stats), Rc::clone(&pending));
+        compio::runtime::spawn(async move { watch_values(shared, stats, pending).await }).detach();
+    }
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        stats.borrow_mut().commands.errors += 1;
+        return;
+    };
+    let period = Duration::from_secs_f64(1.0 / shared.command_rate.max(0.01));
+    let mut next = Instant::now() + period;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut k: u64 = 0;
+    while !shared.done.load(Ordering::Relaxed) {
+        compio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+        next += period;
+        k += 1;
+        let value = ((k % 6000) as f64) * 0.001;
+        let line = format!(
+            "{{\"variable\":\"Navigation.SelectedCourse2\",\"value\":{value},\"id\":{k}}}\n"
+        );
+        let sent = Instant::now();
+        let measuring = shared.measuring.load(Ordering::Relaxed);
+        pending.set(Some((value, sent)));
+        let mut s = &stream;
+        if s.write_all(line.into_bytes()).await.0.is_err() {
+            stats.borrow_mut().commands.errors += 1;
+            return;
+        }
+        if measuring {
+            stats.borrow_mut().commands.sent += 1;
+        }
+        // Wait for the reply line.
+        loop {
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let ok = buf[..nl].windows(9).any(|w| w == b"\"ok\":true");
+                buf.drain(..=nl);
+                let mut st = stats.borrow_mut();
+                if measuring {
+                    st.commands.replies += 1;
+                    if !ok {
+                        st.commands.errors += 1;
+                    }
+                    let _ = st
+                        .reply_hist
+                        .record(sent.elapsed().as_micros().max(1) as u64);
+                }
+                break;
+            }
+            buf.reserve(4096);
+            let res = compio::time::timeout(Duration::from_secs(2), s.append(buf)).await;
+            match res {
+                Ok(BufResult(Ok(n), b)) if n > 0 => buf = b,
+                _ => {
+                    stats.borrow_mut().commands.errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn watch_values(
+    shared: Arc<Shared>,
+    stats: Stats,
+    pending: Rc<Cell<Option<(f64, Instant)>>>,
+) {
+    let Ok(stream) = TcpStream::connect(shared.targets.tcp).await else {
+        return;
+    };
+    let key = b"\"Navigation.SelectedCourse2\":";
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    while !shared.done.load(Ordering::Relaxed) {
+        let mut pos = 0;
+        while let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
+            let line = &buf[pos..pos + nl];
+            pos += nl + 1;
+            let Some((value, sent)) = pending.get() else {
+                continue;
+            };
+            let Some(at) = line.windows(key.len()).position(|w| w == key) else {
+                continue;
+            };
+            let rest = &line[at + key.len()..];
+            let end = rest
+                .iter()
+                .position(|b| *b == b',' || *b == b'}')
+                .unwrap_or(rest.len());
+            let shown: Option<f64> = std::str::from_utf8(&rest[..end])
+                .ok()
+                .and_then(|s| s.parse().ok());
+            if shown == Some(value) {
+                pending.set(None);
+                if shared.measuring.load(Ordering::Relaxed) {
+                    let _ = stats
+                        .borrow_mut()
+                        .visible_hist
+                        .record(sent.elapsed().as_micros().max(1) as u64);
+                }
+            }
+        }
+        buf.drain(..pos);
+        buf.reserve(128 * 1024);
+        let mut s = &stream;
+        let BufResult(res, b) = s.append(buf).await;
+        buf = b;
+        if !matches!(res, Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_fields_in_the_head() {
+        let f = br#"{"schema":"aerofly-bridge-telemetry","schema_version":1,"timestamp":1763712000123456,"timestamp_unit":"microseconds","data_valid":1,"update_counter":4242,"broadcast_rate_hz":50.0,"variables":{}}"#;
+        assert_eq!(field_u64(f, b"\"timestamp\":"), Some(1763712000123456));
+        assert_eq!(field_u64(f, b"\"update_counter\":"), Some(4242));
+        assert_eq!(field_u64(b"{}", b"\"timestamp\":"), None);
+    }
+
+    #[test]
+    fn websocket_keys_are_valid_base64() {
+        let key = base64_16(&[0u8; 16]);
+        assert_eq!(key, "AAAAAAAAAAAAAAAAAAAAAA==");
+        assert!(aerobridge::ws::handshake::parse_upgrade(
+            format!("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n", base64_16(&[200u8; 16])).as_bytes(),
+            8192
+        )
+        .unwrap()
+        .is_some());
+    }
+}

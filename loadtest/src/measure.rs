@@ -1,0 +1,303 @@
+//! One measurement run: start the client threads, ramp connections, warm up, measure a window,
+//! stop, merge the threads' figures into a [`RunReport`].
+
+use crate::client::{self, ClientSpec, Role, Shared, Targets, ThreadStats, Transport};
+use crate::procfs::CpuWindow;
+use crate::report::{Commands, Group, Percentiles, ProcessCpu, RunReport};
+use crate::scenario::Plan;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs `plan` against `targets`; `pid` is the server process whose CPU to sample.
+pub fn run(
+    name: &str,
+    plan: &Plan,
+    targets: Targets,
+    pid: Option<u32>,
+    show_progress: bool,
+    healthy_only: bool,
+) -> anyhow::Result<RunReport> {
+    let mut specs = Vec::new();
+    let mut push = |transport, role| {
+        let index = specs.len();
+        let connect_at = Duration::from_secs_f64(index as f64 / plan.connect_rate.max(1) as f64);
+        specs.push(ClientSpec {
+            index,
+            transport,
+            role,
+            connect_at,
+        });
+    };
+    // Interleave TCP and WebSocket so both ramp together.
+    let (mut t, mut w) = (plan.tcp, plan.ws);
+    while t + w > 0 {
+        if t > 0 {
+            push(Transport::Tcp, Role::Healthy);
+            t -= 1;
+        }
+        if w > 0 {
+            push(Transport::Ws, Role::Healthy);
+            w -= 1;
+        }
+    }
+    if !healthy_only {
+        let laggard = if plan.ws > 0 {
+            Transport::Ws
+        } else {
+            Transport::Tcp
+        };
+        for _ in 0..plan.slow {
+            push(laggard, Role::Slow);
+        }
+        for _ in 0..plan.stalled {
+            push(laggard, Role::Stalled);
+        }
+    }
+    let total = specs.len();
+    let shared = Arc::new(Shared {
+        t0: Instant::now(),
+        targets,
+        measuring: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+        connected: AtomicUsize::new(0),
+        attempted: AtomicUsize::new(0),
+        validate_every: if plan.validate_rate <= 0.0 {
+            0
+        } else {
+            (1.0 / plan.validate_rate.min(1.0)).round() as u64
+        },
+        slow_rate: plan.slow_rate,
+        command_rate: plan.command_rate,
+        bytes: AtomicU64::new(0),
+    });
+    let threads = plan.threads.max(1);
+    let mut per_thread: Vec<Vec<ClientSpec>> = vec![Vec::new(); threads];
+    for s in specs {
+        per_thread[s.index % threads].push(s);
+    }
+    let mut handles = Vec::new();
+    for (i, specs) in per_thread.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let commands = i == 0 && plan.command_rate > 0.0 && targets.command.is_some();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadtest-{i}"))
+                .spawn(move || -> anyhow::Result<ThreadStats> {
+                    let rt = compio::runtime::Runtime::new()?;
+                    Ok(rt.block_on(async move {
+                        let stats = Rc::new(std::cell::RefCell::new(ThreadStats::new()));
+                        for spec in specs {
+                            compio::runtime::spawn(client::run_client(
+                                spec,
+                                Arc::clone(&shared),
+                                Rc::clone(&stats),
+                            ))
+                            .detach();
+                        }
+                        if commands {
+                            compio::runtime::spawn(client::run_commands(
+                                Arc::clone(&shared),
+                                Rc::clone(&stats),
+                            ))
+                            .detach();
+                        }
+                        while !shared.done.load(Ordering::Relaxed) {
+                            compio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        // Stalled clients drain for up to 1.5 s to learn how they were treated.
+                        compio::time::sleep(Duration::from_millis(1700)).await;
+                        let out = stats.borrow().clone();
+                        out
+                    }))
+                })?,
+        );
+    }
+
+    // Ramp.
+    let bar = |len: u64, msg: &str| {
+        let pb = if show_progress {
+            ProgressBar::new(len)
+        } else {
+            ProgressBar::hidden()
+        };
+        pb.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        pb.set_message(msg.to_string());
+        pb
+    };
+    let pb = bar(total as u64, &format!("{name}: connect"));
+    let ramp_deadline = Instant::now()
+        + Duration::from_secs_f64(total as f64 / plan.connect_rate.max(1) as f64)
+        + Duration::from_secs(15);
+    while shared.attempted.load(Ordering::Relaxed) < total
+        || (shared.connected.load(Ordering::Relaxed) < total
+            && Instant::now() < ramp_deadline
+            && !handles.iter().any(|h| h.is_finished()))
+    {
+        pb.set_position(shared.connected.load(Ordering::Relaxed) as u64);
+        if Instant::now() > ramp_deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pb.set_position(shared.connected.load(Ordering::Relaxed) as u64);
+    pb.finish();
+    std::thread::sleep(plan.warmup);
+
+    // Measure.
+    let mut own = CpuWindow::start(None);
+    let mut server = pid.and_then(|p| CpuWindow::start(Some(p)));
+    let window_start = Instant::now();
+    shared.measuring.store(true, Ordering::Release);
+    let pb = bar(
+        plan.duration.as_millis() as u64,
+        &format!("{name}: measure"),
+    );
+    while window_start.elapsed() < plan.duration {
+        std::thread::sleep(
+            Duration::from_millis(100).min(plan.duration.saturating_sub(window_start.elapsed())),
+        );
+        pb.set_position(window_start.elapsed().as_millis() as u64);
+        if let Some(s) = server.as_mut() {
+            s.sample();
+        }
+    }
+    shared.measuring.store(false, Ordering::Release);
+    let window = window_start.elapsed().as_secs_f64();
+    pb.finish();
+    let own_cpu = own.as_mut().map(|w| w.finish()).unwrap_or((0.0, window));
+    let server_cpu = server.as_mut().map(|w| (w.finish(), w.max_rss));
+    shared.done.store(true, Ordering::Release);
+
+    let mut parts = Vec::new();
+    for h in handles {
+        parts.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
+        );
+    }
+    Ok(merge(
+        name,
+        parts,
+        window,
+        shared.bytes.load(Ordering::Relaxed),
+        own_cpu,
+        server_cpu,
+        pid,
+        plan.command_rate > 0.0,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    name: &str,
+    parts: Vec<ThreadStats>,
+    window: f64,
+    bytes: u64,
+    own_cpu: (f64, f64),
+    server_cpu: Option<((f64, f64), u64)>,
+    pid: Option<u32>,
+    commands: bool,
+) -> RunReport {
+    let mut tcp = client::histogram();
+    let mut ws = client::histogram();
+    let mut reply = client::histogram();
+    let mut visible = client::histogram();
+    let (mut healthy, mut slow, mut stalled) =
+        (Group::default(), Group::default(), Group::default());
+    let mut cmds = Commands::default();
+    let mut earliest: HashMap<u64, u64> = HashMap::new();
+    for p in &parts {
+        tcp.add(&p.latency_tcp).unwrap();
+        ws.add(&p.latency_ws).unwrap();
+        reply.add(&p.reply_hist).unwrap();
+        visible.add(&p.visible_hist).unwrap();
+        for (g, from) in [
+            (&mut healthy, &p.healthy),
+            (&mut slow, &p.slow),
+            (&mut stalled, &p.stalled),
+        ] {
+            add_group(g, from);
+        }
+        cmds.sent += p.commands.sent;
+        cmds.replies += p.commands.replies;
+        cmds.errors += p.commands.errors;
+        for &(counter, at) in &p.samples {
+            let e = earliest.entry(counter).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+    let mut spread = client::histogram();
+    for p in &parts {
+        for &(counter, at) in &p.samples {
+            let _ = spread.record(((at - earliest[&counter]) / 1000).clamp(1, 60_000_000));
+        }
+    }
+    let mut all = tcp.clone();
+    all.add(&ws).unwrap();
+    let mut latency = std::collections::BTreeMap::new();
+    latency.insert("all".to_string(), Percentiles::of(&all, false));
+    if !tcp.is_empty() {
+        latency.insert("tcp".to_string(), Percentiles::of(&tcp, true));
+    }
+    if !ws.is_empty() {
+        latency.insert("ws".to_string(), Percentiles::of(&ws, true));
+    }
+    let frames = healthy.frames + slow.frames;
+    let server = server_cpu
+        .zip(pid)
+        .map(|(((cpu, wall), rss), pid)| ProcessCpu {
+            pid,
+            cpu_pct: 100.0 * cpu / wall.max(1e-9),
+            cpu_per_frame_us: if frames > 0 {
+                cpu * 1e6 / frames as f64
+            } else {
+                0.0
+            },
+            rss_max_mb: rss as f64 / 1e6,
+        });
+    let all_cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    if commands {
+        cmds.reply_us = Percentiles::of(&reply, false);
+        cmds.visible_us = Percentiles::of(&visible, false);
+    }
+    RunReport {
+        target: name.to_string(),
+        latency_us: latency,
+        spread_us: Percentiles::of(&spread, false),
+        window_s: window,
+        frames,
+        frames_per_s: frames as f64 / window,
+        mb_per_s: bytes as f64 / window / 1e6,
+        healthy,
+        slow,
+        stalled,
+        commands: commands.then_some(cmds),
+        server,
+        loadtest_cpu_pct: 100.0 * own_cpu.0 / own_cpu.1.max(1e-9) / all_cores,
+        server_ok: true,
+    }
+}
+
+fn add_group(g: &mut Group, from: &Group) {
+    g.clients += from.clients;
+    g.connected += from.connected;
+    g.frames += from.frames;
+    g.gaps += from.gaps;
+    g.missing_frames += from.missing_frames;
+    g.duplicates += from.duplicates;
+    g.torn += from.torn;
+    g.still_connected += from.still_connected;
+    for (k, v) in &from.disconnects {
+        *g.disconnects.entry(k.clone()).or_default() += v;
+    }
+}

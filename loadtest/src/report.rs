@@ -1,0 +1,367 @@
+//! What a run measured, as JSON (`--json`), as a table, and compared with a baseline.
+
+use crate::scenario::Plan;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Summary of one histogram, in microseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    /// (percentile, value) pairs for plotting the distribution.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curve: Vec<(f64, f64)>,
+}
+
+impl Percentiles {
+    /// Summarises `h`; with `curve`, also keeps points for a percentile plot.
+    pub fn of(h: &Histogram<u64>, curve: bool) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let q = |p: f64| h.value_at_quantile(p) as f64;
+        let curve = if curve {
+            // 1/(1-q) spaced: 0, 50, 75, 87.5 … up to 99.999.
+            let mut pts = Vec::new();
+            let mut k = 0.0f64;
+            while k <= 16.6 {
+                let p = 1.0 - 0.5f64.powf(k);
+                pts.push((p * 100.0, q(p)));
+                k += 0.25;
+            }
+            pts.push((100.0, h.max() as f64));
+            pts
+        } else {
+            Vec::new()
+        };
+        Self {
+            count: h.len(),
+            mean: h.mean(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max() as f64,
+            curve,
+        }
+    }
+}
+
+/// Counters for one group of clients (healthy, slow, stalled).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Group {
+    pub clients: u64,
+    /// Clients that completed their connection (and upgrade).
+    pub connected: u64,
+    /// Frames received in the window.
+    pub frames: u64,
+    /// Places where `update_counter` jumped by more than one.
+    pub gaps: u64,
+    /// Frames missing in those jumps.
+    pub missing_frames: u64,
+    /// Counters seen twice or going backwards.
+    pub duplicates: u64,
+    /// Frames that were not whole, valid JSON (or lacked the counter).
+    pub torn: u64,
+    /// How connections ended before the run did: `eof`, `reset`, `close_4000`, …
+    pub disconnects: BTreeMap<String, u64>,
+    /// Clients still connected at the end.
+    pub still_connected: u64,
+}
+
+/// Command round trips.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Commands {
+    pub sent: u64,
+    pub replies: u64,
+    pub errors: u64,
+    /// Send → reply line.
+    pub reply_us: Percentiles,
+    /// Send → first frame showing the value.
+    pub visible_us: Percentiles,
+}
+
+/// CPU and memory of a process over the window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProcessCpu {
+    pub pid: u32,
+    /// Percent of one core.
+    pub cpu_pct: f64,
+    /// CPU time per frame delivered to any client, µs.
+    pub cpu_per_frame_us: f64,
+    pub rss_max_mb: f64,
+}
+
+/// One measurement run against one target.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    /// `aerobridge`, `floor`, or `external`.
+    pub target: String,
+    /// Receive time − frame `timestamp` (needs a shared clock), by transport and over all.
+    pub latency_us: BTreeMap<String, Percentiles>,
+    /// Receive time − earliest receive of the same frame by any client (no shared clock needed).
+    pub spread_us: Percentiles,
+    pub window_s: f64,
+    pub frames: u64,
+    pub frames_per_s: f64,
+    pub mb_per_s: f64,
+    pub healthy: Group,
+    pub slow: Group,
+    pub stalled: Group,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<Commands>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ProcessCpu>,
+    /// loadtest's own CPU, percent of all its cores.
+    pub loadtest_cpu_pct: f64,
+    /// False when a spawned server exited badly.
+    #[serde(default = "yes")]
+    pub server_ok: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Server figures as ratios to the floor measured in the same invocation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ratios {
+    pub p50: f64,
+    pub p99: f64,
+    pub cpu_per_frame: f64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub scenario: Option<String>,
+    pub plan: Plan,
+    pub run: RunReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<RunReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratios: Option<Ratios>,
+}
+
+impl Report {
+    /// Fills `ratios` when a floor run exists.
+    pub fn compute_ratios(&mut self) {
+        let Some(floor) = &self.floor else { return };
+        let (s, f) = (self.run.latency_us.get("all"), floor.latency_us.get("all"));
+        let (Some(s), Some(f)) = (s, f) else { return };
+        let cpu = match (&self.run.server, &floor.server) {
+            (Some(a), Some(b)) if b.cpu_per_frame_us > 0.0 => {
+                a.cpu_per_frame_us / b.cpu_per_frame_us
+            }
+            _ => 0.0,
+        };
+        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        self.ratios = Some(Ratios {
+            p50: div(s.p50, f.p50),
+            p99: div(s.p99, f.p99),
+            cpu_per_frame: cpu,
+        });
+    }
+}
+
+/// Prints the human summary.
+pub fn print_summary(report: &Report) {
+    let mut runs = vec![("server", &report.run)];
+    if let Some(f) = &report.floor {
+        runs.push(("floor", f));
+    }
+    println!();
+    println!(
+        "{:<8} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "run", "latency", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "frames", "samples"
+    );
+    for (name, run) in &runs {
+        for (key, p) in run
+            .latency_us
+            .iter()
+            .chain(std::iter::once((&"spread".to_string(), &run.spread_us)))
+        {
+            println!(
+                "{:<8} {:<10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>8}",
+                name,
+                key,
+                p.p50 / 1000.0,
+                p.p90 / 1000.0,
+                p.p99 / 1000.0,
+                p.p999 / 1000.0,
+                p.max / 1000.0,
+                "",
+                p.count
+            );
+        }
+    }
+    println!();
+    for (name, run) in &runs {
+        println!(
+            "{name}: {:.0} frames/s, {:.1} MB/s over {:.1} s; healthy {}/{} connected, gaps {} ({} frames), duplicates {}, torn {}, disconnects {:?}",
+            run.frames_per_s,
+            run.mb_per_s,
+            run.window_s,
+            run.healthy.connected,
+            run.healthy.clients,
+            run.healthy.gaps,
+            run.healthy.missing_frames,
+            run.healthy.duplicates,
+            run.healthy.torn,
+            run.healthy.disconnects
+        );
+        for (label, g) in [("slow", &run.slow), ("stalled", &run.stalled)] {
+            if g.clients > 0 {
+                println!(
+                    "  {label}: {} clients, {} frames, {} gaps ({} frames skipped), torn {}, disconnects {:?}, still connected {}",
+                    g.clients, g.frames, g.gaps, g.missing_frames, g.torn, g.disconnects, g.still_connected
+                );
+            }
+        }
+        if let Some(c) = &run.commands {
+            println!(
+                "  commands: {} sent, {} replies, {} errors; reply p50 {:.2} ms p99 {:.2} ms; visible in telemetry p50 {:.2} ms p99 {:.2} ms",
+                c.sent,
+                c.replies,
+                c.errors,
+                c.reply_us.p50 / 1000.0,
+                c.reply_us.p99 / 1000.0,
+                c.visible_us.p50 / 1000.0,
+                c.visible_us.p99 / 1000.0
+            );
+        }
+        if let Some(s) = &run.server {
+            println!(
+                "  {name} process {}: CPU {:.1}% of a core, {:.2} µs CPU per delivered frame, RSS max {:.1} MB",
+                s.pid, s.cpu_pct, s.cpu_per_frame_us, s.rss_max_mb
+            );
+        }
+        println!("  loadtest CPU: {:.0}% of its cores", run.loadtest_cpu_pct);
+    }
+    if let Some(r) = &report.ratios {
+        println!(
+            "\nserver / floor: p50 ×{:.2}, p99 ×{:.2}, CPU per frame ×{:.2}",
+            r.p50, r.p99, r.cpu_per_frame
+        );
+    }
+}
+
+/// Compares with a baseline report; returns the figures that regressed by more than `max_pct`.
+/// Ratios to the floor are compared when both reports have them (stable across machines);
+/// otherwise absolute p50/p99 and CPU per frame.
+pub fn regressions(current: &Report, baseline: &Report, max_pct: f64) -> Vec<String> {
+    let mut figures: Vec<(&str, f64, f64)> = Vec::new();
+    match (&current.ratios, &baseline.ratios) {
+        (Some(c), Some(b)) => {
+            figures.push(("p50 / floor", c.p50, b.p50));
+            figures.push(("p99 / floor", c.p99, b.p99));
+            if c.cpu_per_frame > 0.0 && b.cpu_per_frame > 0.0 {
+                figures.push(("CPU per frame / floor", c.cpu_per_frame, b.cpu_per_frame));
+            }
+        }
+        _ => {
+            if let (Some(c), Some(b)) = (
+                current.run.latency_us.get("all"),
+                baseline.run.latency_us.get("all"),
+            ) {
+                figures.push(("p50 latency µs", c.p50, b.p50));
+                figures.push(("p99 latency µs", c.p99, b.p99));
+            }
+            if let (Some(c), Some(b)) = (&current.run.server, &baseline.run.server) {
+                figures.push(("CPU per frame µs", c.cpu_per_frame_us, b.cpu_per_frame_us));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, now, before) in figures {
+        let limit = before * (1.0 + max_pct / 100.0);
+        let verdict = if before > 0.0 && now > limit {
+            "REGRESSED"
+        } else {
+            "ok"
+        };
+        println!("baseline: {name}: {now:.3} vs {before:.3} (limit {limit:.3}) {verdict}");
+        if verdict != "ok" {
+            out.push(format!("{name} {now:.3} > {before:.3} +{max_pct}%"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(p50: f64, p99: f64, cpu: f64, ratios: Option<Ratios>) -> Report {
+        let mut run = RunReport::default();
+        run.latency_us.insert(
+            "all".into(),
+            Percentiles {
+                p50,
+                p99,
+                ..Default::default()
+            },
+        );
+        run.server = Some(ProcessCpu {
+            cpu_per_frame_us: cpu,
+            ..Default::default()
+        });
+        Report {
+            tool: "t".into(),
+            scenario: None,
+            plan: crate::scenario::Scenario::Smoke.plan(),
+            run,
+            floor: None,
+            ratios,
+        }
+    }
+
+    #[test]
+    fn regressions_name_each_figure() {
+        let base = report(1000.0, 2000.0, 5.0, None);
+        assert!(regressions(&report(1100.0, 2100.0, 5.5, None), &base, 20.0).is_empty());
+        let bad = regressions(&report(1300.0, 2100.0, 7.0, None), &base, 20.0);
+        assert_eq!(bad.len(), 2);
+        assert!(bad[0].starts_with("p50 latency"));
+        assert!(bad[1].starts_with("CPU per frame"));
+        // Ratios win when both have them.
+        let r = |p50| {
+            Some(Ratios {
+                p50,
+                p99: 1.0,
+                cpu_per_frame: 1.0,
+            })
+        };
+        let bad = regressions(
+            &report(9e9, 9e9, 9e9, r(1.5)),
+            &report(1.0, 1.0, 1.0, r(1.0)),
+            20.0,
+        );
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("p50 / floor"));
+    }
+
+    #[test]
+    fn percentiles_and_curve() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let p = Percentiles::of(&h, true);
+        assert_eq!(p.count, 1000);
+        assert!((p.p50 - 500.0).abs() <= 1.0);
+        assert!((p.p99 - 990.0).abs() <= 1.0);
+        assert!(p
+            .curve
+            .windows(2)
+            .all(|w| w[1].0 > w[0].0 && w[1].1 >= w[0].1));
+    }
+}

@@ -1,0 +1,112 @@
+//! Scenario presets: documented client counts, rates and durations, so runs are comparable.
+
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A named preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// 100 TCP + 100 WebSocket clients, 50 Hz, 5 s. CI's crash/gap/torn-frame check.
+    Smoke,
+    /// 250 TCP + 250 WebSocket clients, 50 Hz, 10 s, with --calibrate. The regression gate.
+    Ci,
+    /// 5 000 WebSocket clients at 10 Hz, 100 of them stalled, 30 s.
+    Stress,
+}
+
+/// What one run does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    /// Healthy TCP clients.
+    pub tcp: usize,
+    /// Healthy WebSocket clients.
+    pub ws: usize,
+    /// Clients that read at `slow_rate` bytes/s.
+    pub slow: usize,
+    /// Clients that connect and never read.
+    pub stalled: usize,
+    /// Throttled read rate of slow clients, bytes per second.
+    pub slow_rate: u64,
+    /// New connections per second during the ramp.
+    pub connect_rate: u64,
+    /// Measurement window.
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    /// Time between the last connection and the start of the window.
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    /// Broadcast period for a spawned server or the floor, in ms.
+    pub broadcast_ms: u64,
+    /// Fraction of frames fully validated with simd-json (0..=1).
+    pub validate_rate: f64,
+    /// Commands per second (0: none).
+    pub command_rate: f64,
+    /// Client threads.
+    pub threads: usize,
+}
+
+impl Scenario {
+    /// The preset's plan.
+    pub fn plan(self) -> Plan {
+        let base = Plan {
+            tcp: 0,
+            ws: 0,
+            slow: 0,
+            stalled: 0,
+            slow_rate: 20_000,
+            connect_rate: 1_000,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            broadcast_ms: 20,
+            validate_rate: 1.0,
+            command_rate: 0.0,
+            threads: default_threads(),
+        };
+        match self {
+            Scenario::Smoke => Plan {
+                tcp: 100,
+                ws: 100,
+                duration: Duration::from_secs(5),
+                command_rate: 5.0,
+                ..base
+            },
+            Scenario::Ci => Plan {
+                tcp: 250,
+                ws: 250,
+                validate_rate: 0.1,
+                ..base
+            },
+            Scenario::Stress => Plan {
+                ws: 5_000,
+                stalled: 100,
+                broadcast_ms: 100,
+                duration: Duration::from_secs(30),
+                warmup: Duration::from_secs(2),
+                validate_rate: 0.05,
+                ..base
+            },
+        }
+    }
+}
+
+/// Client threads by default: the available cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs_f64(f64::deserialize(d)?))
+    }
+}
