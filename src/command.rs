@@ -22,6 +22,20 @@ pub struct Command {
     pub id: Option<Box<str>>,
 }
 
+/// One thing a command line can ask for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Set a variable.
+    Command(Command),
+    /// `{"auth": "TOKEN"}`: authenticate this connection for commands (`--command-token`).
+    Auth {
+        /// The presented token (never logged).
+        token: Box<str>,
+        /// The client's `id`, rendered as JSON.
+        id: Option<Box<str>>,
+    },
+}
+
 /// Why a command was refused. Each variant's text is the reply's `error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandError {
@@ -68,6 +82,18 @@ pub enum CommandError {
     Busy,
     /// Commands are disabled (no source accepts them).
     Unavailable(&'static str),
+    /// `--command-token` is set and this connection has not presented it (or presented another).
+    Unauthorized {
+        /// A token was presented but did not match.
+        wrong_token: bool,
+    },
+    /// `--read-only`: no commands at all.
+    ReadOnlyMode,
+    /// More commands per second than `--command-rate-limit` allows on one connection.
+    RateLimited {
+        /// The limit.
+        per_second: u32,
+    },
 }
 
 impl std::fmt::Display for CommandError {
@@ -106,6 +132,14 @@ impl std::fmt::Display for CommandError {
             }
             CommandError::Busy => f.write_str("server busy: command queue full, retry"),
             CommandError::Unavailable(why) => f.write_str(why),
+            CommandError::Unauthorized { wrong_token: true } => f.write_str("unauthorized: wrong token"),
+            CommandError::Unauthorized { wrong_token: false } => f.write_str(
+                r#"unauthorized: this server requires a token for commands (TCP: send {"auth":"TOKEN"} first; WebSocket: Authorization: Bearer TOKEN or ?token=TOKEN)"#,
+            ),
+            CommandError::ReadOnlyMode => f.write_str("commands are disabled: the server runs with --read-only"),
+            CommandError::RateLimited { per_second } => {
+                write!(f, "rate limit: more than {per_second} commands per second on this connection")
+            }
         }
     }
 }
@@ -149,7 +183,7 @@ impl Default for ParseLimits {
 
 /// Parses and validates one line (already split, without its `\n`; it is parsed in place).
 /// Blank lines yield nothing; anything else yields one entry per command (at least one).
-pub fn parse_line(line: &mut [u8], limits: ParseLimits, out: &mut Vec<Result<Command, Rejection>>) {
+pub fn parse_line(line: &mut [u8], limits: ParseLimits, out: &mut Vec<Result<Request, Rejection>>) {
     let trimmed = trim(line);
     if trimmed.is_empty() {
         return;
@@ -188,11 +222,20 @@ fn trim(line: &mut [u8]) -> &mut [u8] {
     &mut line[start..end]
 }
 
-fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Command, Rejection> {
+fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Request, Rejection> {
     let Some(obj) = v.as_object() else {
         return Err(Rejection::bare(CommandError::NotAnObject));
     };
     let id = obj.get("id").and_then(render_id);
+    if let (Some(token), None) = (
+        obj.get("auth").and_then(|t| t.as_str()),
+        obj.get("variable"),
+    ) {
+        return Ok(Request::Auth {
+            token: token.into(),
+            id,
+        });
+    }
     let variable = obj.get("variable").and_then(|v| v.as_str());
     let reject = |error| Rejection {
         error,
@@ -218,11 +261,11 @@ fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Command, Rejection> {
         None => return Err(reject(CommandError::UnknownVariable(name.to_string()))),
     };
     check_range(entry, value).map_err(reject)?;
-    Ok(Command {
+    Ok(Request::Command(Command {
         name: entry,
         value,
         id,
-    })
+    }))
 }
 
 fn render_id(v: &simd_json::BorrowedValue<'_>) -> Option<Box<str>> {
@@ -337,6 +380,13 @@ pub fn write_ok(out: &mut Vec<u8>, cmd: &Command, frame: u64) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Appends the reply line (with `\n`) for a successful `{"auth": …}`.
+pub fn write_auth_ok(out: &mut Vec<u8>, id: Option<&str>) {
+    out.extend_from_slice(b"{\"ok\":true");
+    write_id(out, id);
+    out.extend_from_slice(b",\"auth\":true}\n");
+}
+
 /// Appends the reply line (with `\n`) for a refused command.
 pub fn write_error(out: &mut Vec<u8>, rejection: &Rejection) {
     out.extend_from_slice(b"{\"ok\":false");
@@ -445,7 +495,32 @@ mod tests {
     fn parse(s: &str) -> Vec<Result<Command, Rejection>> {
         let mut out = Vec::new();
         parse_line(&mut s.as_bytes().to_vec(), ParseLimits::default(), &mut out);
-        out
+        out.into_iter()
+            .map(|r| match r {
+                Ok(Request::Command(c)) => Ok(c),
+                Ok(Request::Auth { .. }) => panic!("unexpected auth"),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auth_lines_are_recognised() {
+        let mut out = Vec::new();
+        parse_line(
+            &mut br#"{"auth":"s3cret","id":1}"#.to_vec(),
+            ParseLimits::default(),
+            &mut out,
+        );
+        match out.pop().unwrap().unwrap() {
+            Request::Auth { token, id } => {
+                assert_eq!((&*token, id.as_deref()), ("s3cret", Some("1")))
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut reply = Vec::new();
+        write_auth_ok(&mut reply, Some("1"));
+        assert_eq!(reply, b"{\"ok\":true,\"id\":1,\"auth\":true}\n");
     }
 
     fn error_of(s: &str) -> CommandError {

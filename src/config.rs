@@ -2,6 +2,7 @@
 //! variable; upstream's three (`AEROFLY_BRIDGE_BROADCAST_MS`, `AEROFLY_BRIDGE_WS_PORT`,
 //! `AEROFLY_BRIDGE_WS_ENABLE`) keep their names so existing launch scripts work unchanged.
 
+use crate::access::AccessPolicy;
 use crate::fanout::queue::QueueLimits;
 use clap::Parser;
 use std::net::IpAddr;
@@ -112,6 +113,25 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_STATS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
+    /// Require this token for commands (TCP: a line {"auth":"TOKEN"}; WebSocket: an
+    /// `Authorization: Bearer TOKEN` header or `?token=TOKEN`). Telemetry stays readable.
+    #[arg(long, env = "AEROBRIDGE_COMMAND_TOKEN", hide_env_values = true)]
+    pub command_token: Option<String>,
+
+    /// Refuse every command (telemetry only).
+    #[arg(long, env = "AEROBRIDGE_READ_ONLY")]
+    pub read_only: bool,
+
+    /// Browser origins allowed to open a WebSocket, besides same-origin and loopback pages
+    /// (comma-separated; `*` allows any). Other browser origins get HTTP 403.
+    #[arg(long, env = "AEROBRIDGE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
+    /// Commands per second per connection (bursts up to twice that). Beyond it commands are
+    /// refused with an error; a connection that keeps flooding is disconnected.
+    #[arg(long, env = "AEROBRIDGE_COMMAND_RATE_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub command_rate_limit: u32,
+
     /// Log filter (tracing syntax, e.g. info, debug, aerobridge=trace). RUST_LOG also works.
     #[arg(long, env = "AEROBRIDGE_LOG", default_value = "info")]
     pub log: String,
@@ -156,6 +176,8 @@ pub struct Config {
     pub stats_interval: Duration,
     /// How long a closing connection may take to flush what it owes (frame in flight, Close).
     pub close_grace: Duration,
+    /// Who may send commands.
+    pub access: AccessPolicy,
 }
 
 /// A configuration that cannot work.
@@ -259,6 +281,17 @@ impl Cli {
             backlog: self.backlog.max(1),
             stats_interval: self.stats_interval,
             close_grace: Duration::from_millis(1000),
+            access: AccessPolicy {
+                token: self.command_token.filter(|t| !t.is_empty()),
+                read_only: self.read_only,
+                rate_per_second: self.command_rate_limit,
+                allowed_origins: self
+                    .allowed_origin
+                    .into_iter()
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            },
         })
     }
 }

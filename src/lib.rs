@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod command;
 pub mod config;
 pub mod fanout;

@@ -49,11 +49,13 @@ pub enum Disconnect {
     ServerFull,
     /// Sent pings or commands without reading the answers.
     ControlOverflow,
+    /// Kept sending commands far past `--command-rate-limit`.
+    CommandFlood,
 }
 
 impl Disconnect {
     /// Every reason, in counter order.
-    pub const ALL: [Disconnect; 9] = [
+    pub const ALL: [Disconnect; 10] = [
         Disconnect::PeerClosed,
         Disconnect::SlowConsumer,
         Disconnect::ProtocolError,
@@ -63,6 +65,7 @@ impl Disconnect {
         Disconnect::HandshakeFailed,
         Disconnect::ServerFull,
         Disconnect::ControlOverflow,
+        Disconnect::CommandFlood,
     ];
 
     /// A stable snake_case name (logs, metrics).
@@ -77,6 +80,7 @@ impl Disconnect {
             Disconnect::HandshakeFailed => "handshake_failed",
             Disconnect::ServerFull => "server_full",
             Disconnect::ControlOverflow => "control_overflow",
+            Disconnect::CommandFlood => "command_flood",
         }
     }
 }
@@ -103,7 +107,7 @@ pub struct WorkerStats {
     /// Commands rejected.
     pub commands_rejected: Counter,
     /// Disconnects, indexed like [`Disconnect::ALL`].
-    pub disconnects: [Counter; 9],
+    pub disconnects: [Counter; 10],
 }
 
 impl WorkerStats {
@@ -131,7 +135,7 @@ pub struct Totals {
     /// Commands rejected.
     pub commands_rejected: u64,
     /// Disconnects by reason, indexed like [`Disconnect::ALL`].
-    pub disconnects: [u64; 9],
+    pub disconnects: [u64; 10],
 }
 
 impl Totals {

@@ -3,11 +3,12 @@
 //! Upstream clients connect, send one command and close, often without a final newline; others
 //! keep a connection open and send many. Both work: lines are split with a bounded
 //! [`LineSplitter`], the last unterminated line counts at EOF, and every command gets one reply
-//! line, in order.
+//! line, in order. Each connection has a [`CommandGate`] (token, read-only, rate limit).
 
+use crate::access::CommandGate;
 use crate::command::{
-    parse_line, write_error, write_ok, Command, CommandError, Line, LineSplitter, ParseLimits,
-    Rejection,
+    parse_line, write_auth_ok, write_error, write_ok, Command, CommandError, Line, LineSplitter,
+    ParseLimits, Rejection, Request,
 };
 use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::Disconnect;
@@ -16,9 +17,38 @@ use bytes::Bytes;
 use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
+use std::time::Instant;
 
-/// A command's fate: applied (with the first frame that shows it) or refused.
-pub type Outcome = Result<(Command, u64), Rejection>;
+/// What became of one request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Applied; shows from frame `.1` on.
+    Applied(Command, u64),
+    /// `{"auth": …}` accepted.
+    Authenticated(Option<Box<str>>),
+    /// Refused.
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    /// The client's `id`, if it sent one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Outcome::Applied(c, _) => c.id.as_deref(),
+            Outcome::Authenticated(id) => id.as_deref(),
+            Outcome::Rejected(r) => r.id.as_deref(),
+        }
+    }
+
+    /// Appends the reply line.
+    pub fn write_reply(&self, out: &mut Vec<u8>) {
+        match self {
+            Outcome::Applied(c, frame) => write_ok(out, c, *frame),
+            Outcome::Authenticated(id) => write_auth_ok(out, id.as_deref()),
+            Outcome::Rejected(r) => write_error(out, r),
+        }
+    }
+}
 
 /// Serves one command connection until EOF.
 pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
@@ -28,6 +58,7 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
     let limits = ParseLimits {
         max_batch: cfg.command_max_batch,
     };
+    let mut gate = CommandGate::new(&cfg.access, None);
     let mut splitter = LineSplitter::new(cfg.command_max_line);
     let mut buf = Vec::with_capacity(4096);
     let mut parsed = Vec::new();
@@ -50,19 +81,22 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
             }
         }
         if !parsed.is_empty() {
-            let outcomes = execute(worker, std::mem::take(&mut parsed)).await;
+            let outcomes = execute(worker, &mut gate, std::mem::take(&mut parsed)).await;
             let mut out = Vec::with_capacity(outcomes.len() * 96);
             for o in &outcomes {
-                match o {
-                    Ok((cmd, frame)) => write_ok(&mut out, cmd, *frame),
-                    Err(r) => {
-                        tracing::debug!(%peer, error = %r.error, "command rejected");
-                        write_error(&mut out, r);
-                    }
+                if let Outcome::Rejected(r) = o {
+                    tracing::debug!(%peer, error = %r.error, "command rejected");
                 }
+                o.write_reply(&mut out);
             }
             if super::write_bytes(stream, Bytes::from(out)).await.is_err() {
                 return Disconnect::IoError;
+            }
+            if gate.is_flooding() {
+                tracing::warn!(%peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
+                let mut s = stream;
+                let _ = s.shutdown().await;
+                return Disconnect::CommandFlood;
             }
         }
         if eof {
@@ -74,74 +108,113 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
 }
 
 /// Parses one split line into `out`.
-pub fn parse_into(line: Line<'_>, limits: ParseLimits, out: &mut Vec<Result<Command, Rejection>>) {
+pub fn parse_into(line: Line<'_>, limits: ParseLimits, out: &mut Vec<Result<Request, Rejection>>) {
     match line {
         Line::Text(text) => parse_line(text, limits, out),
         Line::TooLong => out.push(Err(Rejection::bare(CommandError::LineTooLong { limit: 0 }))),
     }
 }
 
-/// Sends the valid commands to the source as one batch (applied at the start of the next tick)
-/// and returns every command's outcome in the original order.
-pub async fn execute(worker: &Worker, parsed: Vec<Result<Command, Rejection>>) -> Vec<Outcome> {
-    let valid: Vec<Command> = parsed
-        .iter()
-        .filter_map(|p| p.as_ref().ok().cloned())
-        .collect();
-    let mut results: Vec<Result<(), CommandError>> = Vec::new();
-    let mut frame = 0;
-    if !valid.is_empty() {
-        let (tx, rx) = flume::bounded(1);
-        match worker.shared.commands.try_send(CommandBatch {
-            commands: valid,
-            reply: tx,
-        }) {
-            Ok(()) => match rx.recv_async().await {
-                Ok(r) => {
-                    frame = r.frame;
-                    results = r.results;
-                }
-                Err(_) => results.clear(),
-            },
-            Err(flume::TrySendError::Full(_)) => results.clear(),
-            Err(flume::TrySendError::Disconnected(_)) => results.clear(),
-        }
-    }
-    let mut applied = results.into_iter();
+/// Checks every request against the connection's gate, sends the admitted commands to the
+/// source as one batch (applied at the start of the next tick), and returns every outcome in the
+/// original order.
+pub async fn execute(
+    worker: &Worker,
+    gate: &mut CommandGate,
+    parsed: Vec<Result<Request, Rejection>>,
+) -> Vec<Outcome> {
+    let policy = &worker.shared.config.access;
+    let now = Instant::now();
     let max_line = worker.shared.config.command_max_line;
-    let outcomes: Vec<Outcome> = parsed
-        .into_iter()
-        .map(|p| match p {
-            Ok(cmd) => match applied.next() {
-                Some(Ok(())) => Ok((cmd, frame)),
-                Some(Err(error)) => Err(Rejection {
+    // First pass: gate each request in order; `None` marks a command waiting for the source.
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(parsed.len());
+    let mut batch: Vec<Command> = Vec::new();
+    for p in parsed {
+        outcomes.push(match p {
+            Ok(Request::Auth { token, id }) => Some(match gate.authenticate(policy, &token) {
+                Ok(()) => Outcome::Authenticated(id),
+                Err(error) => Outcome::Rejected(Rejection {
+                    error,
+                    variable: None,
+                    id,
+                }),
+            }),
+            Ok(Request::Command(cmd)) => match gate.admit(policy, now) {
+                Ok(()) => {
+                    batch.push(cmd);
+                    None
+                }
+                Err(error) => Some(Outcome::Rejected(Rejection {
                     error,
                     variable: Some(cmd.name.name.into()),
                     id: cmd.id,
-                }),
-                None => Err(Rejection {
-                    error: if worker.is_shutting_down() {
-                        CommandError::Unavailable("server shutting down")
-                    } else {
-                        CommandError::Busy
-                    },
-                    variable: Some(cmd.name.name.into()),
-                    id: cmd.id,
-                }),
+                })),
             },
             Err(Rejection {
                 error: CommandError::LineTooLong { .. },
                 variable,
                 id,
-            }) => Err(Rejection {
+            }) => Some(Outcome::Rejected(Rejection {
                 error: CommandError::LineTooLong { limit: max_line },
                 variable,
                 id,
-            }),
-            Err(r) => Err(r),
+            })),
+            Err(r) => Some(Outcome::Rejected(r)),
+        });
+    }
+    let (mut frame, mut results) = (0, Vec::new());
+    if !batch.is_empty() {
+        let (tx, rx) = flume::bounded(1);
+        if worker
+            .shared
+            .commands
+            .try_send(CommandBatch {
+                commands: batch.clone(),
+                reply: tx,
+            })
+            .is_ok()
+        {
+            if let Ok(r) = rx.recv_async().await {
+                frame = r.frame;
+                results = r.results;
+            }
+        }
+    }
+    let mut applied = batch.into_iter().zip(
+        results
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None)),
+    );
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                let (cmd, result) = applied.next().expect("one result per admitted command");
+                match result {
+                    Some(Ok(())) => Outcome::Applied(cmd, frame),
+                    other => {
+                        let error = match other {
+                            Some(Err(e)) => e,
+                            _ if worker.is_shutting_down() => {
+                                CommandError::Unavailable("server shutting down")
+                            }
+                            _ => CommandError::Busy,
+                        };
+                        Outcome::Rejected(Rejection {
+                            error,
+                            variable: Some(cmd.name.name.into()),
+                            id: cmd.id,
+                        })
+                    }
+                }
+            })
         })
         .collect();
-    let ok = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+    let ok = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Outcome::Rejected(_)))
+        .count() as u64;
     worker.stats.commands_ok.add(ok);
     worker
         .stats

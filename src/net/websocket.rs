@@ -6,12 +6,13 @@
 //! tell replies from telemetry by the `"ok"` key (telemetry has `"schema"`). Rejected commands
 //! without an id are logged and counted, never silently dropped.
 
-use super::commands::{execute, parse_into};
-use crate::command::{write_error, write_ok, LineSplitter, ParseLimits};
+use super::commands::{execute, parse_into, Outcome};
+use crate::access::{origin_allowed, presented_token, CommandGate};
+use crate::command::{LineSplitter, ParseLimits};
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::{Client, Worker};
 use crate::packet::Transport;
-use crate::ws::handshake::{parse_upgrade, switching_protocols};
+use crate::ws::handshake::{http_response, parse_upgrade, switching_protocols};
 use crate::ws::{close, frame, Event, MessageReader, OpCode};
 use bytes::Bytes;
 use compio::io::AsyncWrite;
@@ -58,6 +59,29 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
             Ok((Err(_), _)) => return Disconnect::IoError,
         }
     };
+    if !origin_allowed(
+        request.origin.as_deref(),
+        request.host.as_deref(),
+        &cfg.access.allowed_origins,
+    ) {
+        let origin = request.origin.as_deref().unwrap_or("");
+        tracing::warn!(%peer, origin, "refused WebSocket upgrade from a browser origin that is not allowed (--allowed-origin)");
+        let body = format!(
+            "origin {origin} is not allowed; start the server with --allowed-origin {origin}"
+        );
+        let _ = compio::time::timeout(
+            Duration::from_secs(1),
+            super::write_bytes(stream, Bytes::from(http_response(403, &body, &[]))),
+        )
+        .await;
+        let mut s = stream;
+        let _ = s.shutdown().await;
+        return Disconnect::HandshakeFailed;
+    }
+    let gate = CommandGate::new(
+        &cfg.access,
+        presented_token(request.authorization.as_deref(), &request.target).as_deref(),
+    );
     let response = Bytes::from(switching_protocols(&request.accept));
     match compio::time::timeout(Duration::from_secs(2), super::write_bytes(stream, response)).await
     {
@@ -71,7 +95,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         stream,
         worker,
         &client,
-        read_messages(worker, stream, &client, leftover, peer),
+        read_messages(worker, stream, &client, gate, leftover, peer),
     )
     .await
 }
@@ -80,6 +104,7 @@ async fn read_messages(
     worker: &Worker,
     stream: &TcpStream,
     client: &Client,
+    mut gate: CommandGate,
     mut input: Vec<u8>,
     peer: SocketAddr,
 ) -> Disconnect {
@@ -94,7 +119,8 @@ async fn read_messages(
                 Ok(Some((n, event))) => {
                     pos += n;
                     if let Some(event) = event {
-                        if let Some(reason) = on_event(worker, client, event, peer).await {
+                        if let Some(reason) = on_event(worker, client, &mut gate, event, peer).await
+                        {
                             return reason;
                         }
                     }
@@ -154,6 +180,7 @@ async fn read_messages(
 async fn on_event(
     worker: &Worker,
     client: &Client,
+    gate: &mut CommandGate,
     event: Event,
     peer: SocketAddr,
 ) -> Option<Disconnect> {
@@ -176,16 +203,15 @@ async fn on_event(
             if parsed.is_empty() {
                 return None;
             }
-            for outcome in execute(worker, parsed).await {
+            for outcome in execute(worker, gate, parsed).await {
                 let mut reply = Vec::new();
                 match &outcome {
-                    Ok((cmd, frame)) if cmd.id.is_some() => write_ok(&mut reply, cmd, *frame),
-                    Err(r) if r.id.is_some() => write_error(&mut reply, r),
-                    Err(r) => {
+                    o if o.id().is_some() => o.write_reply(&mut reply),
+                    Outcome::Rejected(r) => {
                         tracing::info!(%peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
                         continue;
                     }
-                    Ok(_) => continue,
+                    _ => continue,
                 }
                 if client
                     .push_control(frame::server_frame(OpCode::Text, &reply))

@@ -16,6 +16,10 @@ pub struct UpgradeRequest {
     pub accept: String,
     /// `Origin`, when a browser sent one.
     pub origin: Option<String>,
+    /// `Host`.
+    pub host: Option<String>,
+    /// `Authorization`.
+    pub authorization: Option<String>,
 }
 
 /// Why an upgrade was refused; each maps to an HTTP status and a reason sent in the body.
@@ -142,14 +146,19 @@ pub fn parse_upgrade(
         Ok(raw) if raw.len() == 16 => {}
         _ => return Err(HandshakeError::BadKey),
     }
-    let origin = header("Origin")
-        .next()
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::to_string);
+    let text = |name: &'static str| {
+        header(name)
+            .next()
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(|v| v.trim().to_string())
+    };
+    let (origin, host, authorization) = (text("Origin"), text("Host"), text("Authorization"));
     let request = UpgradeRequest {
         target: req.path.unwrap_or("/").to_string(),
         accept: accept_key(std::str::from_utf8(key).map_err(|_| HandshakeError::BadKey)?),
         origin,
+        host,
+        authorization,
     };
     Ok(Some((request, len)))
 }
