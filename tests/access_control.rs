@@ -143,7 +143,7 @@ fn browser_origins_other_than_allowed_get_403() {
 #[test]
 fn command_flood_is_rate_limited_then_disconnected() {
     let server = Server::start(&["--command-rate-limit", "10"]);
-    let mut s = TcpStream::connect(server.command).unwrap();
+    let s = TcpStream::connect(server.command).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let writer = {
         let mut w = s.try_clone().unwrap();
