@@ -22,9 +22,14 @@ use std::time::Duration;
     about,
     long_about,
     max_term_width = 100,
-    args_override_self = true
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// Another mode instead of serving telemetry.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+
     /// Address to listen on. Loopback by default: any other address exposes telemetry and
     /// commands to the network.
     #[arg(long, env = "AEROBRIDGE_BIND", default_value = "127.0.0.1")]
@@ -137,6 +142,54 @@ pub struct Cli {
     pub log: String,
 }
 
+/// Modes other than serving telemetry.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Mode {
+    /// A WebSocket echo server for conformance testing (Autobahn TestSuite): the very same
+    /// listener, handshake, frame codec, queue and send path as the telemetry server, but text and
+    /// binary messages are sent back instead of being commands.
+    Echo(EchoArgs),
+}
+
+/// Options of `aerobridge echo`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EchoArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 9001)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Largest message accepted (Autobahn sends up to 16 MiB).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub ws_max_message: usize,
+    /// Worker threads. Default: available cores.
+    #[arg(long)]
+    pub workers: Option<NonZeroUsize>,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+impl EchoArgs {
+    /// The configuration of an echo server.
+    pub fn into_config(self) -> Config {
+        let mut c = Config::default();
+        c.echo = true;
+        c.bind = self.bind;
+        c.ws_port = Some(self.port);
+        c.ws_max_message = self.ws_max_message;
+        c.workers = self.workers.map(NonZeroUsize::get).unwrap_or(c.workers);
+        // Echoes travel as control items (never skipped), so the queue must hold the largest.
+        c.queue.max_control_bytes = self
+            .ws_max_message
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
+        c.ws_ping_interval = Duration::from_secs(600);
+        c
+    }
+}
+
 /// Everything the server needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -178,6 +231,8 @@ pub struct Config {
     pub close_grace: Duration,
     /// Who may send commands.
     pub access: AccessPolicy,
+    /// Echo mode (`aerobridge echo`): WebSocket only, messages echoed.
+    pub echo: bool,
 }
 
 /// A configuration that cannot work.
@@ -292,6 +347,7 @@ impl Cli {
                     .filter(|o| !o.is_empty())
                     .collect(),
             },
+            echo: false,
         })
     }
 }

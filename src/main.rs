@@ -1,7 +1,7 @@
 //! `aerobridge`: parse options, start the server with the built-in flight model, wait for
 //! SIGINT/SIGTERM, shut down cleanly.
 
-use aerobridge::config::Cli;
+use aerobridge::config::{Cli, Mode};
 use aerobridge::server::Server;
 use aerobridge::source::sim::Sim;
 use clap::Parser;
@@ -19,7 +19,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = match cli.into_config() {
+    let config = match cli.mode.clone() {
+        Some(Mode::Echo(echo)) => Ok(echo.into_config()),
+        None => cli.into_config(),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 /// Where the server listens (ports resolved, so `0` in the config becomes the real port).
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
-    /// TCP telemetry.
-    pub data: SocketAddr,
-    /// TCP commands.
-    pub command: SocketAddr,
+    /// TCP telemetry (none in echo mode).
+    pub data: Option<SocketAddr>,
+    /// TCP commands (none in echo mode).
+    pub command: Option<SocketAddr>,
     /// WebSocket, when enabled.
     pub ws: Option<SocketAddr>,
 }
@@ -31,7 +31,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     worker_txs: Vec<flume::Sender<WorkerMsg>>,
     workers: Vec<JoinHandle<()>>,
-    hub: JoinHandle<()>,
+    hub: Option<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
     hub_stats: Arc<HubStats>,
     logger: Option<JoinHandle<()>>,
@@ -39,19 +39,25 @@ pub struct Server {
 
 impl Server {
     /// Binds every listener, starts the workers and the tick. Fails (nothing left running) if a
-    /// port cannot be bound or a runtime cannot start.
+    /// port cannot be bound or a runtime cannot start. In echo mode (`config.echo`) only the
+    /// WebSocket listener runs and there is no tick.
     pub fn start(config: Config, source: Box<dyn Source>) -> anyhow::Result<Server> {
         let bind = |port: u16, what: &str| {
             let addr = SocketAddr::new(config.bind, port);
             net::bind(addr, config.backlog)
                 .with_context(|| format!("cannot listen on {addr} ({what})"))
         };
-        let data = bind(config.data_port, "--data-port")?;
-        let command = bind(config.command_port, "--command-port")?;
+        let telemetry = !config.echo;
+        let data = telemetry
+            .then(|| bind(config.data_port, "--data-port"))
+            .transpose()?;
+        let command = telemetry
+            .then(|| bind(config.command_port, "--command-port"))
+            .transpose()?;
         let ws = config.ws_port.map(|p| bind(p, "--ws-port")).transpose()?;
         let addresses = Addresses {
-            data: data.local_addr()?,
-            command: command.local_addr()?,
+            data: data.as_ref().map(|l| l.local_addr()).transpose()?,
+            command: command.as_ref().map(|l| l.local_addr()).transpose()?,
             ws: ws.as_ref().map(|l| l.local_addr()).transpose()?,
         };
 
@@ -87,22 +93,32 @@ impl Server {
             "I/O driver: {driver}, {} worker thread(s)",
             config.workers
         );
-        tracing::info!(source = %source.describe(), broadcast_ms = config.broadcast.as_millis() as u64, "source");
-
         let hub_stats = Arc::new(HubStats::default());
-        let hub = {
+        let hub = if !telemetry {
+            tracing::info!(
+                "echo mode: WebSocket messages are echoed back; no telemetry, no commands"
+            );
+            None
+        } else {
+            tracing::info!(source = %source.describe(), broadcast_ms = config.broadcast.as_millis() as u64, "source");
             let (workers, stop, hs, period) = (
                 worker_txs.clone(),
                 Arc::clone(&stop),
                 Arc::clone(&hub_stats),
                 config.broadcast,
             );
-            std::thread::Builder::new()
-                .name("aerobridge-tick".into())
-                .spawn(move || hub::run(source, period, workers, cmd_rx, stop, hs))?
+            Some(
+                std::thread::Builder::new()
+                    .name("aerobridge-tick".into())
+                    .spawn(move || hub::run(source, period, workers, cmd_rx, stop, hs))?,
+            )
         };
 
-        let mut listeners = vec![(data, ListenerKind::Data), (command, ListenerKind::Command)];
+        let mut listeners = Vec::new();
+        if let (Some(data), Some(command)) = (data, command) {
+            listeners.push((data, ListenerKind::Data));
+            listeners.push((command, ListenerKind::Command));
+        }
         if let Some(ws) = ws {
             listeners.push((ws, ListenerKind::WebSocket));
         }
@@ -180,8 +196,8 @@ impl Server {
         self.stop.store(true, Ordering::Release);
         // Wake the blocking acceptors with a connection each; they see `stop` and exit.
         for addr in [
-            Some(self.addresses.data),
-            Some(self.addresses.command),
+            self.addresses.data,
+            self.addresses.command,
             self.addresses.ws,
         ]
         .into_iter()
@@ -198,14 +214,18 @@ impl Server {
             };
             let _ = TcpStream::connect_timeout(&target, Duration::from_millis(100));
         }
-        self.hub.thread().unpark();
+        if let Some(hub) = &self.hub {
+            hub.thread().unpark();
+        }
         for tx in &self.worker_txs {
             let _ = tx.send(WorkerMsg::Shutdown);
         }
         for w in self.workers {
             let _ = w.join();
         }
-        let _ = self.hub.join();
+        if let Some(hub) = self.hub {
+            let _ = hub.join();
+        }
         if let Some(l) = self.logger {
             l.thread().unpark();
             let _ = l.join();

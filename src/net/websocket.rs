@@ -110,7 +110,9 @@ async fn read_messages(
 ) -> Disconnect {
     let cfg = &worker.shared.config;
     let mut reader = MessageReader::new(cfg.ws_max_message);
-    let mut scratch = Vec::with_capacity(8 * 1024);
+    // Telemetry clients send little; an echo peer (Autobahn) sends megabytes.
+    let chunk = if cfg.echo { 256 * 1024 } else { 8 * 1024 };
+    let mut scratch = Vec::with_capacity(chunk);
     let mut awaiting_pong = false;
     loop {
         let mut pos = 0;
@@ -156,7 +158,7 @@ async fn read_messages(
             }
             Err(_) => {
                 // The cancelled read took the scratch buffer with it.
-                scratch = Vec::with_capacity(8 * 1024);
+                scratch = Vec::with_capacity(chunk);
                 if client
                     .push_control(frame::server_frame(OpCode::Ping, b"aerobridge"))
                     .is_err()
@@ -186,6 +188,10 @@ async fn on_event(
 ) -> Option<Disconnect> {
     let grace = worker.shared.config.close_grace;
     match event {
+        Event::Text(data) if worker.shared.config.echo => echo(client, OpCode::Text, &data, grace),
+        Event::Binary(data) if worker.shared.config.echo => {
+            echo(client, OpCode::Binary, &data, grace)
+        }
         Event::Text(text) => {
             let cfg = &worker.shared.config;
             let limits = ParseLimits {
@@ -269,4 +275,23 @@ async fn on_event(
             Some(Disconnect::PeerClosed)
         }
     }
+}
+
+/// Echo mode: the message goes back through the client's queue like any control item.
+fn echo(client: &Client, opcode: OpCode, data: &[u8], grace: Duration) -> Option<Disconnect> {
+    if client
+        .push_control(frame::server_frame(opcode, data))
+        .is_err()
+    {
+        client.start_close(
+            Disconnect::ControlOverflow,
+            Some(frame::close_frame(
+                close::POLICY_VIOLATION,
+                "echoes not read",
+            )),
+            grace,
+        );
+        return Some(Disconnect::ControlOverflow);
+    }
+    None
 }
