@@ -89,6 +89,31 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the server process, bytes.
+    pub fn rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+
     pub fn ws(&self) -> SocketAddr {
         self.ws.expect("WebSocket enabled")
     }
@@ -473,5 +498,63 @@ impl GapCounter {
         }
         self.last = Some(counter);
         self.frames += 1;
+    }
+}
+
+/// Healthy clients (TCP and WebSocket) that count gaps in the background until stopped.
+pub struct Watchers {
+    started: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<GapCounter>>,
+}
+
+impl Watchers {
+    pub fn start(server: &Server, tcp: usize, ws: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..tcp + ws {
+            let stop = Arc::clone(&stop);
+            let (data, wsaddr) = (server.data, server.ws());
+            threads.push(std::thread::spawn(move || {
+                let mut seen = GapCounter::default();
+                if i < tcp {
+                    let mut c = TcpLines::connect(data);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        seen.see(counter_of(&c.frame()));
+                    }
+                } else {
+                    let mut c = RawWs::connect(wsaddr);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let f = c.frame();
+                        if f.opcode == 1 {
+                            seen.see(counter_of(&f.payload));
+                        }
+                    }
+                }
+                seen
+            }));
+        }
+        Watchers {
+            started: Instant::now(),
+            stop,
+            threads,
+        }
+    }
+
+    /// Stops them (after watching for at least 1.5 s); asserts none missed a frame.
+    pub fn finish_without_gaps(self) {
+        std::thread::sleep(
+            (self.started + Duration::from_millis(1500)).saturating_duration_since(Instant::now()),
+        );
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            let seen = t.join().expect("watcher panicked");
+            assert_eq!(seen.gaps, 0, "a healthy client missed frames");
+            assert!(
+                seen.frames > 10,
+                "a healthy client saw only {} frames",
+                seen.frames
+            );
+        }
     }
 }
