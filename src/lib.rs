@@ -23,6 +23,8 @@ pub mod access;
 pub mod command;
 pub mod config;
 pub mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manual;
 pub mod net;
 pub mod packet;
