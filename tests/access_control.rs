@@ -143,6 +143,7 @@ fn browser_origins_other_than_allowed_get_403() {
 #[test]
 fn command_flood_is_rate_limited_then_disconnected() {
     let server = Server::start(&["--command-rate-limit", "10"]);
+    let watchers = Watchers::start(&server, 2, 2);
     let s = TcpStream::connect(server.command).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let writer = {
@@ -180,6 +181,7 @@ fn command_flood_is_rate_limited_then_disconnected() {
     server.wait_for_log("disconnecting command flood", Duration::from_secs(2));
     // Other connections are unaffected.
     assert_eq!(command_oneshot(server.command, THROTTLE)[0]["ok"], true);
+    watchers.finish_without_gaps();
 }
 
 #[test]
