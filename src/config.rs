@@ -118,6 +118,23 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_STATS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
+    /// Where telemetry comes from: `sim` (the built-in flight model), `relay:tcp://HOST:PORT`
+    /// (a running Aerofly bridge or another aerobridge), or `replay:FILE` (a recording).
+    #[arg(long, env = "AEROBRIDGE_SOURCE", default_value = "sim")]
+    pub source: String,
+
+    /// With a relay source: where accepted commands go (default: the relay host, port 12346).
+    #[arg(long, env = "AEROBRIDGE_RELAY_COMMANDS")]
+    pub relay_commands: Option<String>,
+
+    /// With a replay source: playback speed (2 = twice as fast).
+    #[arg(long, env = "AEROBRIDGE_SPEED", default_value_t = 1.0)]
+    pub speed: f64,
+
+    /// With a replay source: start over at the end instead of going stale.
+    #[arg(long = "loop", env = "AEROBRIDGE_LOOP")]
+    pub looping: bool,
+
     /// Require this token for commands (TCP: a line {"auth":"TOKEN"}; WebSocket: an
     /// `Authorization: Bearer TOKEN` header or `?token=TOKEN`). Telemetry stays readable.
     #[arg(long, env = "AEROBRIDGE_COMMAND_TOKEN", hide_env_values = true)]
@@ -145,10 +162,91 @@ pub struct Cli {
 /// Modes other than serving telemetry.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Mode {
+    /// Record a bridge's telemetry stream to a file (NDJSON; zstd-compressed if FILE ends in .zst).
+    Record(RecordArgs),
     /// A WebSocket echo server for conformance testing (Autobahn TestSuite): the very same
     /// listener, handshake, frame codec, queue and send path as the telemetry server, but text and
     /// binary messages are sent back instead of being commands.
     Echo(EchoArgs),
+}
+
+/// Options of `aerobridge record`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// The bridge to record, e.g. tcp://127.0.0.1:12345.
+    #[arg(long)]
+    pub from: String,
+    /// Output file (`.zst`: zstd-compressed).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Where frames come from, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// The built-in flight model.
+    Sim,
+    /// Relay `upstream` (HOST:PORT), forwarding commands to `commands` (HOST:PORT).
+    Relay {
+        /// Telemetry port of the upstream bridge.
+        upstream: String,
+        /// Its command port.
+        commands: String,
+    },
+    /// Replay a recording.
+    Replay {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Speed factor.
+        speed: f64,
+        /// Loop at the end.
+        looping: bool,
+    },
+}
+
+impl Cli {
+    /// Parses `--source` and its companions.
+    pub fn source_spec(&self) -> Result<SourceSpec, ConfigError> {
+        let err = |m: String| ConfigError(m);
+        match self.source.as_str() {
+            "sim" => Ok(SourceSpec::Sim),
+            s if s.starts_with("relay:") => {
+                let upstream = crate::source::relay::parse_tcp_url(&s["relay:".len()..])
+                    .map_err(|e| err(format!("--source: {e}")))?;
+                let commands = match &self.relay_commands {
+                    Some(url) => crate::source::relay::parse_tcp_url(url)
+                        .map_err(|e| err(format!("--relay-commands: {e}")))?,
+                    None => format!(
+                        "{}:12346",
+                        upstream
+                            .rsplit_once(':')
+                            .map(|(h, _)| h)
+                            .unwrap_or("127.0.0.1")
+                    ),
+                };
+                Ok(SourceSpec::Relay { upstream, commands })
+            }
+            s if s.starts_with("replay:") => {
+                if !(self.speed.is_finite() && self.speed > 0.0) {
+                    return Err(err(format!(
+                        "--speed must be a positive number, got {}",
+                        self.speed
+                    )));
+                }
+                Ok(SourceSpec::Replay {
+                    path: s["replay:".len()..].into(),
+                    speed: self.speed,
+                    looping: self.looping,
+                })
+            }
+            other => Err(err(format!(
+                "--source {other:?}: expected sim, relay:tcp://HOST:PORT or replay:FILE"
+            ))),
+        }
+    }
 }
 
 /// Options of `aerobridge echo`.

@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod manual;
 pub mod net;
 pub mod packet;
+pub mod record;
 pub mod server;
 pub mod source;
 pub mod telemetry;

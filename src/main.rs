@@ -1,9 +1,10 @@
 //! `aerobridge`: parse options, start the server with the built-in flight model, wait for
 //! SIGINT/SIGTERM, shut down cleanly.
 
-use aerobridge::config::{Cli, Mode};
+use aerobridge::config::{Cli, Mode, SourceSpec};
 use aerobridge::server::Server;
 use aerobridge::source::sim::Sim;
+use aerobridge::source::{relay::Relay, replay::Replay, Source};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -19,9 +20,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Some(Mode::Record(args)) = &cli.mode {
+        return match aerobridge::record::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let spec = match cli.source_spec() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match cli.mode.clone() {
         Some(Mode::Echo(echo)) => Ok(echo.into_config()),
-        None => cli.into_config(),
+        _ => cli.into_config(),
     };
     let config = match config {
         Ok(c) => c,
@@ -37,7 +54,28 @@ fn main() -> ExitCode {
         eprintln!("error: cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
-    let server = match Server::start(config, Box::new(Sim::new())) {
+    let source: Box<dyn Source> = match spec {
+        SourceSpec::Sim => Box::new(Sim::new()),
+        SourceSpec::Replay {
+            path,
+            speed,
+            looping,
+        } => match Replay::open(&path, speed, looping) {
+            Ok(r) => Box::new(r),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        SourceSpec::Relay { upstream, commands } => match Relay::start(upstream, commands) {
+            Ok(r) => Box::new(r),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let server = match Server::start(config, source) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -2,6 +2,8 @@
 //! advances it, and encodes its [`Variables`]. The fan-out never sees the source, so a relay or a
 //! replay plugs in here without touching anything downstream.
 
+pub mod relay;
+pub mod replay;
 pub mod sim;
 
 use crate::command::{Command, CommandError};

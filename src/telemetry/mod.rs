@@ -1,6 +1,7 @@
 //! What a frame says: the variable table, the values a source fills in, and the encoder that
 //! turns them into upstream's JSON once per tick.
 
+pub mod decode;
 pub mod encoder;
 pub mod table;
 

@@ -1,0 +1,182 @@
+//! `--source relay:tcp://HOST:PORT`: subscribes to a running bridge (upstream's DLL or another
+//! aerobridge) and re-broadcasts its state, stamped with our own timestamp and counter. A reader
+//! thread reconnects with capped backoff; while upstream is down, clients stay connected and
+//! `data_valid` is 0. Accepted commands are forwarded to the upstream command port the way
+//! upstream clients send them (connect, one line, close).
+
+use super::Source;
+use crate::command::{Command, CommandError};
+use crate::telemetry::decode::FrameDecoder;
+use crate::telemetry::Variables;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Frames older than this make the data stale.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+const MAX_LINE: u64 = 4 << 20;
+
+#[derive(Default)]
+struct Latest {
+    vars: Option<Variables>,
+    version: u64,
+    received: Option<Instant>,
+    connected: bool,
+    bad_lines: u64,
+}
+
+/// The relay source.
+pub struct Relay {
+    upstream: String,
+    latest: Arc<Mutex<Latest>>,
+    version: u64,
+    vars: Variables,
+    commands: flume::Sender<String>,
+}
+
+/// `tcp://HOST:PORT` → `HOST:PORT`.
+pub fn parse_tcp_url(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("tcp://")
+        .ok_or_else(|| anyhow::anyhow!("expected tcp://HOST:PORT, got {url:?}"))?;
+    anyhow::ensure!(
+        rest.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+        "expected tcp://HOST:PORT, got {url:?}"
+    );
+    Ok(rest.to_string())
+}
+
+impl Relay {
+    /// Starts the reader and command forwarder threads. `upstream` and `commands` are `HOST:PORT`.
+    pub fn start(upstream: String, commands: String) -> anyhow::Result<Relay> {
+        let latest = Arc::new(Mutex::new(Latest::default()));
+        {
+            let (latest, upstream) = (Arc::clone(&latest), upstream.clone());
+            std::thread::Builder::new()
+                .name("aerobridge-relay".into())
+                .spawn(move || read_upstream(&upstream, &latest))?;
+        }
+        let (tx, rx) = flume::bounded::<String>(256);
+        std::thread::Builder::new().name("aerobridge-relay-commands".into()).spawn(move || {
+            for line in rx.iter() {
+                if let Err(e) = forward(&commands, &line) {
+                    tracing::warn!(upstream = %commands, error = %e, "could not forward a command upstream");
+                }
+            }
+        })?;
+        Ok(Relay {
+            upstream,
+            latest,
+            version: 0,
+            vars: Variables::new(),
+            commands: tx,
+        })
+    }
+}
+
+fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {addr}")))
+}
+
+fn read_upstream(addr: &str, latest: &Mutex<Latest>) {
+    let mut backoff = Duration::from_millis(250);
+    let mut decoder = FrameDecoder::new();
+    let mut vars = Variables::new();
+    loop {
+        let stream =
+            resolve(addr).and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)));
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(upstream = addr, error = %e, retry_ms = backoff.as_millis() as u64, "upstream unreachable");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        tracing::info!(upstream = addr, "connected to upstream");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        latest.lock().unwrap().connected = true;
+        backoff = Duration::from_millis(250);
+        let mut reader = BufReader::with_capacity(256 * 1024, stream);
+        let mut line = Vec::with_capacity(32 * 1024);
+        loop {
+            line.clear();
+            // Frames split across reads are joined here; a line longer than MAX_LINE is garbage.
+            match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) if !line.ends_with(b"\n") && line.len() as u64 >= MAX_LINE => {
+                    latest.lock().unwrap().bad_lines += 1;
+                    break;
+                }
+                Ok(_) => match decoder.decode(&line, &mut vars) {
+                    Ok(_) => {
+                        let mut l = latest.lock().unwrap();
+                        l.vars.get_or_insert_with(Variables::new).clone_from(&vars);
+                        l.version += 1;
+                        l.received = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        let mut l = latest.lock().unwrap();
+                        l.bad_lines += 1;
+                        if l.bad_lines <= 5 {
+                            tracing::warn!(upstream = addr, error = %e, "skipping a line from upstream that is not a frame");
+                        }
+                    }
+                },
+                Err(_) => break,
+            }
+        }
+        latest.lock().unwrap().connected = false;
+        tracing::warn!(upstream = addr, "upstream connection lost; reconnecting");
+        std::thread::sleep(backoff);
+    }
+}
+
+fn forward(addr: &str, line: &str) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(2))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(line.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut sink = [0u8; 4096];
+    while s.read(&mut sink).unwrap_or(0) > 0 {}
+    Ok(())
+}
+
+impl Source for Relay {
+    fn describe(&self) -> String {
+        format!("relay of tcp://{}", self.upstream)
+    }
+
+    fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
+        let l = self.latest.lock().unwrap();
+        if l.version != self.version {
+            if let Some(v) = &l.vars {
+                self.vars.clone_from(v);
+            }
+            self.version = l.version;
+        }
+        l.connected && l.received.is_some_and(|t| t.elapsed() < STALE_AFTER)
+    }
+
+    fn variables(&self) -> &Variables {
+        &self.vars
+    }
+
+    fn apply(&mut self, command: &Command) -> Result<(), CommandError> {
+        let mut line = Vec::new();
+        line.extend_from_slice(b"{\"variable\":");
+        crate::telemetry::encoder::write_json_string(&mut line, command.name.name);
+        line.extend_from_slice(b",\"value\":");
+        crate::telemetry::encoder::write_number(&mut line, command.value);
+        line.extend_from_slice(b"}\n");
+        self.commands
+            .try_send(String::from_utf8(line).expect("ASCII JSON"))
+            .map_err(|_| CommandError::Busy)
+    }
+}
