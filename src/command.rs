@@ -146,6 +146,52 @@ impl std::fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
+impl CommandError {
+    /// Every reason label, in counter order (metrics).
+    pub const REASONS: [&'static str; 17] = [
+        "malformed_json",
+        "line_too_long",
+        "not_an_object",
+        "empty_batch",
+        "batch_too_large",
+        "missing_variable",
+        "missing_value",
+        "not_finite",
+        "unknown_variable",
+        "read_only",
+        "out_of_range",
+        "invalid_transponder_code",
+        "busy",
+        "unavailable",
+        "unauthorized",
+        "read_only_mode",
+        "rate_limited",
+    ];
+
+    /// Index into [`Self::REASONS`].
+    pub fn reason_index(&self) -> usize {
+        match self {
+            CommandError::Malformed(_) => 0,
+            CommandError::LineTooLong { .. } => 1,
+            CommandError::NotAnObject => 2,
+            CommandError::EmptyBatch => 3,
+            CommandError::BatchTooLarge { .. } => 4,
+            CommandError::MissingVariable => 5,
+            CommandError::MissingValue => 6,
+            CommandError::NotFinite => 7,
+            CommandError::UnknownVariable(_) => 8,
+            CommandError::ReadOnly(_) => 9,
+            CommandError::OutOfRange { .. } => 10,
+            CommandError::InvalidTransponderCode => 11,
+            CommandError::Busy => 12,
+            CommandError::Unavailable(_) => 13,
+            CommandError::Unauthorized { .. } => 14,
+            CommandError::ReadOnlyMode => 15,
+            CommandError::RateLimited { .. } => 16,
+        }
+    }
+}
+
 /// A refused command with what the client said about it, for the reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {

@@ -22,10 +22,12 @@
 pub mod access;
 pub mod command;
 pub mod config;
+pub mod dashboard;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod manual;
+pub mod metrics;
 pub mod net;
 pub mod packet;
 pub mod record;

@@ -62,7 +62,13 @@ impl Server {
         };
 
         let (cmd_tx, cmd_rx) = flume::bounded(1024);
+        let stats: Vec<Arc<WorkerStats>> = (0..config.workers)
+            .map(|_| Arc::new(WorkerStats::default()))
+            .collect();
+        let hub_stats = Arc::new(HubStats::default());
         let shared = Arc::new(Shared {
+            stats: stats.clone(),
+            hub: Arc::clone(&hub_stats),
             commands: cmd_tx,
             connected: AtomicUsize::new(0),
             load: (0..config.workers).map(|_| AtomicUsize::new(0)).collect(),
@@ -71,12 +77,11 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker_txs = Vec::new();
         let mut workers = Vec::new();
-        let mut stats = Vec::new();
         let mut driver = "unknown";
-        for index in 0..config.workers {
+        for (index, st) in stats.iter().enumerate() {
             let (tx, rx) = flume::bounded(4096);
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let st = Arc::new(WorkerStats::default());
+            let st = Arc::clone(st);
             let handle = worker::spawn(index, Arc::clone(&shared), Arc::clone(&st), rx, ready_tx)?;
             let kind = ready_rx
                 .recv()
@@ -85,7 +90,6 @@ impl Server {
             driver = driver_name(kind);
             worker_txs.push(tx);
             workers.push(handle);
-            stats.push(st);
         }
         tracing::info!(
             driver,
@@ -93,7 +97,6 @@ impl Server {
             "I/O driver: {driver}, {} worker thread(s)",
             config.workers
         );
-        let hub_stats = Arc::new(HubStats::default());
         let hub = if !telemetry {
             tracing::info!(
                 "echo mode: WebSocket messages are echoed back; no telemetry, no commands"

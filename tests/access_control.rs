@@ -190,3 +190,16 @@ fn binding_beyond_loopback_warns_what_is_exposed() {
     let line = server.wait_for_log("listening beyond loopback", Duration::from_secs(2));
     assert!(line.contains("read telemetry and send commands"), "{line}");
 }
+
+#[test]
+fn websocket_command_flood_gets_close_1008() {
+    let server = Server::start(&["--command-rate-limit", "10"]);
+    let watchers = Watchers::start(&server, 1, 1);
+    let mut ws = RawWs::connect(server.ws());
+    for _ in 0..300 {
+        ws.send_text(r#"{"variable":"Controls.Flaps","value":0.5}"#);
+    }
+    let (code, reason, _) = ws.until_close();
+    assert_eq!((code, reason.as_str()), (1008, "command flood"));
+    watchers.finish_without_gaps();
+}

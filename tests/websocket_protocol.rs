@@ -56,7 +56,7 @@ fn bad_handshakes_get_400_or_426_with_a_reason() {
             "malformed HTTP request",
         ),
         (
-            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+            "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
             "this is a WebSocket endpoint",
         ),
     ] {

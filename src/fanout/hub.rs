@@ -38,8 +38,16 @@ pub struct BatchResult {
 }
 
 /// The hub's own counters (written by the tick thread only).
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct HubStats {
+    /// When the hub was created (reference for `last_frame_ms`).
+    pub started: Instant,
+    /// Milliseconds after `started` when the last frame was published (0: none yet).
+    pub last_frame_ms: AtomicU64,
+    /// `data_valid` of the last frame.
+    pub data_valid: std::sync::atomic::AtomicBool,
+    /// Time to build each frame (commands, source, encode, packet).
+    pub build_time: crate::fanout::stats::Histogram,
     /// Frames built and published.
     pub frames_built: Counter,
     /// Grid slots skipped because a tick ran late.
@@ -50,6 +58,22 @@ pub struct HubStats {
     pub last_frame_bytes: AtomicU64,
     /// Nanoseconds spent building the last frame (source + encode + packet).
     pub last_build_ns: AtomicU64,
+}
+
+impl Default for HubStats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last_frame_ms: AtomicU64::new(0),
+            data_valid: std::sync::atomic::AtomicBool::new(false),
+            build_time: Default::default(),
+            frames_built: Counter::default(),
+            ticks_missed: Counter::default(),
+            worker_backlog_drops: Counter::default(),
+            last_frame_bytes: AtomicU64::new(0),
+            last_build_ns: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Runs the tick loop until `stop` is set. Call on a dedicated thread.
@@ -121,9 +145,16 @@ pub fn run(
         stats
             .last_frame_bytes
             .store(packet.tcp.len() as u64, Ordering::Relaxed);
+        let build_time = build_start.elapsed();
         stats
             .last_build_ns
-            .store(build_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .store(build_time.as_nanos() as u64, Ordering::Relaxed);
+        stats.build_time.observe(build_time);
+        stats.data_valid.store(valid, Ordering::Relaxed);
+        stats.last_frame_ms.store(
+            stats.started.elapsed().as_millis().max(1) as u64,
+            Ordering::Relaxed,
+        );
         stats.frames_built.add(1);
         for w in &workers {
             if w.try_send(WorkerMsg::Tick(Arc::clone(&packet))).is_err() {

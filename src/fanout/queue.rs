@@ -73,6 +73,8 @@ pub struct Completed {
     pub frames: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// For a telemetry frame: its `update_counter` and build time.
+    pub frame: Option<(u64, Instant)>,
 }
 
 /// Control items could not be queued (a peer sending pings or commands without reading).
@@ -82,6 +84,7 @@ pub struct ControlOverflow;
 #[derive(Debug)]
 struct InFlight {
     built: Option<Instant>,
+    counter: u64,
     len: usize,
 }
 
@@ -188,6 +191,7 @@ impl SendQueue {
             self.control_bytes -= bytes.len();
             self.in_flight = Some(InFlight {
                 built: None,
+                counter: 0,
                 len: bytes.len(),
             });
             return Next::Write(bytes);
@@ -197,6 +201,7 @@ impl SendQueue {
             self.frame_bytes -= bytes.len();
             self.in_flight = Some(InFlight {
                 built: Some(packet.built),
+                counter: packet.counter,
                 len: bytes.len(),
             });
             return Next::Write(bytes);
@@ -214,6 +219,7 @@ impl SendQueue {
             Some(f) => Completed {
                 frames: f.built.is_some() as u64,
                 bytes: f.len as u64,
+                frame: f.built.map(|b| (f.counter, b)),
             },
             None => Completed::default(),
         }
@@ -273,7 +279,8 @@ mod tests {
             q.complete(),
             Completed {
                 frames: 1,
-                bytes: 100
+                bytes: 100,
+                frame: Some((1, t0))
             }
         );
         assert!(matches!(q.take_next(), Next::Write(_)));
@@ -369,7 +376,8 @@ mod tests {
             q.complete(),
             Completed {
                 frames: 0,
-                bytes: 4
+                bytes: 4,
+                frame: None
             }
         );
         let _ = q.take_next(); // frame 1 in flight

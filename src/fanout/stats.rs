@@ -15,6 +15,12 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
+    /// Sets a gauge. Owning thread only.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// Subtracts `n` (gauges). Owning thread only.
     #[inline]
     pub fn sub(&self, n: u64) {
@@ -108,6 +114,52 @@ pub struct WorkerStats {
     pub commands_rejected: Counter,
     /// Disconnects, indexed like [`Disconnect::ALL`].
     pub disconnects: [Counter; 10],
+    /// Rejected commands by reason, indexed like `CommandError::REASONS`.
+    pub rejected_by_reason: [Counter; 17],
+    /// Telemetry frames waiting in this worker's queues after the last tick.
+    pub queued_frames: Counter,
+    /// Time from a tick's build to the last write of that tick on this worker.
+    pub tick_to_last_write: Histogram,
+}
+
+/// A fixed-bucket histogram (seconds) written by one thread, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; BUCKETS.len()],
+    count: Counter,
+    sum_ns: Counter,
+}
+
+/// Upper bounds of the histogram buckets, seconds (a `+Inf` bucket is implied).
+pub const BUCKETS: [f64; 14] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 1.0,
+];
+
+impl Histogram {
+    /// Records one observation. Owning thread only.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].add(1);
+        }
+        self.count.add(1);
+        self.sum_ns.add(d.as_nanos() as u64);
+    }
+
+    /// (cumulative count per bucket, count, sum in seconds).
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let mut acc = 0;
+        let cumulative = self.buckets.iter().map(|b| {
+            acc += b.get();
+            acc
+        });
+        (
+            cumulative.collect(),
+            self.count.get(),
+            self.sum_ns.get() as f64 / 1e9,
+        )
+    }
 }
 
 impl WorkerStats {

@@ -26,6 +26,10 @@ pub struct Shared {
     pub connected: AtomicUsize,
     /// Connections assigned to each worker (for balancing).
     pub load: Vec<AtomicUsize>,
+    /// Every worker's counters (metrics).
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// The tick's counters (metrics, health).
+    pub hub: Arc<crate::fanout::hub::HubStats>,
 }
 
 /// One telemetry client, as the worker and its connection task see it.
@@ -88,6 +92,7 @@ pub struct Worker {
     clients: RefCell<Vec<Rc<Client>>>,
     live_connections: Cell<usize>,
     shutting_down: Cell<bool>,
+    last_write: Cell<Option<(u64, Instant, Instant)>>,
 }
 
 impl Worker {
@@ -133,8 +138,12 @@ impl Worker {
         self.stats.ticks.add(1);
         let now = Instant::now();
         let mut skipped = 0;
+        let mut waiting = 0;
         for client in self.clients.borrow().iter() {
-            let pushed = client.queue.borrow_mut().push_frame(packet, now);
+            let mut queue = client.queue.borrow_mut();
+            let pushed = queue.push_frame(packet, now);
+            waiting += queue.waiting_frames() as u64;
+            drop(queue);
             match pushed {
                 Pushed::Queued { wake, skipped: s } => {
                     skipped += s;
@@ -149,6 +158,24 @@ impl Worker {
             }
         }
         self.stats.frames_skipped.add(skipped);
+        self.stats.queued_frames.set(waiting);
+    }
+
+    /// Notes that a frame of tick `counter` (built at `built`) finished writing; when a newer tick
+    /// starts finishing, the previous tick's build-to-last-write time is recorded.
+    pub fn frame_written(&self, counter: u64, built: Instant) {
+        let now = Instant::now();
+        match self.last_write.get() {
+            Some((c, _, _)) if c == counter => self.last_write.set(Some((c, built, now))),
+            Some((c, b, done)) if counter > c => {
+                self.stats
+                    .tick_to_last_write
+                    .observe(done.saturating_duration_since(b));
+                self.last_write.set(Some((counter, built, now)));
+            }
+            None => self.last_write.set(Some((counter, built, now))),
+            Some(_) => {} // a laggard finishing an old tick
+        }
     }
 
     /// Closes a telemetry client for `reason`, with the Close frame its transport needs.
@@ -274,6 +301,7 @@ async fn run(
         clients: RefCell::new(Vec::new()),
         live_connections: Cell::new(0),
         shutting_down: Cell::new(false),
+        last_write: Cell::new(None),
     });
     while let Ok(msg) = rx.recv_async().await {
         match msg {

@@ -211,6 +211,11 @@ pub async fn execute(
             })
         })
         .collect();
+    for o in &outcomes {
+        if let Outcome::Rejected(r) = o {
+            worker.stats.rejected_by_reason[r.error.reason_index()].add(1);
+        }
+    }
     let ok = outcomes
         .iter()
         .filter(|o| !matches!(o, Outcome::Rejected(_)))

@@ -224,6 +224,9 @@ pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) ->
                 let done = client.queue.borrow_mut().complete();
                 worker.stats.frames_sent.add(done.frames);
                 worker.stats.bytes_sent.add(done.bytes);
+                if let Some((counter, built)) = done.frame {
+                    worker.frame_written(counter, built);
+                }
             }
         }
     }

@@ -33,6 +33,27 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         match parse_upgrade(&buf, MAX_REQUEST) {
             Ok(Some(done)) => break done,
             Ok(None) => {}
+            Err(crate::ws::handshake::HandshakeError::NotUpgrade { target })
+                if http_route(&target).is_some() =>
+            {
+                let (status, content_type, body) =
+                    http_route(&target).map(|route| route(worker)).unwrap();
+                let head = format!(
+                    "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                    if status == 200 { "OK" } else { "Service Unavailable" },
+                    body.len()
+                );
+                let mut response = head.into_bytes();
+                response.extend_from_slice(&body);
+                let _ = compio::time::timeout(
+                    Duration::from_secs(5),
+                    super::write_bytes(stream, Bytes::from(response)),
+                )
+                .await;
+                let mut s = stream;
+                let _ = s.shutdown().await;
+                return Disconnect::PeerClosed;
+            }
             Err(e) => {
                 tracing::info!(%peer, status = e.status(), error = %e, "refused WebSocket upgrade");
                 let _ = compio::time::timeout(
@@ -234,6 +255,15 @@ async fn on_event(
                     return Some(Disconnect::ControlOverflow);
                 }
             }
+            if gate.is_flooding() {
+                tracing::warn!(%peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
+                client.start_close(
+                    Disconnect::CommandFlood,
+                    Some(frame::close_frame(close::POLICY_VIOLATION, "command flood")),
+                    grace,
+                );
+                return Some(Disconnect::CommandFlood);
+            }
             None
         }
         Event::Binary(_) => {
@@ -294,4 +324,45 @@ fn echo(client: &Client, opcode: OpCode, data: &[u8], grace: Duration) -> Option
         return Some(Disconnect::ControlOverflow);
     }
     None
+}
+
+/// A plain HTTP page: (status, content type, body).
+type Route = fn(&Worker) -> (u16, &'static str, Vec<u8>);
+
+/// Plain HTTP GETs served on the WebSocket port: the dashboard, metrics and health.
+fn http_route(target: &str) -> Option<Route> {
+    let path = target.split('?').next().unwrap_or("/");
+    match path {
+        "/" | "/index.html" => Some(|w: &Worker| {
+            if w.shared.config.echo {
+                (
+                    200,
+                    "text/plain; charset=utf-8",
+                    b"aerobridge echo server\n".to_vec(),
+                )
+            } else {
+                (
+                    200,
+                    "text/html; charset=utf-8",
+                    crate::dashboard::PAGE.as_bytes().to_vec(),
+                )
+            }
+        }),
+        "/metrics" => Some(|w: &Worker| {
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::render(&w.shared).into_bytes(),
+            )
+        }),
+        "/healthz" => Some(|w: &Worker| {
+            let (status, text) = crate::metrics::health(&w.shared);
+            (
+                status,
+                "text/plain; charset=utf-8",
+                format!("{text}\n").into_bytes(),
+            )
+        }),
+        _ => None,
+    }
 }

@@ -33,8 +33,11 @@ pub enum HandshakeError {
     NotGet(String),
     /// HTTP/1.0.
     NotHttp11,
-    /// `Upgrade: websocket` missing (a plain HTTP request).
-    NotUpgrade,
+    /// `Upgrade: websocket` missing: a plain HTTP GET for `target`.
+    NotUpgrade {
+        /// The request target (path and query).
+        target: String,
+    },
     /// `Connection` lacks the `Upgrade` token.
     NoConnectionUpgrade,
     /// `Sec-WebSocket-Version` is not 13.
@@ -71,7 +74,7 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::TooLarge => f.write_str("request header fields too large"),
             HandshakeError::NotGet(m) => write!(f, "WebSocket upgrade requires GET, got {m}"),
             HandshakeError::NotHttp11 => f.write_str("WebSocket upgrade requires HTTP/1.1"),
-            HandshakeError::NotUpgrade => {
+            HandshakeError::NotUpgrade { .. } => {
                 f.write_str("this is a WebSocket endpoint: send 'Upgrade: websocket' (see README: wire protocol)")
             }
             HandshakeError::NoConnectionUpgrade => f.write_str("'Connection' header must contain the 'Upgrade' token"),
@@ -128,7 +131,9 @@ pub fn parse_upgrade(
         })
     };
     if !has_token("Upgrade", "websocket") {
-        return Err(HandshakeError::NotUpgrade);
+        return Err(HandshakeError::NotUpgrade {
+            target: req.path.unwrap_or("/").chars().take(256).collect(),
+        });
     }
     if !has_token("Connection", "Upgrade") {
         return Err(HandshakeError::NoConnectionUpgrade);

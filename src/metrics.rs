@@ -1,0 +1,196 @@
+//! `GET /metrics` (Prometheus text format 0.0.4, names prefixed `aerobridge_`) and `GET /healthz`,
+//! served on the WebSocket port. Rendering only reads the single-writer counters with relaxed
+//! loads, so scraping never takes a lock or touches the hot path.
+
+use crate::command::CommandError;
+use crate::fanout::stats::{Disconnect, Histogram, BUCKETS};
+use crate::fanout::worker::Shared;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// The metrics page.
+pub fn render(shared: &Shared) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let sum = |f: &dyn Fn(&crate::fanout::stats::WorkerStats) -> u64| {
+        shared.stats.iter().map(|s| f(s)).sum::<u64>()
+    };
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP aerobridge_{name} {help}");
+        let _ = writeln!(out, "# TYPE aerobridge_{name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "aerobridge_{name}{labels} {v}");
+        }
+    };
+    family(
+        "clients",
+        "gauge",
+        "Connected clients by transport.",
+        &[
+            (
+                "{transport=\"tcp\"}".into(),
+                sum(&|s| s.tcp_clients.get()) as f64,
+            ),
+            (
+                "{transport=\"ws\"}".into(),
+                sum(&|s| s.ws_clients.get()) as f64,
+            ),
+            (
+                "{transport=\"command\"}".into(),
+                sum(&|s| s.command_clients.get()) as f64,
+            ),
+        ],
+    );
+    let hub = &shared.hub;
+    family(
+        "frames_built_total",
+        "counter",
+        "Frames built by the tick.",
+        &[(String::new(), hub.frames_built.get() as f64)],
+    );
+    family(
+        "frames_sent_total",
+        "counter",
+        "Telemetry frames written completely to a client.",
+        &[(String::new(), sum(&|s| s.frames_sent.get()) as f64)],
+    );
+    family(
+        "frames_skipped_total",
+        "counter",
+        "Telemetry frames skipped for slow clients (latest wins) or dropped at close.",
+        &[(String::new(), sum(&|s| s.frames_skipped.get()) as f64)],
+    );
+    family(
+        "bytes_sent_total",
+        "counter",
+        "Bytes written to clients.",
+        &[(String::new(), sum(&|s| s.bytes_sent.get()) as f64)],
+    );
+    family(
+        "queue_depth_frames",
+        "gauge",
+        "Telemetry frames waiting in client queues after the last tick.",
+        &[(String::new(), sum(&|s| s.queued_frames.get()) as f64)],
+    );
+    family(
+        "ticks_missed_total",
+        "counter",
+        "Tick slots skipped because a tick ran late.",
+        &[(String::new(), hub.ticks_missed.get() as f64)],
+    );
+    family(
+        "frame_bytes",
+        "gauge",
+        "Size of the last frame's payload.",
+        &[(
+            String::new(),
+            hub.last_frame_bytes.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    let disconnects: Vec<(String, f64)> = Disconnect::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("{{reason=\"{}\"}}", r.as_str()),
+                sum(&|s| s.disconnects[i].get()) as f64,
+            )
+        })
+        .collect();
+    family(
+        "disconnects_total",
+        "counter",
+        "Connections ended, by reason.",
+        &disconnects,
+    );
+    family(
+        "commands_accepted_total",
+        "counter",
+        "Commands applied.",
+        &[(String::new(), sum(&|s| s.commands_ok.get()) as f64)],
+    );
+    let rejected: Vec<(String, f64)> = CommandError::REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("{{reason=\"{r}\"}}"),
+                sum(&|s| s.rejected_by_reason[i].get()) as f64,
+            )
+        })
+        .collect();
+    family(
+        "commands_rejected_total",
+        "counter",
+        "Commands refused, by reason.",
+        &rejected,
+    );
+    let (up, _) = health(shared);
+    family(
+        "source_up",
+        "gauge",
+        "1 while the source delivers valid data.",
+        &[(String::new(), (up == 200) as u8 as f64)],
+    );
+    histogram(
+        &mut out,
+        "tick_build_seconds",
+        "Time to build a frame (commands, source, encode, packet).",
+        &[&hub.build_time],
+    );
+    let workers: Vec<&Histogram> = shared.stats.iter().map(|s| &s.tick_to_last_write).collect();
+    histogram(
+        &mut out,
+        "tick_to_last_write_seconds",
+        "Time from a frame's build to its last complete write, per worker and tick.",
+        &workers,
+    );
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, parts: &[&Histogram]) {
+    let mut buckets = vec![0u64; BUCKETS.len()];
+    let (mut count, mut sum) = (0u64, 0f64);
+    for h in parts {
+        let (b, c, s) = h.snapshot();
+        for (acc, v) in buckets.iter_mut().zip(b) {
+            *acc += v;
+        }
+        count += c;
+        sum += s;
+    }
+    let _ = writeln!(out, "# HELP aerobridge_{name} {help}");
+    let _ = writeln!(out, "# TYPE aerobridge_{name} histogram");
+    for (le, v) in BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(out, "aerobridge_{name}_bucket{{le=\"{le}\"}} {v}");
+    }
+    let _ = writeln!(out, "aerobridge_{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "aerobridge_{name}_sum {sum}");
+    let _ = writeln!(out, "aerobridge_{name}_count {count}");
+}
+
+/// `(200, "ok …")` while the source is live; `(503, reason)` otherwise.
+pub fn health(shared: &Shared) -> (u16, String) {
+    let hub = &shared.hub;
+    if shared.config.echo {
+        return (200, "ok: echo mode".into());
+    }
+    let last = hub.last_frame_ms.load(Ordering::Relaxed);
+    if last == 0 {
+        return (503, "no frame built yet".into());
+    }
+    let age_ms = (hub.started.elapsed().as_millis() as u64).saturating_sub(last);
+    let limit = (shared.config.broadcast.as_millis() as u64 * 5).max(1000);
+    if age_ms > limit {
+        return (
+            503,
+            format!("no frame for {age_ms} ms: the tick is stalled"),
+        );
+    }
+    if !hub.data_valid.load(Ordering::Relaxed) {
+        return (
+            503,
+            "source data not valid (data_valid=0): upstream down, or the recording ended".into(),
+        );
+    }
+    (200, format!("ok: last frame {age_ms} ms ago"))
+}

@@ -1,0 +1,116 @@
+//! Plain HTTP on the WebSocket port: the dashboard page, `/metrics` (checked with the reference
+//! Prometheus parser against what a test client did) and `/healthz`.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (
+        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        head.to_string(),
+        body.to_string(),
+    )
+}
+
+fn metrics(server: &Server) -> HashMap<String, f64> {
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/metrics_check.py"
+        ))
+        .arg(format!("http://{}/metrics", server.ws()))
+        .output()
+        .expect("python3 with prometheus_client (pip install prometheus_client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn dashboard_page_is_served_self_contained() {
+    let server = Server::start(&[]);
+    let (status, head, body) = get(server.ws(), "/");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/html"));
+    assert!(body.contains("<title>aerobridge</title>") && body.contains("new WebSocket("));
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "no external resources"
+    );
+}
+
+#[test]
+fn metrics_match_what_clients_did() {
+    let server = Server::start(&[]);
+    let mut tcp: Vec<TcpLines> = (0..2).map(|_| TcpLines::connect(server.data)).collect();
+    let mut ws = RawWs::connect(server.ws());
+    for c in &mut tcp {
+        c.frame();
+    }
+    ws.frame();
+    let r = command_oneshot(server.command, "{\"variable\":\"Controls.Gear\",\"value\":1}\n{\"variable\":\"Nope\",\"value\":1}\n{\"variable\":\"Aircraft.Altitude\",\"value\":1}");
+    assert_eq!(r.len(), 3);
+    let _keep_command_open = TcpStream::connect(server.command).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let m = metrics(&server);
+    assert_eq!(m["aerobridge_clients{transport=tcp}"], 2.0);
+    assert_eq!(m["aerobridge_clients{transport=ws}"], 1.0);
+    assert_eq!(m["aerobridge_clients{transport=command}"], 1.0);
+    assert_eq!(m["aerobridge_commands_accepted_total{}"], 1.0);
+    assert_eq!(
+        m["aerobridge_commands_rejected_total{reason=unknown_variable}"],
+        1.0
+    );
+    assert_eq!(
+        m["aerobridge_commands_rejected_total{reason=read_only}"],
+        1.0
+    );
+    assert!(m["aerobridge_frames_built_total{}"] >= 10.0);
+    assert!(m["aerobridge_frames_sent_total{}"] >= 3.0);
+    assert!(m["aerobridge_bytes_sent_total{}"] > 10_000.0);
+    assert_eq!(
+        m["aerobridge_disconnects_total{reason=peer_closed}"], 1.0,
+        "the one-shot command connection"
+    );
+    assert_eq!(m["aerobridge_source_up{}"], 1.0);
+    assert!(m["aerobridge_tick_build_seconds_count{}"] >= 10.0);
+    assert!(m["aerobridge_tick_to_last_write_seconds_count{}"] >= 1.0);
+    assert!(m.contains_key("aerobridge_queue_depth_frames{}"));
+    // Scraping counts as nothing: the clients are still there and still receive every frame.
+    let a = counter_of(&tcp[0].frame());
+    assert_eq!(counter_of(&tcp[0].frame()), a + 1);
+}
+
+#[test]
+fn healthz_follows_the_source() {
+    let live = Server::start(&[]);
+    TcpLines::connect(live.data).frame(); // the first tick has happened
+    let (status, _, body) = get(live.ws(), "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let dead = Server::start(&["--source", "relay:tcp://127.0.0.1:1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _, body) = get(dead.ws(), "/healthz");
+    assert_eq!(status, 503);
+    assert!(body.contains("data_valid=0"), "{body}");
+}
