@@ -1,0 +1,39 @@
+// End-to-end: load the dashboard in headless Chromium, check that values update, click a command,
+// see its reply and its effect, save a screenshot.
+//   node tests/e2e/dashboard.mjs http://127.0.0.1:8765/ target/dashboard.png
+import { chromium } from "playwright-core";
+
+const [url, screenshot] = process.argv.slice(2);
+const fail = (msg) => { console.error(`FAIL: ${msg}`); process.exit(1); };
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1320, height: 560 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForFunction(() => document.getElementById("state").textContent === "live", null, { timeout: 10000 });
+  await page.waitForFunction(() => document.getElementById("alt").textContent !== "–", null, { timeout: 5000 });
+  const first = Number(await page.textContent("#counter"));
+  await page.waitForTimeout(1200);
+  const second = Number(await page.textContent("#counter"));
+  if (!(second > first)) fail(`frame counter did not advance (${first} → ${second})`);
+  const fps = Number(await page.textContent("#fps"));
+  if (fps < 20) fail(`frame rate ${fps}/s`);
+  await page.click("#gear-down");
+  await page.waitForSelector("#log .ok", { timeout: 5000 });
+  const reply = await page.textContent("#log .ok");
+  if (!reply.includes("Controls.Gear = 1")) fail(`unexpected reply: ${reply}`);
+  await page.waitForFunction(() => document.getElementById("cfg").textContent.includes("down"), null, { timeout: 15000 });
+  await page.click("#send-throttle");
+  await page.waitForFunction(() => document.querySelectorAll("#log .ok").length >= 2, null, { timeout: 5000 });
+  await page.waitForTimeout(2000); // let the track grow a little for the picture
+  if (errors.length) fail(`page errors: ${errors.join("; ")}`);
+  await page.screenshot({ path: screenshot });
+  console.log(`dashboard ok: frames ${first}→${second}, ${fps} frames/s, reply "${reply}", gear down, screenshot ${screenshot}`);
+} finally {
+  await browser.close();
+}
