@@ -93,19 +93,27 @@ pub fn run(
     let mut last = start;
     let mut last_non_finite = 0;
     while !stop.load(Ordering::Acquire) {
-        // Fixed grid: tick n is due at start + n·period. A late tick does not shift later ones;
-        // if we fell more than a whole period behind, the missed slots are skipped, not burst.
-        let due = start + period * slot;
-        let now = Instant::now();
-        if now < due {
-            std::thread::park_timeout(due - now);
-            continue;
+        if source.pacing() == crate::source::Pacing::Upstream {
+            // Re-broadcast each update as it arrives; a stale frame every 2 periods otherwise.
+            source.wait_for_update(period * 2);
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+        } else {
+            // Fixed grid: tick n is due at start + n·period. A late tick does not shift later
+            // ones; if we fell more than a whole period behind, the missed slots are skipped.
+            let due = start + period * slot;
+            let now = Instant::now();
+            if now < due {
+                std::thread::park_timeout(due - now);
+                continue;
+            }
+            let behind = ((now - due).as_nanos() / period.as_nanos()) as u32;
+            if behind > 0 {
+                stats.ticks_missed.add(behind as u64);
+            }
+            slot += behind + 1;
         }
-        let behind = ((now - due).as_nanos() / period.as_nanos()) as u32;
-        if behind > 0 {
-            stats.ticks_missed.add(behind as u64);
-        }
-        slot += behind + 1;
 
         let build_start = Instant::now();
         counter += 1;
@@ -120,10 +128,11 @@ pub fn run(
         let valid = source.advance(wall, build_start - last);
         last = build_start;
         let header = FrameHeader {
-            timestamp_us: wall
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0),
+            timestamp_us: source.frame_timestamp_us().unwrap_or_else(|| {
+                wall.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0)
+            }),
             data_valid: valid,
             update_counter: counter,
             broadcast_rate_hz: rate_hz,

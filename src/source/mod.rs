@@ -24,4 +24,31 @@ pub trait Source: Send + 'static {
 
     /// Applies a validated command; the next [`variables`](Self::variables) must show its effect.
     fn apply(&mut self, command: &Command) -> Result<(), CommandError>;
+
+    /// How the tick is paced: on the fixed `--broadcast-ms` grid (default), or by the source's own
+    /// updates (a relay re-broadcasts each upstream frame the moment it arrives).
+    fn pacing(&self) -> Pacing {
+        Pacing::Grid
+    }
+
+    /// For [`Pacing::Upstream`]: blocks until new data arrives (true) or `timeout` passes (false).
+    fn wait_for_update(&mut self, timeout: Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
+
+    /// The `timestamp` for the frame, when the source has a wall-clock one (µs since the UNIX
+    /// epoch) that should pass through, e.g. a relayed aerobridge's. `None`: stamp it now.
+    fn frame_timestamp_us(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// How the hub paces frames for a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Fixed grid: `start + n·period`.
+    Grid,
+    /// One frame per source update; while the source is silent, a (stale) frame every 2 periods.
+    Upstream,
 }

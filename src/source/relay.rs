@@ -20,6 +20,8 @@ const MAX_LINE: u64 = 4 << 20;
 #[derive(Default)]
 struct Latest {
     vars: Option<Variables>,
+    /// The upstream frame's own `timestamp`.
+    timestamp_us: Option<u64>,
     version: u64,
     received: Option<Instant>,
     connected: bool,
@@ -32,7 +34,9 @@ pub struct Relay {
     latest: Arc<Mutex<Latest>>,
     version: u64,
     vars: Variables,
+    timestamp_us: Option<u64>,
     commands: flume::Sender<String>,
+    updates: flume::Receiver<()>,
 }
 
 /// `tcp://HOST:PORT` → `HOST:PORT`.
@@ -52,11 +56,12 @@ impl Relay {
     /// Starts the reader and command forwarder threads. `upstream` and `commands` are `HOST:PORT`.
     pub fn start(upstream: String, commands: String) -> anyhow::Result<Relay> {
         let latest = Arc::new(Mutex::new(Latest::default()));
+        let (updated, updates) = flume::bounded(1);
         {
             let (latest, upstream) = (Arc::clone(&latest), upstream.clone());
             std::thread::Builder::new()
                 .name("aerobridge-relay".into())
-                .spawn(move || read_upstream(&upstream, &latest))?;
+                .spawn(move || read_upstream(&upstream, &latest, &updated))?;
         }
         let (tx, rx) = flume::bounded::<String>(256);
         std::thread::Builder::new().name("aerobridge-relay-commands".into()).spawn(move || {
@@ -71,7 +76,9 @@ impl Relay {
             latest,
             version: 0,
             vars: Variables::new(),
+            timestamp_us: None,
             commands: tx,
+            updates,
         })
     }
 }
@@ -82,7 +89,7 @@ fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
         .ok_or_else(|| std::io::Error::other(format!("cannot resolve {addr}")))
 }
 
-fn read_upstream(addr: &str, latest: &Mutex<Latest>) {
+fn read_upstream(addr: &str, latest: &Mutex<Latest>, updated: &flume::Sender<()>) {
     let mut backoff = Duration::from_millis(250);
     let mut decoder = FrameDecoder::new();
     let mut vars = Variables::new();
@@ -114,11 +121,14 @@ fn read_upstream(addr: &str, latest: &Mutex<Latest>) {
                     break;
                 }
                 Ok(_) => match decoder.decode(&line, &mut vars) {
-                    Ok(_) => {
+                    Ok(info) => {
                         let mut l = latest.lock().unwrap();
                         l.vars.get_or_insert_with(Variables::new).clone_from(&vars);
+                        l.timestamp_us = info.timestamp_us;
                         l.version += 1;
                         l.received = Some(Instant::now());
+                        drop(l);
+                        let _ = updated.try_send(()); // wake the tick: re-broadcast now
                     }
                     Err(e) => {
                         let mut l = latest.lock().unwrap();
@@ -160,12 +170,31 @@ impl Source for Relay {
                 self.vars.clone_from(v);
             }
             self.version = l.version;
+            self.timestamp_us = l.timestamp_us;
         }
         l.connected && l.received.is_some_and(|t| t.elapsed() < STALE_AFTER)
     }
 
     fn variables(&self) -> &Variables {
         &self.vars
+    }
+
+    fn pacing(&self) -> super::Pacing {
+        super::Pacing::Upstream
+    }
+
+    fn wait_for_update(&mut self, timeout: Duration) -> bool {
+        self.updates.recv_timeout(timeout).is_ok()
+    }
+
+    /// Another aerobridge stamps wall-clock µs: pass it through, so latency is measured from the
+    /// origin across a chain. Upstream's DLL uses a boot-relative timer: stamp our own instead.
+    fn frame_timestamp_us(&self) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_micros() as u64;
+        self.timestamp_us.filter(|t| t.abs_diff(now) < 60_000_000)
     }
 
     fn apply(&mut self, command: &Command) -> Result<(), CommandError> {
