@@ -38,3 +38,28 @@
 //! # Duplicate keys
 //! Upstream writes `Controls.Magnetos1` and `Controls.ParkingBrake` twice. We send each once, at
 //! its first position, so the object has no duplicate keys (JSON parsers disagree on those).
+//!
+//! # Pacing and timestamps of relayed frames
+//! A relay does not sample upstream on its own grid (that would add half a period, 10 ms at
+//! 50 Hz, on average): its [`crate::source::Source::pacing`] is `Upstream`, so the tick waits on
+//! the reader thread and re-broadcasts each upstream frame the moment it arrives. While upstream
+//! is silent a stale frame (`data_valid: 0`) goes out every two periods so clients can tell.
+//! `update_counter` is always ours (gaps stay meaningful per hop). `timestamp` passes through
+//! when upstream stamps wall-clock time (another aerobridge), so latency is measured end to end
+//! across a chain; against upstream's boot-relative timer we stamp our own.
+//!
+//! # Access control
+//! See [`crate::access`]. Commands can be gated by a token (constant-time comparison, never
+//! logged), switched off (`--read-only`), and rate-limited per connection (token bucket, bursts
+//! of 2×; a connection that keeps flooding is dropped). Browsers are held to an Origin policy:
+//! same-origin, loopback pages and `--allowed-origin` only, so a web page on the internet cannot
+//! drive a simulator through a visitor's browser. Telemetry stays readable by everyone.
+//!
+//! # Plain HTTP on the WebSocket port
+//! `GET /` (dashboard), `/metrics` and `/healthz` share the WebSocket listener: a request without
+//! `Upgrade: websocket` is routed instead of refused. Metrics read the per-worker single-writer
+//! counters with relaxed loads; scraping takes no lock and touches nothing on the hot path.
+//!
+//! # Echo mode
+//! `aerobridge echo` exists for the Autobahn TestSuite: the same listener, handshake, codec, queue
+//! and writer, with messages echoed as control items (never skipped) instead of parsed as commands.

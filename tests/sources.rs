@@ -184,6 +184,27 @@ fn relay_rebroadcasts_forwards_commands_goes_stale_and_recovers() {
     };
     let f = wait_for(&mut c, "live data", &|f| f["data_valid"] == 1);
     assert_eq!(f["variables"]["Aircraft.Name"], "Beechcraft Baron 58");
+    // Every upstream frame is re-broadcast as it arrives, carrying upstream's wall-clock
+    // timestamp: the relay's timestamps are exactly upstream's, one per upstream frame.
+    let mut direct = TcpLines::connect(format!("127.0.0.1:{up_data}").parse().unwrap());
+    let upstream_ts: Vec<u64> = (0..40)
+        .map(|_| parse(&direct.frame())["timestamp"].as_u64().unwrap())
+        .collect();
+    let relayed_ts: Vec<u64> = (0..10)
+        .map(|_| parse(&c.frame())["timestamp"].as_u64().unwrap())
+        .collect();
+    assert!(
+        relayed_ts.windows(2).all(|w| w[1] > w[0]),
+        "one relayed frame per upstream frame"
+    );
+    let found = relayed_ts
+        .iter()
+        .filter(|t| upstream_ts.contains(t))
+        .count();
+    assert!(
+        found >= 8,
+        "relayed timestamps are upstream's: {found} of 10 ({relayed_ts:?} vs {upstream_ts:?})"
+    );
     // A command through the relay reaches upstream and comes back in telemetry.
     let r = command_oneshot(relay.command, r#"{"variable":"Controls.Gear","value":1}"#);
     assert_eq!(r[0]["ok"], true);
