@@ -13,8 +13,13 @@
 //! Where to start reading: [`manual`] for the design decisions, then [`fanout::hub`] (the tick),
 //! [`fanout::queue`] (the slow-consumer policy), and [`net`] (the thin I/O layer).
 //!
-//! The modules [`telemetry`], [`packet`], [`command`], [`ws`] and [`fanout::queue`] perform no
-//! I/O and know nothing of compio; they are unit-tested with plain bytes. [`net`] and
+//! Around that core: [`source`] (built-in model, relay, replay), [`record`] (`aerobridge record`),
+//! [`access`] (token, read-only, rate limit, Origin policy), [`metrics`] and [`dashboard`] (plain
+//! HTTP on the WebSocket port), [`config`] (CLI and env), [`server`] (start and stop).
+//!
+//! The modules [`telemetry`], [`packet`], [`command`], [`ws`], [`access`] and [`fanout::queue`]
+//! perform no I/O and know nothing of compio; they are unit-tested with plain bytes and fuzzed
+//! (`fuzz/`). [`net`] and
 //! [`fanout::worker`] are the only places that touch sockets.
 
 #![warn(missing_docs)]
