@@ -33,9 +33,9 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         match parse_upgrade(&buf, MAX_REQUEST) {
             Ok(Some(done)) => break done,
             Ok(None) => {}
-            Err(crate::ws::handshake::HandshakeError::NotUpgrade { target })
-                if http_route(&target).is_some() =>
-            {
+            Err(crate::ws::handshake::HandshakeError::NotUpgrade {
+                target: Some(target),
+            }) if http_route(&target).is_some() => {
                 let (status, content_type, body) =
                     http_route(&target).map(|route| route(worker)).unwrap();
                 let head = format!(

@@ -33,10 +33,11 @@ pub enum HandshakeError {
     NotGet(String),
     /// HTTP/1.0.
     NotHttp11,
-    /// `Upgrade: websocket` missing: a plain HTTP GET for `target`.
+    /// `Upgrade: websocket` missing.
     NotUpgrade {
-        /// The request target (path and query).
-        target: String,
+        /// For a plain HTTP GET (no WebSocket headers at all): its target, which the server may
+        /// answer as a page. `None` for a broken upgrade attempt.
+        target: Option<String>,
     },
     /// `Connection` lacks the `Upgrade` token.
     NoConnectionUpgrade,
@@ -131,9 +132,10 @@ pub fn parse_upgrade(
         })
     };
     if !has_token("Upgrade", "websocket") {
-        return Err(HandshakeError::NotUpgrade {
-            target: req.path.unwrap_or("/").chars().take(256).collect(),
-        });
+        let plain = header("Sec-WebSocket-Key").next().is_none()
+            && header("Sec-WebSocket-Version").next().is_none();
+        let target = plain.then(|| req.path.unwrap_or("/").chars().take(256).collect());
+        return Err(HandshakeError::NotUpgrade { target });
     }
     if !has_token("Connection", "Upgrade") {
         return Err(HandshakeError::NoConnectionUpgrade);
