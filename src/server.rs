@@ -237,6 +237,23 @@ impl Server {
     }
 }
 
+/// Parses the startup line `listening on ADDR (KIND)` that names each bound port. Scripts, the
+/// load generator and the tests use it to find a server started on port 0; the line's format is
+/// logged in [`Server::start`] right above, so the two stay together.
+pub fn parse_listening_line(line: &str) -> Option<(ListenerKind, SocketAddr)> {
+    let mut words = line.split("listening on ").nth(1)?.split_whitespace();
+    let addr = words.next()?.parse().ok()?;
+    let label = words.next()?.trim_start_matches('(').trim_end_matches(')');
+    let kind = [
+        ListenerKind::Data,
+        ListenerKind::Command,
+        ListenerKind::WebSocket,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == label)?;
+    Some((kind, addr))
+}
+
 fn driver_name(kind: compio::driver::DriverType) -> &'static str {
     match kind {
         compio::driver::DriverType::IoUring => "io_uring",
@@ -277,4 +294,24 @@ fn log_totals(stats: &[Arc<WorkerStats>], hub: &HubStats, at_exit: bool) -> Tota
         emit!(debug);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_lines_parse() {
+        let line = "2026-11-21T11:12:29Z INFO aerobridge::server: listening on 127.0.0.1:23452 (websocket) listener=\"websocket\"";
+        assert_eq!(
+            parse_listening_line(line),
+            Some((ListenerKind::WebSocket, "127.0.0.1:23452".parse().unwrap()))
+        );
+        let line = "listening on [::1]:12345 (tcp-data)";
+        assert_eq!(
+            parse_listening_line(line),
+            Some((ListenerKind::Data, "[::1]:12345".parse().unwrap()))
+        );
+        assert_eq!(parse_listening_line("I/O driver: io_uring"), None);
+    }
 }

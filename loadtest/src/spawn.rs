@@ -117,19 +117,12 @@ pub fn spawn_server(
     .args(extra)
     .env_remove("AEROFLY_BRIDGE_WS_ENABLE");
     start(cmd, "aerobridge", |line, found| {
-        let addr = line
-            .split("listening on ")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        let slot = if line.contains("(tcp-data)") {
-            0
-        } else if line.contains("(websocket)") {
-            1
-        } else {
-            2
+        use aerobridge::net::ListenerKind;
+        let (kind, addr) = aerobridge::server::parse_listening_line(line)?;
+        let slot = match kind {
+            ListenerKind::Data => 0,
+            ListenerKind::WebSocket => 1,
+            ListenerKind::Command => 2,
         };
         found[slot] = Some(addr);
         Some(())

@@ -69,15 +69,12 @@ impl Server {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("server did not start; log: {:?}", log.lock().unwrap()));
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                if line.contains("(tcp-data)") {
-                    data = Some(addr);
-                } else if line.contains("(tcp-command)") {
-                    command = Some(addr);
-                } else if line.contains("(websocket)") {
-                    ws = Some(addr);
-                }
+            use aerobridge::net::ListenerKind;
+            match aerobridge::server::parse_listening_line(&line) {
+                Some((ListenerKind::Data, addr)) => data = Some(addr),
+                Some((ListenerKind::Command, addr)) => command = Some(addr),
+                Some((ListenerKind::WebSocket, addr)) => ws = Some(addr),
+                None => {}
             }
         }
         Server {
