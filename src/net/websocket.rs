@@ -151,12 +151,13 @@ async fn read_messages(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(%peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
-                    client.start_close(
+                    return close_with(
+                        client,
                         Disconnect::ProtocolError,
-                        Some(frame::close_frame(e.close_code(), &e.to_string())),
+                        e.close_code(),
+                        &e.to_string(),
                         cfg.close_grace,
                     );
-                    return Disconnect::ProtocolError;
                 }
             }
         }
@@ -170,12 +171,13 @@ async fn read_messages(
         match compio::time::timeout(wait, super::read_some(stream, scratch)).await {
             Err(_) if awaiting_pong => {
                 tracing::info!(%peer, "closing WebSocket: no answer to ping");
-                client.start_close(
+                return close_with(
+                    client,
                     Disconnect::IdleTimeout,
-                    Some(frame::close_frame(close::POLICY_VIOLATION, "ping timeout")),
+                    close::POLICY_VIOLATION,
+                    "ping timeout",
                     cfg.close_grace,
                 );
-                return Disconnect::IdleTimeout;
             }
             Err(_) => {
                 // The cancelled read took the scratch buffer with it.
@@ -244,65 +246,53 @@ async fn on_event(
                     .push_control(frame::server_frame(OpCode::Text, &reply))
                     .is_err()
                 {
-                    client.start_close(
+                    return Some(close_with(
+                        client,
                         Disconnect::ControlOverflow,
-                        Some(frame::close_frame(
-                            close::POLICY_VIOLATION,
-                            "replies not read",
-                        )),
+                        close::POLICY_VIOLATION,
+                        "replies not read",
                         grace,
-                    );
-                    return Some(Disconnect::ControlOverflow);
+                    ));
                 }
             }
             if gate.is_flooding() {
                 tracing::warn!(%peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
-                client.start_close(
+                return Some(close_with(
+                    client,
                     Disconnect::CommandFlood,
-                    Some(frame::close_frame(close::POLICY_VIOLATION, "command flood")),
+                    close::POLICY_VIOLATION,
+                    "command flood",
                     grace,
-                );
-                return Some(Disconnect::CommandFlood);
+                ));
             }
             None
         }
-        Event::Binary(_) => {
-            client.start_close(
-                Disconnect::ProtocolError,
-                Some(frame::close_frame(
-                    close::UNSUPPORTED_DATA,
-                    "binary messages are not supported; send commands as text",
-                )),
-                grace,
-            );
-            Some(Disconnect::ProtocolError)
-        }
+        Event::Binary(_) => Some(close_with(
+            client,
+            Disconnect::ProtocolError,
+            close::UNSUPPORTED_DATA,
+            "binary messages are not supported; send commands as text",
+            grace,
+        )),
         Event::Ping(payload) => {
             if client
                 .push_control(frame::server_frame(OpCode::Pong, &payload))
                 .is_err()
             {
-                client.start_close(
+                return Some(close_with(
+                    client,
                     Disconnect::ControlOverflow,
-                    Some(frame::close_frame(
-                        close::POLICY_VIOLATION,
-                        "pongs not read",
-                    )),
+                    close::POLICY_VIOLATION,
+                    "pongs not read",
                     grace,
-                );
-                return Some(Disconnect::ControlOverflow);
+                ));
             }
             None
         }
         Event::Pong(_) => None,
         Event::Close(code, _) => {
             let echo = code.unwrap_or(close::NORMAL);
-            client.start_close(
-                Disconnect::PeerClosed,
-                Some(frame::close_frame(echo, "")),
-                grace,
-            );
-            Some(Disconnect::PeerClosed)
+            Some(close_with(client, Disconnect::PeerClosed, echo, "", grace))
         }
     }
 }
@@ -313,15 +303,13 @@ fn echo(client: &Client, opcode: OpCode, data: &[u8], grace: Duration) -> Option
         .push_control(frame::server_frame(opcode, data))
         .is_err()
     {
-        client.start_close(
+        return Some(close_with(
+            client,
             Disconnect::ControlOverflow,
-            Some(frame::close_frame(
-                close::POLICY_VIOLATION,
-                "echoes not read",
-            )),
+            close::POLICY_VIOLATION,
+            "echoes not read",
             grace,
-        );
-        return Some(Disconnect::ControlOverflow);
+        ));
     }
     None
 }
@@ -365,4 +353,17 @@ fn http_route(target: &str) -> Option<Route> {
         }),
         _ => None,
     }
+}
+
+/// Starts the close handshake (the Close frame goes out after what is in flight) and returns
+/// `why`, so the reader can stop with it.
+fn close_with(
+    client: &Client,
+    why: Disconnect,
+    code: u16,
+    reason: &str,
+    grace: Duration,
+) -> Disconnect {
+    client.start_close(why, Some(frame::close_frame(code, reason)), grace);
+    why
 }
