@@ -81,10 +81,12 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub queue_bytes: usize,
 
-    /// Kernel send buffer per client socket in bytes (SO_SNDBUF); bounds how much data sits in
-    /// the kernel beyond the queue. 0 keeps the system default.
-    #[arg(long, env = "AEROBRIDGE_SEND_BUFFER", default_value_t = 256 << 10)]
-    pub send_buffer: usize,
+    /// Kernel send buffer per client socket (SO_SNDBUF): `auto` (a few frames, from the size of
+    /// the first frame), a size in bytes, or 0 for the system default (autotuned up to
+    /// tcp_wmem's maximum, megabytes per stalled client). Bounds the kernel memory a stalled
+    /// client can pin; the queue policy cannot reach data already in the kernel.
+    #[arg(long, env = "AEROBRIDGE_SEND_BUFFER", default_value = "auto", value_parser = parse_send_buffer)]
+    pub send_buffer: SendBuffer,
 
     /// Largest WebSocket message a client may send, in bytes (larger: Close 1009).
     #[arg(long, env = "AEROBRIDGE_WS_MAX_MESSAGE", default_value_t = 64 << 10)]
@@ -307,8 +309,8 @@ pub struct Config {
     pub max_clients: usize,
     /// Per-client queue bounds and lag limit.
     pub queue: QueueLimits,
-    /// SO_SNDBUF per client, `None` for the system default.
-    pub send_buffer: Option<usize>,
+    /// SO_SNDBUF per client.
+    pub send_buffer: SendBuffer,
     /// Largest client WebSocket message.
     pub ws_max_message: usize,
     /// Longest command line.
@@ -424,7 +426,7 @@ impl Cli {
                 max_control_bytes: (self.command_max_line * 2).max(256 << 10),
                 max_lag: self.max_lag,
             },
-            send_buffer: (self.send_buffer > 0).then_some(self.send_buffer),
+            send_buffer: self.send_buffer,
             ws_max_message: self.ws_max_message,
             command_max_line: self.command_max_line,
             command_max_batch: self.command_max_batch,
@@ -458,6 +460,53 @@ fn parse_switch(s: &str) -> Result<bool, String> {
         other => Err(format!(
             "expected 1 or 0 (true/false, on/off), got {other:?}"
         )),
+    }
+}
+
+/// How big each client socket's kernel send buffer is (`--send-buffer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendBuffer {
+    /// [`SendBuffer::AUTO_FRAMES`] frames of the size the source produces, clamped to
+    /// [`SendBuffer::AUTO_MIN`]..=[`SendBuffer::AUTO_MAX`].
+    Auto,
+    /// Leave SO_SNDBUF alone (the kernel autotunes it up to `tcp_wmem`'s maximum).
+    System,
+    /// This many bytes (the kernel doubles it for its own bookkeeping).
+    Bytes(usize),
+}
+
+impl SendBuffer {
+    /// Frames of kernel buffer per client in `auto`: enough to keep a LAN link busy between
+    /// writer wake-ups; the per-client queue holds the rest, where latest-wins applies.
+    pub const AUTO_FRAMES: usize = 3;
+    /// Smallest `auto` size.
+    pub const AUTO_MIN: usize = 16 << 10;
+    /// Largest `auto` size.
+    pub const AUTO_MAX: usize = 256 << 10;
+
+    /// The SO_SNDBUF value to set for frames of `frame_bytes`, or `None` to leave it alone.
+    pub fn resolve(self, frame_bytes: usize) -> Option<usize> {
+        match self {
+            SendBuffer::Auto => Some(
+                (frame_bytes * Self::AUTO_FRAMES)
+                    .clamp(Self::AUTO_MIN, Self::AUTO_MAX)
+                    .next_multiple_of(4096),
+            ),
+            SendBuffer::System => None,
+            SendBuffer::Bytes(n) => Some(n),
+        }
+    }
+}
+
+/// Parses `--send-buffer`: `auto`, `0` (system default) or a size in bytes.
+pub fn parse_send_buffer(s: &str) -> Result<SendBuffer, String> {
+    match s.trim() {
+        "auto" => Ok(SendBuffer::Auto),
+        "0" => Ok(SendBuffer::System),
+        n => n
+            .parse::<usize>()
+            .map(SendBuffer::Bytes)
+            .map_err(|_| format!("`{s}` is not `auto`, 0 or a size in bytes")),
     }
 }
 

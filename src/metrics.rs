@@ -72,6 +72,18 @@ pub fn render(shared: &Shared) -> String {
         &[(String::new(), sum(&|s| s.queued_frames.get()) as f64)],
     );
     family(
+        "send_waits_total",
+        "counter",
+        "Times a writer found its client's socket full and waited for room (never in a kernel thread).",
+        &[(String::new(), sum(&|s| s.send_waits.get()) as f64)],
+    );
+    family(
+        "send_memory_pressure_total",
+        "counter",
+        "Sends refused although the socket polled writable (kernel TCP memory pressure); the writer backs off.",
+        &[(String::new(), sum(&|s| s.send_pressure.get()) as f64)],
+    );
+    family(
         "ticks_missed_total",
         "counter",
         "Tick slots skipped because a tick ran late.",

@@ -66,7 +66,11 @@ impl Server {
             .map(|_| Arc::new(WorkerStats::default()))
             .collect();
         let hub_stats = Arc::new(HubStats::default());
+        let frame_bytes =
+            telemetry.then(|| estimate_frame_bytes(source.as_ref(), config.broadcast));
+        let socket_send_buffer = config.send_buffer.resolve(frame_bytes.unwrap_or(0));
         let shared = Arc::new(Shared {
+            socket_send_buffer,
             stats: stats.clone(),
             hub: Arc::clone(&hub_stats),
             commands: cmd_tx,
@@ -136,6 +140,9 @@ impl Server {
             )?;
             tracing::info!(listener = kind.as_str(), %addr, "listening on {addr} ({})", kind.as_str());
         }
+        if let Some(frame_bytes) = frame_bytes {
+            log_kernel_memory(&config, frame_bytes, socket_send_buffer);
+        }
         if !config.bind.is_loopback() {
             tracing::warn!(
                 bind = %config.bind,
@@ -160,6 +167,7 @@ impl Server {
                         if Instant::now() >= next {
                             next += every;
                             log_totals(&stats, &hs, false);
+                            crate::log_limit::flush_all();
                         }
                     }
                 })?
@@ -233,6 +241,7 @@ impl Server {
             l.thread().unpark();
             let _ = l.join();
         }
+        crate::log_limit::flush_all();
         log_totals(&self.stats, &self.hub_stats, true)
     }
 }
@@ -252,6 +261,72 @@ pub fn parse_listening_line(line: &str) -> Option<(ListenerKind, SocketAddr)> {
     .into_iter()
     .find(|k| k.as_str() == label)?;
     Some((kind, addr))
+}
+
+/// The size of a frame from this source: one encoded from its current state (nothing is
+/// advanced), plus the room a relay's upstream values may need beyond a fresh state's zeros.
+fn estimate_frame_bytes(source: &dyn Source, period: Duration) -> usize {
+    let header = crate::telemetry::FrameHeader {
+        timestamp_us: u64::MAX / 2,
+        data_valid: true,
+        update_counter: u64::MAX / 2,
+        broadcast_rate_hz: 1.0 / period.as_secs_f64(),
+    };
+    let mut encoder = crate::telemetry::FrameEncoder::new();
+    let len = encoder.encode(&header, source.variables()).len();
+    // Each of the ~361 numbers can grow to ~20 characters once real values arrive.
+    len.max(crate::telemetry::VARIABLE_COUNT * 32) + crate::ws::frame::MAX_SERVER_HEADER
+}
+
+/// Says at startup what the worst case costs in kernel memory: every client stalled with a full
+/// send buffer (the kernel doubles SO_SNDBUF for its bookkeeping), next to the host's TCP memory
+/// limits, past which every socket on the host — healthy ones too — is throttled.
+fn log_kernel_memory(config: &Config, frame_bytes: usize, sndbuf: Option<usize>) {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let tcp_mem = read_tcp_mem();
+    match sndbuf {
+        Some(sndbuf) => {
+            let worst = config.max_clients as u64 * 2 * sndbuf as u64;
+            let message = format!(
+                "send buffer {} KiB per client ({}; frames ~{} KiB): {} clients stalled at once can pin {:.0} MiB of kernel memory{}",
+                sndbuf >> 10,
+                match config.send_buffer {
+                    crate::config::SendBuffer::Auto => "auto",
+                    _ => "--send-buffer",
+                },
+                frame_bytes.div_ceil(1024),
+                config.max_clients,
+                mib(worst),
+                tcp_mem
+                    .map(|(pressure, max)| format!(
+                        " (host tcp_mem: pressure at {:.0} MiB, limit {:.0} MiB)",
+                        mib(pressure),
+                        mib(max)
+                    ))
+                    .unwrap_or_default()
+            );
+            match tcp_mem {
+                Some((pressure, _)) if worst > pressure => {
+                    tracing::warn!("{message}; lower --max-clients or --send-buffer")
+                }
+                _ => tracing::info!("{message}"),
+            }
+        }
+        None => tracing::warn!(
+            "--send-buffer 0: client sockets use the system default, which autotunes up to tcp_wmem's maximum; stalled clients can exhaust the host's TCP memory"
+        ),
+    }
+}
+
+/// `tcp_mem`'s pressure and limit thresholds in bytes (Linux).
+fn read_tcp_mem() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+    let pages: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // tcp_mem is counted in pages; 4 KiB on every platform aerobridge runs on with /proc.
+    Some((*pages.get(1)? * 4096, *pages.get(2)? * 4096))
 }
 
 fn driver_name(kind: compio::driver::DriverType) -> &'static str {

@@ -63,6 +63,8 @@ pub struct Shared {
     /// Validate one frame in `validate_every` per client (0: never).
     pub validate_every: u64,
     pub slow_rate: u64,
+    /// SO_RCVBUF of slow and stalled clients.
+    pub laggard_rcvbuf: usize,
     pub command_rate: f64,
     pub bytes: AtomicU64,
 }
@@ -196,10 +198,18 @@ pub async fn run_client(spec: ClientSpec, shared: Arc<Shared>, stats: Stats) {
     shared.attempted.fetch_add(1, Ordering::Relaxed);
     stats.borrow_mut().group(spec.role).clients += 1;
     let outcome = match spec.transport {
-        Transport::Tcp => connect_tcp(shared.targets.tcp, spec.role)
+        Transport::Tcp => connect_tcp(shared.targets.tcp, spec.role, shared.laggard_rcvbuf)
             .await
             .map(|s| (s, Vec::new())),
-        Transport::Ws => connect_ws(shared.targets.ws, spec.role, spec.index).await,
+        Transport::Ws => {
+            connect_ws(
+                shared.targets.ws,
+                spec.role,
+                spec.index,
+                shared.laggard_rcvbuf,
+            )
+            .await
+        }
     };
     let (stream, leftover) = match outcome {
         Ok(x) => x,
@@ -231,7 +241,7 @@ fn short(e: &io::Error) -> String {
     format!("{:?}", e.kind()).to_lowercase()
 }
 
-async fn connect_tcp(addr: SocketAddr, role: Role) -> io::Result<TcpStream> {
+async fn connect_tcp(addr: SocketAddr, role: Role, rcvbuf: usize) -> io::Result<TcpStream> {
     if role == Role::Healthy {
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
@@ -243,7 +253,7 @@ async fn connect_tcp(addr: SocketAddr, role: Role) -> io::Result<TcpStream> {
         socket2::Type::STREAM,
         None,
     )?;
-    socket.set_recv_buffer_size(16 * 1024)?;
+    socket.set_recv_buffer_size(rcvbuf)?;
     socket.connect(&addr.into())?;
     TcpStream::from_std(socket.into())
 }
@@ -252,8 +262,9 @@ async fn connect_ws(
     addr: SocketAddr,
     role: Role,
     index: usize,
+    rcvbuf: usize,
 ) -> io::Result<(TcpStream, Vec<u8>)> {
-    let stream = connect_tcp(addr, role).await?;
+    let stream = connect_tcp(addr, role, rcvbuf).await?;
     let key_bytes: [u8; 16] =
         std::array::from_fn(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8));
     let key = base64_16(&key_bytes);

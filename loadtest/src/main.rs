@@ -37,7 +37,8 @@ struct Args {
     command: Option<Sub>,
 
     /// Preset: smoke (100 TCP + 100 WS, 50 Hz, 5 s), ci (250 + 250, 50 Hz, 10 s, calibrated),
-    /// stress (5 000 WS at 10 Hz, 100 stalled, 30 s). Explicit flags override its values.
+    /// stress (5 000 WS at 10 Hz, 100 stalled, 30 s), stall-flood (10 000 never-reading TCP
+    /// clients held beside 20 + 20 healthy ones, 50 Hz, 10 s). Explicit flags override its values.
     #[arg(long, value_enum)]
     scenario: Option<Scenario>,
 
@@ -66,6 +67,12 @@ struct Args {
     /// Clients that connect and never read.
     #[arg(long)]
     stalled: Option<usize>,
+    /// Transport of slow and stalled clients (auto: WebSocket if any healthy WS clients).
+    #[arg(long, value_enum)]
+    laggards: Option<scenario::Laggards>,
+    /// Receive buffer (SO_RCVBUF) of slow and stalled clients, bytes.
+    #[arg(long)]
+    laggard_rcvbuf: Option<usize>,
     /// Read rate of slow clients, bytes/s.
     #[arg(long)]
     slow_rate: Option<u64>,
@@ -160,8 +167,11 @@ fn plan_of(a: &Args) -> Plan {
         validate_rate,
         command_rate,
         threads,
-        broadcast_ms
+        broadcast_ms,
+        laggards,
+        laggard_rcvbuf
     );
+    p.server_args.extend(a.server_arg.iter().cloned());
     p
 }
 
@@ -230,7 +240,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let (mut run, server_status) = if args.spawn_server {
         let bin = spawn::server_binary(args.server_bin.as_deref())?;
-        let s = spawn::spawn_server(&bin, plan.broadcast_ms, total + 100, &args.server_arg)?;
+        let s = spawn::spawn_server(&bin, plan.broadcast_ms, total + 100, &plan.server_args)?;
         let targets = Targets {
             tcp: s.tcp,
             ws: s.ws,

@@ -2,9 +2,9 @@
 //! stop, merge the threads' figures into a [`RunReport`].
 
 use crate::client::{self, ClientSpec, Role, Shared, Targets, ThreadStats, Transport};
-use crate::procfs::CpuWindow;
+use crate::procfs::{CpuWindow, Peaks};
 use crate::report::{Commands, Group, Percentiles, ProcessCpu, RunReport};
-use crate::scenario::Plan;
+use crate::scenario::{Laggards, Plan};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -45,10 +45,11 @@ pub fn run(
         }
     }
     if !healthy_only {
-        let laggard = if plan.ws > 0 {
-            Transport::Ws
-        } else {
-            Transport::Tcp
+        let laggard = match plan.laggards {
+            Laggards::Tcp => Transport::Tcp,
+            Laggards::Ws => Transport::Ws,
+            Laggards::Auto if plan.ws > 0 => Transport::Ws,
+            Laggards::Auto => Transport::Tcp,
         };
         for _ in 0..plan.slow {
             push(laggard, Role::Slow);
@@ -71,6 +72,7 @@ pub fn run(
             (1.0 / plan.validate_rate.min(1.0)).round() as u64
         },
         slow_rate: plan.slow_rate,
+        laggard_rcvbuf: plan.laggard_rcvbuf,
         command_rate: plan.command_rate,
         bytes: AtomicU64::new(0),
     });
@@ -133,6 +135,8 @@ pub fn run(
         pb
     };
     let pb = bar(total as u64, &format!("{name}: connect"));
+    // Peaks (threads, memory) count from the first connection: a flood does its damage early.
+    let mut ramp = pid.and_then(|p| CpuWindow::start(Some(p)));
     let ramp_deadline = Instant::now()
         + Duration::from_secs_f64(total as f64 / plan.connect_rate.max(1) as f64)
         + Duration::from_secs(15);
@@ -142,6 +146,9 @@ pub fn run(
             && !handles.iter().any(|h| h.is_finished()))
     {
         pb.set_position(shared.connected.load(Ordering::Relaxed) as u64);
+        if let Some(r) = ramp.as_mut() {
+            r.sample();
+        }
         if Instant::now() > ramp_deadline {
             break;
         }
@@ -154,6 +161,10 @@ pub fn run(
     // Measure.
     let mut own = CpuWindow::start(None);
     let mut server = pid.and_then(|p| CpuWindow::start(Some(p)));
+    if let (Some(s), Some(r)) = (server.as_mut(), ramp.as_mut()) {
+        r.sample();
+        s.peaks = r.peaks;
+    }
     let window_start = Instant::now();
     shared.measuring.store(true, Ordering::Release);
     let pb = bar(
@@ -173,7 +184,7 @@ pub fn run(
     let window = window_start.elapsed().as_secs_f64();
     pb.finish();
     let own_cpu = own.as_mut().map(|w| w.finish()).unwrap_or((0.0, window));
-    let server_cpu = server.as_mut().map(|w| (w.finish(), w.max_rss));
+    let server_cpu = server.as_mut().map(|w| (w.finish(), w.peaks));
     shared.done.store(true, Ordering::Release);
 
     let mut parts = Vec::new();
@@ -202,7 +213,7 @@ fn merge(
     window: f64,
     bytes: u64,
     own_cpu: (f64, f64),
-    server_cpu: Option<((f64, f64), u64)>,
+    server_cpu: Option<((f64, f64), Peaks)>,
     pid: Option<u32>,
     commands: bool,
 ) -> RunReport {
@@ -253,7 +264,7 @@ fn merge(
     let frames = healthy.frames + slow.frames;
     let server = server_cpu
         .zip(pid)
-        .map(|(((cpu, wall), rss), pid)| ProcessCpu {
+        .map(|(((cpu, wall), peaks), pid)| ProcessCpu {
             pid,
             cpu_pct: 100.0 * cpu / wall.max(1e-9),
             cpu_per_frame_us: if frames > 0 {
@@ -261,7 +272,9 @@ fn merge(
             } else {
                 0.0
             },
-            rss_max_mb: rss as f64 / 1e6,
+            rss_max_mb: peaks.rss as f64 / 1e6,
+            threads_max: peaks.threads,
+            tcp_mem_max_mb: peaks.tcp_mem as f64 / 1e6,
         });
     let all_cores = std::thread::available_parallelism()
         .map(|n| n.get())

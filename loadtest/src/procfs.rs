@@ -32,13 +32,43 @@ pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Threads of a process (io_uring's io-wq kernel workers count: they are its tasks).
+pub fn threads(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Kernel memory held by TCP sockets on the whole host, bytes (`/proc/net/sockstat`, `TCP: …
+/// mem N`, in pages).
+pub fn tcp_mem_bytes() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "mem")?;
+    let pages: u64 = words.next()?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Peaks seen while sampling.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peaks {
+    pub rss: u64,
+    pub threads: u64,
+    pub tcp_mem: u64,
+}
+
 /// CPU use of one process over a window.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuWindow {
     pid: Option<u32>,
     start_cpu: f64,
     start: Instant,
-    pub max_rss: u64,
+    pub peaks: Peaks,
 }
 
 impl CpuWindow {
@@ -48,15 +78,16 @@ impl CpuWindow {
             pid,
             start_cpu: cpu_seconds(pid)?,
             start: Instant::now(),
-            max_rss: rss_bytes(pid).unwrap_or(0),
+            peaks: Peaks::default(),
         })
     }
 
-    /// Samples RSS (call periodically).
+    /// Samples RSS, threads and host TCP memory (call periodically).
     pub fn sample(&mut self) {
-        if let Some(rss) = rss_bytes(self.pid) {
-            self.max_rss = self.max_rss.max(rss);
-        }
+        let p = &mut self.peaks;
+        p.rss = p.rss.max(rss_bytes(self.pid).unwrap_or(0));
+        p.threads = p.threads.max(threads(self.pid).unwrap_or(0));
+        p.tcp_mem = p.tcp_mem.max(tcp_mem_bytes().unwrap_or(0));
     }
 
     /// (CPU seconds used, wall seconds elapsed) since the start.

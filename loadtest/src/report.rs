@@ -97,6 +97,12 @@ pub struct ProcessCpu {
     /// CPU time per frame delivered to any client, µs.
     pub cpu_per_frame_us: f64,
     pub rss_max_mb: f64,
+    /// Most threads the process had at once (io_uring's kernel io-wq workers included).
+    #[serde(default)]
+    pub threads_max: u64,
+    /// Most kernel memory held by TCP on the host (`/proc/net/sockstat` `mem`), MB.
+    #[serde(default)]
+    pub tcp_mem_max_mb: f64,
 }
 
 /// One measurement run against one target.
@@ -240,8 +246,8 @@ pub fn print_summary(report: &Report) {
         }
         if let Some(s) = &run.server {
             println!(
-                "  {name} process {}: CPU {:.1}% of a core, {:.2} µs CPU per delivered frame, RSS max {:.1} MB",
-                s.pid, s.cpu_pct, s.cpu_per_frame_us, s.rss_max_mb
+                "  {name} process {}: CPU {:.1}% of a core, {:.2} µs CPU per delivered frame, RSS max {:.1} MB, threads max {}; host TCP memory max {:.1} MB",
+                s.pid, s.cpu_pct, s.cpu_per_frame_us, s.rss_max_mb, s.threads_max, s.tcp_mem_max_mb
             );
         }
         println!("  loadtest CPU: {:.0}% of its cores", run.loadtest_cpu_pct);

@@ -14,6 +14,23 @@ pub enum Scenario {
     Ci,
     /// 5 000 WebSocket clients at 10 Hz, 100 of them stalled, 30 s.
     Stress,
+    /// 10 000 TCP clients that never read (4 KiB receive buffers) held for the whole window
+    /// beside 20 TCP + 20 WebSocket healthy clients at 50 Hz, 10 s: server threads, kernel TCP
+    /// memory, RSS, healthy latency.
+    StallFlood,
+}
+
+/// Which transport slow and stalled clients use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Laggards {
+    /// WebSocket if there are healthy WebSocket clients, else TCP.
+    #[default]
+    Auto,
+    /// The TCP telemetry port.
+    Tcp,
+    /// WebSocket.
+    Ws,
 }
 
 /// What one run does.
@@ -45,6 +62,19 @@ pub struct Plan {
     pub command_rate: f64,
     /// Client threads.
     pub threads: usize,
+    /// Transport of slow and stalled clients.
+    #[serde(default)]
+    pub laggards: Laggards,
+    /// Receive buffer (SO_RCVBUF) of slow and stalled clients, bytes.
+    #[serde(default = "default_laggard_rcvbuf")]
+    pub laggard_rcvbuf: usize,
+    /// Extra arguments for a spawned server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_args: Vec<String>,
+}
+
+fn default_laggard_rcvbuf() -> usize {
+    16 * 1024
 }
 
 impl Scenario {
@@ -63,6 +93,9 @@ impl Scenario {
             validate_rate: 1.0,
             command_rate: 0.0,
             threads: default_threads(),
+            laggards: Laggards::Auto,
+            laggard_rcvbuf: default_laggard_rcvbuf(),
+            server_args: Vec::new(),
         };
         match self {
             Scenario::Smoke => Plan {
@@ -85,6 +118,20 @@ impl Scenario {
                 duration: Duration::from_secs(30),
                 warmup: Duration::from_secs(2),
                 validate_rate: 0.05,
+                ..base
+            },
+            Scenario::StallFlood => Plan {
+                tcp: 20,
+                ws: 20,
+                stalled: 10_000,
+                laggards: Laggards::Tcp,
+                laggard_rcvbuf: 4096,
+                connect_rate: 2_000,
+                warmup: Duration::from_secs(2),
+                validate_rate: 0.2,
+                // Keep every stalled client stalled through the window (the worst case for
+                // threads and kernel memory); the integration test covers their disconnection.
+                server_args: vec!["--max-lag".into(), "30s".into()],
                 ..base
             },
         }

@@ -116,6 +116,11 @@ pub struct WorkerStats {
     pub disconnects: [Counter; 10],
     /// Rejected commands by reason, indexed like `CommandError::REASONS`.
     pub rejected_by_reason: [Counter; 17],
+    /// Times a writer found its socket full and waited for room (a writability poll).
+    pub send_waits: Counter,
+    /// Sends refused although poll said writable: kernel TCP memory pressure (the writer backs
+    /// off on a timer).
+    pub send_pressure: Counter,
     /// Telemetry frames waiting in this worker's queues after the last tick.
     pub queued_frames: Counter,
     /// Time from a tick's build to the last write of that tick on this worker.

@@ -28,6 +28,8 @@ pub struct Shared {
     pub load: Vec<AtomicUsize>,
     /// Every worker's counters (metrics).
     pub stats: Vec<Arc<WorkerStats>>,
+    /// SO_SNDBUF for client sockets (`--send-buffer` resolved against the frame size).
+    pub socket_send_buffer: Option<usize>,
     /// The tick's counters (metrics, health).
     pub hub: Arc<crate::fanout::hub::HubStats>,
 }
@@ -42,6 +44,9 @@ pub struct Client {
     pub notify: LocalNotify,
     reason: Cell<Option<Disconnect>>,
     close_deadline: Cell<Option<Instant>>,
+    /// Position in the worker's client list (kept current by swap-removal), so leaving is O(1)
+    /// even when thousands of clients leave at once.
+    slot: Cell<usize>,
 }
 
 impl Client {
@@ -93,9 +98,32 @@ pub struct Worker {
     live_connections: Cell<usize>,
     shutting_down: Cell<bool>,
     last_write: Cell<Option<(u64, Instant, Instant)>>,
+    scratch: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Worker {
+    /// Size of a scratch read buffer.
+    pub const SCRATCH: usize = 8 * 1024;
+
+    /// Lends a read buffer (empty, [`Self::SCRATCH`] bytes of capacity). Readers borrow one only
+    /// once their socket is readable and give it back right after, so an idle client holds none.
+    pub fn take_scratch(&self) -> Vec<u8> {
+        self.scratch
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(Self::SCRATCH))
+    }
+
+    /// Gives a buffer from [`take_scratch`](Self::take_scratch) back (a few are kept).
+    pub fn return_scratch(&self, mut buf: Vec<u8>) {
+        let mut pool = self.scratch.borrow_mut();
+        if pool.len() < 4 && buf.capacity() >= Self::SCRATCH && buf.capacity() <= 4 * Self::SCRATCH
+        {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
     /// Adds a telemetry client; it receives every tick from now on.
     pub fn register(&self, transport: Transport) -> Rc<Client> {
         let client = Rc::new(Client {
@@ -104,6 +132,7 @@ impl Worker {
             notify: LocalNotify::default(),
             reason: Cell::new(None),
             close_deadline: Cell::new(None),
+            slot: Cell::new(usize::MAX),
         });
         if self.shutting_down.get() {
             client.start_close(
@@ -112,7 +141,10 @@ impl Worker {
                 self.shared.config.close_grace,
             );
         }
-        self.clients.borrow_mut().push(Rc::clone(&client));
+        let mut clients = self.clients.borrow_mut();
+        client.slot.set(clients.len());
+        clients.push(Rc::clone(&client));
+        drop(clients);
         self.gauge(transport).add(1);
         client
     }
@@ -120,8 +152,12 @@ impl Worker {
     /// Removes a telemetry client.
     pub fn unregister(&self, client: &Rc<Client>) {
         let mut clients = self.clients.borrow_mut();
-        if let Some(i) = clients.iter().position(|c| Rc::ptr_eq(c, client)) {
+        let i = client.slot.replace(usize::MAX);
+        if clients.get(i).is_some_and(|c| Rc::ptr_eq(c, client)) {
             clients.swap_remove(i);
+            if let Some(moved) = clients.get(i) {
+                moved.slot.set(i);
+            }
             self.gauge(client.transport).sub(1);
         }
     }
@@ -182,7 +218,9 @@ impl Worker {
     pub fn close_client(&self, client: &Client, reason: Disconnect) -> u64 {
         if client.reason().is_none() {
             match reason {
-                Disconnect::SlowConsumer => tracing::info!(
+                Disconnect::SlowConsumer => crate::limited!(
+                    crate::log_limit::SLOW_CONSUMER,
+                    info,
                     worker = self.index,
                     max_lag_ms = self.shared.config.queue.max_lag.as_millis() as u64,
                     "disconnecting slow consumer"
@@ -276,8 +314,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("aerobridge-worker-{index}"))
         .spawn(move || {
-            let runtime = match compio::runtime::Runtime::new() {
-                Ok(rt) => rt,
+            let runtime = match crate::runtime::build() {
+                Ok((rt, capped)) => {
+                    if let Some(Err(e)) = capped {
+                        tracing::warn!(worker = index, error = %e, "could not cap io_uring's kernel worker pool (IORING_REGISTER_IOWQ_MAX_WORKERS); sends are non-blocking regardless");
+                    }
+                    rt
+                }
                 Err(e) => {
                     let _ = ready.send(Err(e));
                     return;
@@ -302,6 +345,7 @@ async fn run(
         live_connections: Cell::new(0),
         shutting_down: Cell::new(false),
         last_write: Cell::new(None),
+        scratch: RefCell::new(Vec::new()),
     });
     while let Ok(msg) = rx.recv_async().await {
         match msg {

@@ -14,7 +14,6 @@ use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::Worker;
 use bytes::Bytes;
-use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -93,15 +92,13 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
                 return Disconnect::IoError;
             }
             if gate.is_flooding() {
-                tracing::warn!(%peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
-                let mut s = stream;
-                let _ = s.shutdown().await;
+                crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, %peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
+                super::io::shutdown_write(stream);
                 return Disconnect::CommandFlood;
             }
         }
         if eof {
-            let mut s = stream;
-            let _ = s.shutdown().await;
+            super::io::shutdown_write(stream);
             return Disconnect::PeerClosed;
         }
     }

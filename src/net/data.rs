@@ -10,15 +10,18 @@ use std::rc::Rc;
 /// Serves one telemetry client until it leaves or is closed.
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream) -> Disconnect {
     let client = worker.register(Transport::Tcp);
-    super::run_client(stream, worker, &client, discard(stream)).await
+    super::run_client(stream, worker, &client, discard(worker, stream)).await
 }
 
-async fn discard(stream: &TcpStream) -> Disconnect {
-    let mut buf = Vec::with_capacity(1024);
+/// Reads and drops what the client sends. While it sends nothing (the usual case) no buffer is
+/// held: the reader waits for readability, and only then borrows the worker's scratch buffer.
+async fn discard(worker: &Worker, stream: &TcpStream) -> Disconnect {
     loop {
-        buf.clear();
-        let (res, b) = super::read_some(stream, buf).await;
-        buf = b;
+        if super::io::readable(stream).await.is_err() {
+            return Disconnect::IoError;
+        }
+        let (res, buf) = super::io::read_ready(stream, worker.take_scratch()).await;
+        worker.return_scratch(buf);
         match res {
             Ok(0) => return Disconnect::PeerClosed,
             Ok(_) => {}

@@ -3,23 +3,25 @@
 //! its own compio runtime (`from_std`) — a socket stays with the runtime that adopted it, which
 //! IOCP requires and io_uring does not mind.
 //!
-//! Per connection there is one task; it runs the connection's reader and its writer side by side
-//! (`select`), both on the same `&TcpStream`.
+//! A telemetry connection has two tasks: its reader (the connection's own task) and its writer
+//! (spawned, so the per-frame wake-up polls only the writer). Every socket operation goes through
+//! [`io`], which never lets a send or a read park a kernel thread.
 
 pub mod commands;
 pub mod data;
+pub mod io;
 pub mod websocket;
+
+pub use self::io::{read_some, write_bytes};
 
 use crate::fanout::hub::WorkerMsg;
 use crate::fanout::queue::Next;
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::{Client, Shared, Worker};
 use bytes::Bytes;
-use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
-use std::io;
+use std::io as stdio;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::pin;
 use std::rc::Rc;
@@ -62,7 +64,7 @@ pub struct Accepted {
 }
 
 /// Binds a listener with SO_REUSEADDR (Unix) and the configured backlog.
-pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr, backlog: u32) -> stdio::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     #[cfg(unix)]
@@ -82,7 +84,7 @@ pub fn spawn_acceptor(
     shared: Arc<Shared>,
     workers: Vec<flume::Sender<WorkerMsg>>,
     stop: Arc<AtomicBool>,
-) -> io::Result<std::thread::JoinHandle<()>> {
+) -> stdio::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("aerobridge-accept-{}", kind.as_str()))
         .spawn(move || loop {
@@ -93,7 +95,7 @@ pub fn spawn_acceptor(
                         return;
                     }
                     // EMFILE and friends: back off instead of spinning; the kernel queue holds the rest.
-                    tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
+                    crate::limited!(crate::log_limit::ACCEPT, warn, listener = kind.as_str(), error = %e, "accept failed");
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -102,7 +104,7 @@ pub fn spawn_acceptor(
                 return;
             }
             let _ = stream.set_nodelay(true);
-            if let Some(size) = shared.config.send_buffer {
+            if let Some(size) = shared.socket_send_buffer {
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
             }
             let admitted =
@@ -139,7 +141,7 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     };
     let peer = accepted.peer;
     let reason = if !accepted.admitted {
-        tracing::warn!(%peer, listener = accepted.kind.as_str(), max = worker.shared.config.max_clients, "refusing connection: server full");
+        crate::limited!(crate::log_limit::SERVER_FULL, warn, %peer, listener = accepted.kind.as_str(), max = worker.shared.config.max_clients, "refusing connection: server full");
         refuse(&stream, accepted.kind, worker.shared.config.max_clients).await;
         Disconnect::ServerFull
     } else {
@@ -188,39 +190,23 @@ async fn refuse(stream: &TcpStream, kind: ListenerKind, max: usize) {
         write_bytes(stream, Bytes::from(response)),
     )
     .await;
-    let mut s = stream;
-    let _ = s.shutdown().await;
-}
-
-/// Reads what is available into `buf`'s spare capacity. `Ok(0)` is end of stream.
-pub async fn read_some(stream: &TcpStream, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    let mut s = stream;
-    let BufResult(res, buf) = s.append(buf).await;
-    (res, buf)
-}
-
-/// Writes all of `bytes`.
-pub async fn write_bytes(stream: &TcpStream, bytes: Bytes) -> io::Result<()> {
-    let mut s = stream;
-    let BufResult(res, _) = s.write_all(bytes).await;
-    res
+    io::shutdown_write(stream);
 }
 
 /// Drains a client's queue into the socket until the queue is closed and flushed. Each item is
 /// written whole (partial writes are continued by `write_all`); while closing, the item in flight
 /// gets until the close deadline.
-pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) -> io::Result<()> {
+pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) -> stdio::Result<()> {
     loop {
         let next = client.queue.borrow_mut().take_next();
         match next {
             Next::Idle => client.notify.wait().await,
             Next::Finished => {
-                let mut s = stream;
-                let _ = s.shutdown().await;
+                io::shutdown_write(stream);
                 return Ok(());
             }
             Next::Write(bytes) => {
-                write_item(stream, client, bytes).await?;
+                write_item(stream, client, worker, bytes).await?;
                 let done = client.queue.borrow_mut().complete();
                 worker.stats.frames_sent.add(done.frames);
                 worker.stats.bytes_sent.add(done.bytes);
@@ -232,23 +218,48 @@ pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) ->
     }
 }
 
-async fn write_item(stream: &TcpStream, client: &Client, bytes: Bytes) -> io::Result<()> {
-    let mut write = pin!(write_bytes(stream, bytes));
+/// Writes one queue item whole. Sends never block (see [`io`]); only the waits for room are
+/// cancelled, so a deadline never leaves a frame half-sent without the writer knowing. While the
+/// client is closing, the item gets until the close deadline.
+async fn write_item(
+    stream: &TcpStream,
+    client: &Client,
+    worker: &Worker,
+    mut bytes: Bytes,
+) -> stdio::Result<()> {
+    let mut wait = io::SendWait::default();
     loop {
-        if let Some(deadline) = client.close_deadline() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            return match compio::time::timeout(left, write).await {
-                Ok(res) => res,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "close deadline passed with a write in flight",
-                )),
-            };
+        let sent = io::send_some(stream, &mut bytes).await?;
+        if sent == io::Sent::All {
+            return Ok(());
         }
-        // Wake-ups during a write are either new frames (seen after it) or a close (deadline).
-        match select(write.as_mut(), pin!(client.notify.wait())).await {
-            Either::Left((res, _)) => return res,
-            Either::Right(_) => continue,
+        worker.stats.send_waits.add(1);
+        if wait.after_send(sent) {
+            worker.stats.send_pressure.add(1);
+        }
+        loop {
+            if let Some(deadline) = client.close_deadline() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match compio::time::timeout(left, wait.wait(stream)).await {
+                    Ok(res) => res?,
+                    Err(_) => {
+                        return Err(stdio::Error::new(
+                            stdio::ErrorKind::TimedOut,
+                            "close deadline passed with a write in flight",
+                        ))
+                    }
+                }
+                break;
+            }
+            // A wake-up while waiting is a close starting (new frames wake only an idle writer):
+            // re-check the deadline.
+            match select(pin!(wait.wait(stream)), pin!(client.notify.wait())).await {
+                Either::Left((res, _)) => {
+                    res?;
+                    break;
+                }
+                Either::Right(_) => continue,
+            }
         }
     }
 }

@@ -15,7 +15,6 @@ use crate::packet::Transport;
 use crate::ws::handshake::{http_response, parse_upgrade, switching_protocols};
 use crate::ws::{close, frame, Event, MessageReader, OpCode};
 use bytes::Bytes;
-use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -50,19 +49,17 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
                     super::write_bytes(stream, Bytes::from(response)),
                 )
                 .await;
-                let mut s = stream;
-                let _ = s.shutdown().await;
+                super::io::shutdown_write(stream);
                 return Disconnect::PeerClosed;
             }
             Err(e) => {
-                tracing::info!(%peer, status = e.status(), error = %e, "refused WebSocket upgrade");
+                crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");
                 let _ = compio::time::timeout(
                     Duration::from_secs(1),
                     super::write_bytes(stream, Bytes::from(e.response())),
                 )
                 .await;
-                let mut s = stream;
-                let _ = s.shutdown().await;
+                super::io::shutdown_write(stream);
                 return Disconnect::HandshakeFailed;
             }
         }
@@ -72,7 +69,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         let left = deadline.saturating_duration_since(Instant::now());
         match compio::time::timeout(left, super::read_some(stream, buf)).await {
             Err(_) => {
-                tracing::info!(%peer, timeout_ms = cfg.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
+                crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, timeout_ms = cfg.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
                 return Disconnect::HandshakeFailed;
             }
             Ok((Ok(0), _)) => return Disconnect::HandshakeFailed,
@@ -86,7 +83,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         &cfg.access.allowed_origins,
     ) {
         let origin = request.origin.as_deref().unwrap_or("");
-        tracing::warn!(%peer, origin, "refused WebSocket upgrade from a browser origin that is not allowed (--allowed-origin)");
+        crate::limited!(crate::log_limit::HANDSHAKE, warn, %peer, origin, "refused WebSocket upgrade from a browser origin that is not allowed (--allowed-origin)");
         let body = format!(
             "origin {origin} is not allowed; start the server with --allowed-origin {origin}"
         );
@@ -95,8 +92,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
             super::write_bytes(stream, Bytes::from(http_response(403, &body, &[]))),
         )
         .await;
-        let mut s = stream;
-        let _ = s.shutdown().await;
+        super::io::shutdown_write(stream);
         return Disconnect::HandshakeFailed;
     }
     let gate = CommandGate::new(
@@ -131,9 +127,9 @@ async fn read_messages(
 ) -> Disconnect {
     let cfg = &worker.shared.config;
     let mut reader = MessageReader::new(cfg.ws_max_message);
-    // Telemetry clients send little; an echo peer (Autobahn) sends megabytes.
-    let chunk = if cfg.echo { 256 * 1024 } else { 8 * 1024 };
-    let mut scratch = Vec::with_capacity(chunk);
+    // Telemetry clients send little and hold no read buffer while idle (they borrow the
+    // worker's scratch once readable); an echo peer (Autobahn) sends megabytes.
+    let echo_chunk = cfg.echo.then_some(256 * 1024);
     let mut awaiting_pong = false;
     loop {
         let mut pos = 0;
@@ -150,7 +146,7 @@ async fn read_messages(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::info!(%peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
+                    crate::limited!(crate::log_limit::PROTOCOL, info, %peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
                     return close_with(
                         client,
                         Disconnect::ProtocolError,
@@ -162,15 +158,17 @@ async fn read_messages(
             }
         }
         input.drain(..pos);
+        if input.is_empty() && input.capacity() > 0 {
+            input = Vec::new(); // an idle client keeps no partial-message buffer
+        }
         let wait = if awaiting_pong {
             cfg.ws_ping_timeout
         } else {
             cfg.ws_ping_interval
         };
-        scratch.clear();
-        match compio::time::timeout(wait, super::read_some(stream, scratch)).await {
+        match compio::time::timeout(wait, super::io::readable(stream)).await {
             Err(_) if awaiting_pong => {
-                tracing::info!(%peer, "closing WebSocket: no answer to ping");
+                crate::limited!(crate::log_limit::PROTOCOL, info, %peer, "closing WebSocket: no answer to ping");
                 return close_with(
                     client,
                     Disconnect::IdleTimeout,
@@ -180,8 +178,6 @@ async fn read_messages(
                 );
             }
             Err(_) => {
-                // The cancelled read took the scratch buffer with it.
-                scratch = Vec::with_capacity(chunk);
                 if client
                     .push_control(frame::server_frame(OpCode::Ping, b"aerobridge"))
                     .is_err()
@@ -190,13 +186,23 @@ async fn read_messages(
                 }
                 awaiting_pong = true;
             }
-            Ok((Ok(0), _)) => return Disconnect::PeerClosed,
-            Ok((Ok(_), b)) => {
-                awaiting_pong = false;
-                input.extend_from_slice(&b);
-                scratch = b;
+            Ok(Err(_)) => return Disconnect::IoError,
+            Ok(Ok(())) => {
+                let scratch = match echo_chunk {
+                    Some(chunk) => Vec::with_capacity(chunk),
+                    None => worker.take_scratch(),
+                };
+                let (res, b) = super::io::read_ready(stream, scratch).await;
+                match res {
+                    Ok(0) => return Disconnect::PeerClosed,
+                    Ok(_) => {
+                        awaiting_pong = false;
+                        input.extend_from_slice(&b);
+                        worker.return_scratch(b);
+                    }
+                    Err(_) => return Disconnect::IoError,
+                }
             }
-            Ok((Err(_), _)) => return Disconnect::IoError,
         }
     }
 }
@@ -237,7 +243,7 @@ async fn on_event(
                 match &outcome {
                     o if o.id().is_some() => o.write_reply(&mut reply),
                     Outcome::Rejected(r) => {
-                        tracing::info!(%peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
+                        crate::limited!(crate::log_limit::COMMAND_REJECTED, info, %peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
                         continue;
                     }
                     _ => continue,
@@ -256,7 +262,7 @@ async fn on_event(
                 }
             }
             if gate.is_flooding() {
-                tracing::warn!(%peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
+                crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, %peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
                 return Some(close_with(
                     client,
                     Disconnect::CommandFlood,

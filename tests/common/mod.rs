@@ -98,6 +98,48 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Threads of the server process (kernel io-wq workers included: they are its tasks too).
+    pub fn thread_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("/proc/PID/task (Linux)")
+            .count()
+    }
+
+    /// Names of the server's threads that are io_uring kernel workers (`iou-wrk-*`).
+    pub fn io_wq_threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("/proc/PID/task (Linux)")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("iou-wrk"))
+            .count()
+    }
+
+    /// One sample from `GET /metrics`, e.g. `disconnects_total{reason="slow_consumer"}` (the
+    /// `aerobridge_` prefix is added).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let mut s = TcpStream::connect(self.ws()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        let want = format!("aerobridge_{sample} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .unwrap_or_else(|| panic!("no sample {want:?} in /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until `cond` holds, polling every 50 ms; panics with `what` after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Resident memory of the server process, bytes.
     pub fn rss(&self) -> u64 {
         let status =
@@ -486,6 +528,11 @@ pub struct GapCounter {
     pub frames: u64,
     pub gaps: u64,
     last: Option<u64>,
+    last_at: Option<Instant>,
+    /// Longest time between two consecutive frames.
+    pub longest_wait: Duration,
+    /// When that wait ended.
+    pub longest_wait_at: Option<Instant>,
 }
 
 impl GapCounter {
@@ -493,7 +540,15 @@ impl GapCounter {
         if self.last.is_some_and(|l| counter != l + 1) {
             self.gaps += 1;
         }
+        let now = Instant::now();
+        if let Some(at) = self.last_at {
+            if now - at > self.longest_wait {
+                self.longest_wait = now - at;
+                self.longest_wait_at = Some(now);
+            }
+        }
         self.last = Some(counter);
+        self.last_at = Some(now);
         self.frames += 1;
     }
 }
@@ -536,6 +591,18 @@ impl Watchers {
             stop,
             threads,
         }
+    }
+
+    /// Stops them (after watching for at least 1.5 s) and returns what each saw.
+    pub fn finish(self) -> Vec<GapCounter> {
+        std::thread::sleep(
+            (self.started + Duration::from_millis(1500)).saturating_duration_since(Instant::now()),
+        );
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().expect("watcher panicked"))
+            .collect()
     }
 
     /// Stops them (after watching for at least 1.5 s); asserts none missed a frame.
