@@ -23,8 +23,48 @@
 //! slowly but steadily gets every frame it can take, newest first after an overflow; a client that
 //! stops reading is closed after `--max-lag` (WebSocket Close 4000 "slow consumer"). The frame in
 //! flight is always finished (within the close grace, 1 s) before the Close frame, so no client
-//! sees a torn frame followed by more data. `--send-buffer` (SO_SNDBUF, 256 KiB by default) bounds
-//! how much sits in the kernel where the queue policy cannot reach it.
+//! sees a torn frame followed by more data. `--send-buffer` (SO_SNDBUF) bounds how much sits in the
+//! kernel where the queue policy cannot reach it; see below for its default.
+//!
+//! # Sends that never block a kernel thread
+//! io_uring runs a send inline when the socket has room; otherwise it arms a poll and retries on
+//! writability, and if *that* retry gets EAGAIN again it punts the send to an io-wq kernel
+//! worker, where it blocks (`sk_stream_wait_memory`) until the peer reads or dies. A retry fails
+//! after poll said writable exactly when the host is under TCP memory pressure: poll looks at the
+//! socket's own buffer, the send at the host's `tcp_mem`. 5 000 stalled clients with 512 KiB
+//! buffers made that happen and cost 4 054 kernel threads (`tests/stall_flood.rs` against the
+//! previous code). The socket's O_NONBLOCK does not help: io_uring ignores it and honours only
+//! `MSG_DONTWAIT` on the operation. So, in [`crate::net::io`]:
+//! - every send carries `MSG_DONTWAIT`: it completes at once with what fitted, or EAGAIN;
+//! - a full socket is waited for with a one-shot `IORING_OP_POLL_ADD` (asleep in the ring);
+//! - EAGAIN right after a writable poll is memory pressure: the writer sleeps 1 ms, doubling to
+//!   32 ms, before polling again (`aerobridge_send_memory_pressure_total` counts it); sleeping
+//!   then polling means a socket whose own buffer is full never spins on the timer;
+//! - reads poll for readability first, so the `recv` that follows always completes inline, and
+//!   no buffer is held while a client is silent (readers borrow a worker's scratch buffer);
+//! - shutdown is a plain `shutdown(2)`: `IORING_OP_SHUTDOWN` always runs in an io-wq worker.
+//!
+//! Only waits are ever cancelled (by a close deadline), never sends, so the writer always knows
+//! how much of a frame went out. As a second line of defence each worker caps its io-wq at
+//! [`crate::runtime::IO_WQ_MAX_WORKERS`] threads per class (`IORING_REGISTER_IOWQ_MAX_WORKERS`;
+//! compio exposes the ring fd but not the call, so it is the crate's one `unsafe` block). The
+//! rings are set up with `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN`: one thread owns each
+//! ring, so the kernel need not interrupt it for every completion.
+//!
+//! # Kernel memory per client
+//! Data already in a socket's send buffer is beyond the queue policy's reach, and a stalled
+//! client pins all of it. `--send-buffer auto` (the default) sets SO_SNDBUF to 3 frames of the
+//! source's frame size (36 KiB for the built-in model; the kernel doubles it), which keeps a LAN
+//! link busy between writer wake-ups while 10 000 stalled clients pin at most ~700 MiB, under a
+//! 24 GiB host's `tcp_mem` pressure mark (1.5 GiB). The system default would autotune each socket
+//! up to `tcp_wmem`'s 4 MiB. The startup log states the worst case next to the host's limits and
+//! warns when it would cross the pressure mark.
+//!
+//! # Quiet logs under attack
+//! Every event an attacker can repeat (refused connections, failed handshakes, protocol errors,
+//! slow consumers, command floods, rejected commands, accept failures) logs through a
+//! [`crate::log_limit::Throttle`]: the first 5 per 10 s in full, then one summary line with the
+//! count. Metrics count every event regardless.
 //!
 //! # WebSocket replies
 //! Text messages are commands. Replies go only to commands with an `"id"`, as their own text

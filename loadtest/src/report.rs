@@ -227,8 +227,8 @@ pub fn print_summary(report: &Report) {
         for (label, g) in [("slow", &run.slow), ("stalled", &run.stalled)] {
             if g.clients > 0 {
                 println!(
-                    "  {label}: {} clients, {} frames, {} gaps ({} frames skipped), torn {}, disconnects {:?}, still connected {}",
-                    g.clients, g.frames, g.gaps, g.missing_frames, g.torn, g.disconnects, g.still_connected
+                    "  {label}: {} clients ({} connected), {} frames, {} gaps ({} frames skipped), torn {}, disconnects {:?}, still connected {}",
+                    g.clients, g.connected, g.frames, g.gaps, g.missing_frames, g.torn, g.disconnects, g.still_connected
                 );
             }
         }
