@@ -142,14 +142,21 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     let peer = accepted.peer;
     let reason = if !accepted.admitted {
         crate::limited!(crate::log_limit::SERVER_FULL, warn, %peer, listener = accepted.kind.as_str(), max = worker.shared.config.max_clients, "refusing connection: server full");
-        refuse(&stream, accepted.kind, worker.shared.config.max_clients).await;
+        Box::pin(refuse(
+            &stream,
+            accepted.kind,
+            worker.shared.config.max_clients,
+        ))
+        .await;
         Disconnect::ServerFull
     } else {
         tracing::debug!(%peer, listener = accepted.kind.as_str(), "connected");
         match accepted.kind {
-            ListenerKind::Data => data::serve(&worker, &stream).await,
-            ListenerKind::Command => commands::serve(&worker, &stream, peer).await,
-            ListenerKind::WebSocket => websocket::serve(&worker, &stream, peer).await,
+            // Boxed: the task's state machine would otherwise be as large as the largest of
+            // the three, for every connection (memory per idle client).
+            ListenerKind::Data => Box::pin(data::serve(&worker, &stream)).await,
+            ListenerKind::Command => Box::pin(commands::serve(&worker, &stream, peer)).await,
+            ListenerKind::WebSocket => Box::pin(websocket::serve(&worker, &stream, peer)).await,
         }
     };
     tracing::debug!(%peer, reason = reason.as_str(), "disconnected");
@@ -237,29 +244,33 @@ async fn write_item(
         if wait.after_send(sent) {
             worker.stats.send_pressure.add(1);
         }
-        loop {
-            if let Some(deadline) = client.close_deadline() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match compio::time::timeout(left, wait.wait(stream)).await {
-                    Ok(res) => res?,
-                    Err(_) => {
-                        return Err(stdio::Error::new(
-                            stdio::ErrorKind::TimedOut,
-                            "close deadline passed with a write in flight",
-                        ))
-                    }
-                }
-                break;
-            }
-            // A wake-up while waiting is a close starting (new frames wake only an idle writer):
-            // re-check the deadline.
-            match select(pin!(wait.wait(stream)), pin!(client.notify.wait())).await {
-                Either::Left((res, _)) => {
-                    res?;
-                    break;
-                }
-                Either::Right(_) => continue,
-            }
+        // Boxed: only a client whose socket is full pays for the waiting state machine.
+        Box::pin(wait_for_room(stream, client, &mut wait)).await?;
+    }
+}
+
+/// Waits until `stream` may take more, bounded by the client's close deadline once it has one.
+async fn wait_for_room(
+    stream: &TcpStream,
+    client: &Client,
+    wait: &mut io::SendWait,
+) -> stdio::Result<()> {
+    loop {
+        if let Some(deadline) = client.close_deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            return match compio::time::timeout(left, wait.wait(stream)).await {
+                Ok(res) => res,
+                Err(_) => Err(stdio::Error::new(
+                    stdio::ErrorKind::TimedOut,
+                    "close deadline passed with a write in flight",
+                )),
+            };
+        }
+        // A wake-up while waiting is a close starting (new frames wake only an idle writer):
+        // re-check the deadline.
+        match select(pin!(wait.wait(stream)), pin!(client.notify.wait())).await {
+            Either::Left((res, _)) => return res,
+            Either::Right(_) => continue,
         }
     }
 }

@@ -25,6 +25,29 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 
 /// Serves one WebSocket connection: handshake, then frames until it ends.
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
+    // The handshake's state (request buffer, parsed headers) lives in its own allocation, freed
+    // before the long telemetry phase: an idle client's task stays small.
+    let (gate, leftover) = match Box::pin(upgrade(worker, stream, peer)).await {
+        Ok(upgraded) => upgraded,
+        Err(reason) => return reason,
+    };
+    let client = worker.register(Transport::WebSocket);
+    super::run_client(
+        stream,
+        worker,
+        &client,
+        read_messages(worker, stream, &client, gate, leftover, peer),
+    )
+    .await
+}
+
+/// Reads and answers the upgrade request (or a plain HTTP request). On success returns the
+/// command gate and any bytes that followed the request.
+async fn upgrade(
+    worker: &Rc<Worker>,
+    stream: &TcpStream,
+    peer: SocketAddr,
+) -> Result<(CommandGate, Vec<u8>), Disconnect> {
     let cfg = &worker.shared.config;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -50,7 +73,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
                 )
                 .await;
                 super::io::shutdown_write(stream);
-                return Disconnect::PeerClosed;
+                return Err(Disconnect::PeerClosed);
             }
             Err(e) => {
                 crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");
@@ -60,7 +83,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
                 )
                 .await;
                 super::io::shutdown_write(stream);
-                return Disconnect::HandshakeFailed;
+                return Err(Disconnect::HandshakeFailed);
             }
         }
         if buf.capacity() - buf.len() < 512 {
@@ -70,11 +93,11 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         match compio::time::timeout(left, super::read_some(stream, buf)).await {
             Err(_) => {
                 crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, timeout_ms = cfg.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
-                return Disconnect::HandshakeFailed;
+                return Err(Disconnect::HandshakeFailed);
             }
-            Ok((Ok(0), _)) => return Disconnect::HandshakeFailed,
+            Ok((Ok(0), _)) => return Err(Disconnect::HandshakeFailed),
             Ok((Ok(_), b)) => buf = b,
-            Ok((Err(_), _)) => return Disconnect::IoError,
+            Ok((Err(_), _)) => return Err(Disconnect::IoError),
         }
     };
     if !origin_allowed(
@@ -93,7 +116,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         )
         .await;
         super::io::shutdown_write(stream);
-        return Disconnect::HandshakeFailed;
+        return Err(Disconnect::HandshakeFailed);
     }
     let gate = CommandGate::new(
         &cfg.access,
@@ -103,18 +126,10 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
     match compio::time::timeout(Duration::from_secs(2), super::write_bytes(stream, response)).await
     {
         Ok(Ok(())) => {}
-        _ => return Disconnect::IoError,
+        _ => return Err(Disconnect::IoError),
     }
     tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
-    let leftover = buf[consumed..].to_vec();
-    let client = worker.register(Transport::WebSocket);
-    super::run_client(
-        stream,
-        worker,
-        &client,
-        read_messages(worker, stream, &client, gate, leftover, peer),
-    )
-    .await
+    Ok((gate, buf[consumed..].to_vec()))
 }
 
 async fn read_messages(
@@ -138,7 +153,10 @@ async fn read_messages(
                 Ok(Some((n, event))) => {
                     pos += n;
                     if let Some(event) = event {
-                        if let Some(reason) = on_event(worker, client, &mut gate, event, peer).await
+                        // Boxed: message handling is rare for telemetry clients; its state
+                        // machine is allocated only while a message is being handled.
+                        if let Some(reason) =
+                            Box::pin(on_event(worker, client, &mut gate, event, peer)).await
                         {
                             return reason;
                         }
