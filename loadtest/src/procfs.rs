@@ -20,27 +20,25 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
-/// Resident set size in bytes.
-pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+/// The first number of a `/proc/PID/status` line such as `VmRSS:` or `Threads:`.
+fn status_number(pid: Option<u32>, key: &str) -> Option<u64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".to_string(),
     };
     let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident set size in bytes.
+pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    status_number(pid, "VmRSS:").map(|kb| kb * 1024)
 }
 
 /// Threads of a process (io_uring's io-wq kernel workers count: they are its tasks).
 pub fn threads(pid: Option<u32>) -> Option<u64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/status"),
-        None => "/proc/self/status".to_string(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    status_number(pid, "Threads:")
 }
 
 /// Kernel memory held by TCP sockets on the whole host, bytes (`/proc/net/sockstat`, `TCP: …

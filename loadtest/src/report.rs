@@ -227,8 +227,12 @@ pub fn print_summary(report: &Report) {
         for (label, g) in [("slow", &run.slow), ("stalled", &run.stalled)] {
             if g.clients > 0 {
                 println!(
-                    "  {label}: {} clients ({} connected), {} frames, {} gaps ({} frames skipped), torn {}, disconnects {:?}, still connected {}",
-                    g.clients, g.connected, g.frames, g.gaps, g.missing_frames, g.torn, g.disconnects, g.still_connected
+                    "  {label}: {} clients ({} connected), {} frames, {} gaps ({} frames skipped), torn {}, disconnects {:?}, still connected {}{}",
+                    g.clients, g.connected, g.frames, g.gaps, g.missing_frames, g.torn, g.disconnects, g.still_connected,
+                    match g.connected.saturating_sub(g.still_connected + g.disconnects.values().sum::<u64>()) {
+                        0 => String::new(),
+                        n => format!(", {n} still draining when the run ended"),
+                    }
                 );
             }
         }
