@@ -36,10 +36,18 @@ pub enum Request {
     },
 }
 
-/// Why a command was refused. Each variant's text is the reply's `error`.
-#[derive(Debug, Clone, PartialEq)]
+/// Why a command was refused. Each variant's text is the reply's `error`; its [`Reason`] is the
+/// metric label.
+#[derive(Debug, Clone, PartialEq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(Reason),
+    doc = "A [`CommandError`] without its details: the `reason` label of the rejection metrics.",
+    derive(strum::IntoStaticStr, strum::EnumIter, strum::EnumCount),
+    strum(serialize_all = "snake_case")
+)]
 pub enum CommandError {
     /// The line is not JSON.
+    #[strum_discriminants(strum(serialize = "malformed_json"))]
     Malformed(String),
     /// The line is longer than the limit.
     LineTooLong {
@@ -147,48 +155,16 @@ impl std::fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 impl CommandError {
-    /// Every reason label, in counter order (metrics).
-    pub const REASONS: [&'static str; 17] = [
-        "malformed_json",
-        "line_too_long",
-        "not_an_object",
-        "empty_batch",
-        "batch_too_large",
-        "missing_variable",
-        "missing_value",
-        "not_finite",
-        "unknown_variable",
-        "read_only",
-        "out_of_range",
-        "invalid_transponder_code",
-        "busy",
-        "unavailable",
-        "unauthorized",
-        "read_only_mode",
-        "rate_limited",
-    ];
+    /// The metric label, e.g. `unknown_variable`.
+    pub fn reason(&self) -> Reason {
+        Reason::from(self)
+    }
+}
 
-    /// Index into [`Self::REASONS`].
-    pub fn reason_index(&self) -> usize {
-        match self {
-            CommandError::Malformed(_) => 0,
-            CommandError::LineTooLong { .. } => 1,
-            CommandError::NotAnObject => 2,
-            CommandError::EmptyBatch => 3,
-            CommandError::BatchTooLarge { .. } => 4,
-            CommandError::MissingVariable => 5,
-            CommandError::MissingValue => 6,
-            CommandError::NotFinite => 7,
-            CommandError::UnknownVariable(_) => 8,
-            CommandError::ReadOnly(_) => 9,
-            CommandError::OutOfRange { .. } => 10,
-            CommandError::InvalidTransponderCode => 11,
-            CommandError::Busy => 12,
-            CommandError::Unavailable(_) => 13,
-            CommandError::Unauthorized { .. } => 14,
-            CommandError::ReadOnlyMode => 15,
-            CommandError::RateLimited { .. } => 16,
-        }
+impl Reason {
+    /// The label, e.g. `unknown_variable`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -221,9 +197,14 @@ pub struct ParseLimits {
     pub max_batch: usize,
 }
 
+impl ParseLimits {
+    /// The defaults; `--command-max-batch` takes its default from here.
+    pub const DEFAULT: ParseLimits = ParseLimits { max_batch: 64 };
+}
+
 impl Default for ParseLimits {
     fn default() -> Self {
-        Self { max_batch: 64 }
+        Self::DEFAULT
     }
 }
 
@@ -500,7 +481,7 @@ impl LineSplitter {
     pub fn next_line(&mut self) -> Option<Line<'_>> {
         loop {
             let pending = &self.buf[self.start..];
-            match pending.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', pending) {
                 Some(nl) => {
                     let (s, e) = (self.start, self.start + nl);
                     self.start = e + 1;

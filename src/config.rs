@@ -74,11 +74,11 @@ pub struct Cli {
     pub max_lag: Duration,
 
     /// Most telemetry frames waiting in one client's queue; past it, all but the newest are skipped.
-    #[arg(long, env = "AEROBRIDGE_QUEUE_FRAMES", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, env = "AEROBRIDGE_QUEUE_FRAMES", default_value_t = QueueLimits::DEFAULT.max_frames as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub queue_frames: u64,
 
     /// Most telemetry bytes waiting in one client's queue.
-    #[arg(long, env = "AEROBRIDGE_QUEUE_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "AEROBRIDGE_QUEUE_BYTES", default_value_t = QueueLimits::DEFAULT.max_bytes)]
     pub queue_bytes: usize,
 
     /// Kernel send buffer per client socket (SO_SNDBUF): `auto` (a few frames, from the size of
@@ -97,7 +97,7 @@ pub struct Cli {
     pub command_max_line: usize,
 
     /// Most commands in one JSON array.
-    #[arg(long, env = "AEROBRIDGE_COMMAND_MAX_BATCH", default_value_t = 64)]
+    #[arg(long, env = "AEROBRIDGE_COMMAND_MAX_BATCH", default_value_t = crate::command::ParseLimits::DEFAULT.max_batch)]
     pub command_max_batch: usize,
 
     /// Time a WebSocket client has to complete its upgrade request.
@@ -176,13 +176,13 @@ pub enum Mode {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RecordArgs {
     /// The bridge to record, e.g. tcp://127.0.0.1:12345.
-    #[arg(long)]
+    #[arg(long, env = "AEROBRIDGE_RECORD_FROM")]
     pub from: String,
     /// Output file (`.zst`: zstd-compressed).
-    #[arg(long)]
+    #[arg(long, env = "AEROBRIDGE_RECORD_OUT")]
     pub out: std::path::PathBuf,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "AEROBRIDGE_RECORD_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 }
 
@@ -255,19 +255,19 @@ impl Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct EchoArgs {
     /// Port to listen on.
-    #[arg(long, default_value_t = 9001)]
+    #[arg(long, env = "AEROBRIDGE_ECHO_PORT", default_value_t = 9001)]
     pub port: u16,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, env = "AEROBRIDGE_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
     /// Largest message accepted (Autobahn sends up to 16 MiB).
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, env = "AEROBRIDGE_ECHO_WS_MAX_MESSAGE", default_value_t = 64 << 20)]
     pub ws_max_message: usize,
     /// Worker threads. Default: available cores.
-    #[arg(long)]
+    #[arg(long, env = "AEROBRIDGE_WORKERS")]
     pub workers: Option<NonZeroUsize>,
     /// Log filter.
-    #[arg(long, default_value = "info")]
+    #[arg(long, env = "AEROBRIDGE_LOG", default_value = "info")]
     pub log: String,
 }
 
@@ -348,8 +348,16 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Default for Config {
+    /// The documented defaults, from the clap attributes alone: environment variables are
+    /// ignored here (they are configuration, and only `main` reads configuration).
     fn default() -> Self {
-        Cli::parse_from(["aerobridge"])
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["aerobridge"])
+            .expect("defaults parse");
+        Cli::from_arg_matches(&matches)
+            .expect("defaults parse")
             .into_config()
             .expect("defaults are valid")
     }
@@ -564,6 +572,24 @@ mod tests {
         assert_eq!(c.max_clients, 10_000);
         assert_eq!(c.queue.max_lag, Duration::from_secs(2));
         assert!(c.backlog >= 1024);
+    }
+
+    #[test]
+    fn config_default_is_the_documented_defaults_whatever_the_environment() {
+        // Set a variable that would change the result if clap read the environment. (A test
+        // thread may set variables: nothing else in this binary reads AEROBRIDGE_MAX_CLIENTS.)
+        std::env::set_var("AEROBRIDGE_MAX_CLIENTS", "7");
+        let c = Config::default();
+        std::env::remove_var("AEROBRIDGE_MAX_CLIENTS");
+        assert_eq!(c.max_clients, 10_000);
+        // One source for each default: the queue's and parser's constants.
+        assert_eq!(c.queue.max_frames, QueueLimits::DEFAULT.max_frames);
+        assert_eq!(c.queue.max_bytes, QueueLimits::DEFAULT.max_bytes);
+        assert_eq!(c.queue.max_lag, QueueLimits::DEFAULT.max_lag);
+        assert_eq!(
+            c.command_max_batch,
+            crate::command::ParseLimits::DEFAULT.max_batch
+        );
     }
 
     #[test]

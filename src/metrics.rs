@@ -2,11 +2,12 @@
 //! served on the WebSocket port. Rendering only reads the single-writer counters with relaxed
 //! loads, so scraping never takes a lock or touches the hot path.
 
-use crate::command::CommandError;
+use crate::command::Reason;
 use crate::fanout::stats::{Disconnect, Histogram, BUCKETS};
 use crate::fanout::worker::Shared;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use strum::IntoEnumIterator as _;
 
 /// The metrics page.
 pub fn render(shared: &Shared) -> String {
@@ -90,6 +91,12 @@ pub fn render(shared: &Shared) -> String {
         &[(String::new(), hub.ticks_missed.get() as f64)],
     );
     family(
+        "worker_backlog_drops_total",
+        "counter",
+        "Ticks a worker could not take because its channel was full: a gap for every client of that worker.",
+        &[(String::new(), hub.worker_backlog_drops.get() as f64)],
+    );
+    family(
         "frame_bytes",
         "gauge",
         "Size of the last frame's payload.",
@@ -98,13 +105,11 @@ pub fn render(shared: &Shared) -> String {
             hub.last_frame_bytes.load(Ordering::Relaxed) as f64,
         )],
     );
-    let disconnects: Vec<(String, f64)> = Disconnect::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
+    let disconnects: Vec<(String, f64)> = Disconnect::iter()
+        .map(|r| {
             (
                 format!("{{reason=\"{}\"}}", r.as_str()),
-                sum(&|s| s.disconnects[i].get()) as f64,
+                sum(&|s| s.disconnects[r as usize].get()) as f64,
             )
         })
         .collect();
@@ -120,13 +125,11 @@ pub fn render(shared: &Shared) -> String {
         "Commands applied.",
         &[(String::new(), sum(&|s| s.commands_ok.get()) as f64)],
     );
-    let rejected: Vec<(String, f64)> = CommandError::REASONS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
+    let rejected: Vec<(String, f64)> = Reason::iter()
+        .map(|r| {
             (
-                format!("{{reason=\"{r}\"}}"),
-                sum(&|s| s.rejected_by_reason[i].get()) as f64,
+                format!("{{reason=\"{}\"}}", r.as_str()),
+                sum(&|s| s.rejected_by_reason[r as usize].get()) as f64,
             )
         })
         .collect();

@@ -1,29 +1,24 @@
 //! `aerobridge echo`: the same WebSocket path, messages echoed (what Autobahn drives).
 
-mod common;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use aerobridge::net::ListenerKind;
+use std::path::Path;
 use tungstenite::Message;
 
 #[test]
 fn echo_mode_sends_text_and_binary_back_and_serves_no_telemetry() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aerobridge"))
-        .args(["echo", "--port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("echo server log").unwrap();
-        assert!(
-            !line.contains("tcp-data"),
-            "no telemetry listener in echo mode"
-        );
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let (mut echo, ports) = aerobridge_harness::spawn_aerobridge(
+        Path::new(env!("CARGO_BIN_EXE_aerobridge")),
+        &["echo", "--port", "0"],
+        &[],
+        &[ListenerKind::WebSocket],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ports.data.is_none() && ports.command.is_none(),
+        "no telemetry or command listener in echo mode: {:?}",
+        echo.log()
+    );
+    let addr = ports.ws.unwrap();
     let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).unwrap();
     let big = "x".repeat(1 << 20);
     for msg in [
@@ -35,6 +30,5 @@ fn echo_mode_sends_text_and_binary_back_and_serves_no_telemetry() {
         assert_eq!(ws.read().unwrap(), msg);
     }
     ws.close(None).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    echo.stop().unwrap_or_else(|e| panic!("{e}"));
 }

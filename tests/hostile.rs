@@ -68,7 +68,7 @@ fn header_floods_and_oversized_request_lines_get_431() {
 fn connection_flood_to_ten_times_max_clients_is_refused_and_nothing_leaks() {
     let server = Server::start(&["--max-clients", "20"]);
     let watchers = Watchers::start(&server, 2, 2);
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for_clients(2, 2);
     let fds_before = server.fd_count();
     let mut flood = Vec::new();
     for i in 0..200 {
@@ -135,7 +135,10 @@ fn huge_and_lying_frame_lengths_are_refused_without_buffering() {
     frame.extend_from_slice(&1000u16.to_be_bytes());
     frame.extend_from_slice(&[1, 2, 3, 4, b'x', b'y']);
     liar.stream.write_all(&frame).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Twenty-five ticks pass (a healthy client sees them) while the liar's frame stays incomplete.
+    let mut probe = TcpLines::connect(server.data);
+    let first = counter_of(&probe.frame());
+    while counter_of(&probe.frame()) < first + 25 {}
     drop(liar);
     assert!(
         server.rss() < rss_before + 32 * MIB,
@@ -175,7 +178,7 @@ fn protocol_violation_barrage_leaves_healthy_clients_untouched() {
 fn resets_mid_frame_and_silent_peers_are_freed() {
     let server = Server::start(&["--ws-ping-interval", "300ms", "--ws-ping-timeout", "300ms"]);
     let watchers = Watchers::start(&server, 2, 0);
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_for_clients(2, 0);
     let fds_before = server.fd_count();
     // Reset in the middle of a client frame and in the middle of the handshake.
     for i in 0..20 {

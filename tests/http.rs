@@ -72,7 +72,14 @@ fn metrics_match_what_clients_did() {
     let r = command_oneshot(server.command, "{\"variable\":\"Controls.Gear\",\"value\":1}\n{\"variable\":\"Nope\",\"value\":1}\n{\"variable\":\"Aircraft.Altitude\",\"value\":1}");
     assert_eq!(r.len(), 3);
     let _keep_command_open = TcpStream::connect(server.command).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_until(
+        "the open command connection and the closed one-shot are counted",
+        Duration::from_secs(10),
+        |s| {
+            s.metric("clients{transport=\"command\"}") == 1.0
+                && s.metric("disconnects_total{reason=\"peer_closed\"}") >= 1.0
+        },
+    );
     let m = metrics(&server);
     assert_eq!(m["aerobridge_clients{transport=tcp}"], 2.0);
     assert_eq!(m["aerobridge_clients{transport=ws}"], 1.0);
@@ -93,10 +100,16 @@ fn metrics_match_what_clients_did() {
         m["aerobridge_disconnects_total{reason=peer_closed}"], 1.0,
         "the one-shot command connection"
     );
+    assert!(
+        m["aerobridge_disconnects_total{reason=http_request}"] >= 1.0,
+        "scrapes are counted as plain HTTP requests, not as clients leaving"
+    );
     assert_eq!(m["aerobridge_source_up{}"], 1.0);
     assert!(m["aerobridge_tick_build_seconds_count{}"] >= 10.0);
     assert!(m["aerobridge_tick_to_last_write_seconds_count{}"] >= 1.0);
     assert!(m.contains_key("aerobridge_queue_depth_frames{}"));
+    assert_eq!(m["aerobridge_worker_backlog_drops_total{}"], 0.0);
+    assert_eq!(m["aerobridge_send_memory_pressure_total{}"], 0.0);
     // Scraping counts as nothing: the clients are still there and still receive every frame.
     let a = counter_of(&tcp[0].frame());
     assert_eq!(counter_of(&tcp[0].frame()), a + 1);
@@ -109,8 +122,18 @@ fn healthz_follows_the_source() {
     let (status, _, body) = get(live.ws(), "/healthz");
     assert_eq!(status, 200, "{body}");
     let dead = Server::start(&["--source", "relay:tcp://127.0.0.1:1"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let (status, _, body) = get(dead.ws(), "/healthz");
-    assert_eq!(status, 503);
-    assert!(body.contains("data_valid=0"), "{body}");
+    // Unhealthy at once (no frame yet), then for the stale frames of an unreachable relay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = get(dead.ws(), "/healthz");
+        assert_eq!(status, 503, "{body}");
+        if body.contains("data_valid=0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never named data_valid=0: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -67,7 +67,12 @@ fn beyond_max_clients_new_connections_are_refused_politely() {
     }
     // A slot frees up when a client leaves.
     drop(kept.pop());
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_until(
+        "the server saw the client leave",
+        Duration::from_secs(10),
+        // While the server is still full, the scrape itself is refused (503): not yet.
+        |s| s.try_metric("clients{transport=\"tcp\"}") == Ok(2.0),
+    );
     let mut again = TcpLines::connect(server.data);
     again.frame();
 }

@@ -130,12 +130,7 @@ fn five_thousand_stalled_clients_cost_no_kernel_threads_and_no_healthy_frames() 
     let _one_flood_at_a_time = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
     let mut flood = Flood::start(&[]);
     let watchers = Watchers::start(&flood.server, 20, 20);
-    flood
-        .server
-        .wait_until("the watchers are connected", Duration::from_secs(20), |s| {
-            s.metric("clients{transport=\"tcp\"}") >= 20.0
-                && s.metric("clients{transport=\"ws\"}") >= 20.0
-        });
+    flood.server.wait_for_clients(20, 20);
     flood.open_stalled();
     flood.hold_until_all_cut_off(Duration::from_secs(10));
     let seen = watchers.finish();

@@ -180,7 +180,7 @@ impl Tracker {
 /// The number after `key` within the first bytes of a frame.
 pub fn field_u64(frame: &[u8], key: &[u8]) -> Option<u64> {
     let head = &frame[..frame.len().min(256)];
-    let at = head.windows(key.len()).position(|w| w == key)? + key.len();
+    let at = memchr::memmem::find(head, key)? + key.len();
     let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 {
         return None;
@@ -276,7 +276,7 @@ async fn connect_ws(
     res?;
     let mut buf = Vec::with_capacity(4096);
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             if !head.starts_with("HTTP/1.1 101") {
                 let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
@@ -300,24 +300,8 @@ async fn connect_ws(
 }
 
 fn base64_16(bytes: &[u8; 16]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Reads and accounts frames until the run ends (`None`) or the connection does (its reason).
@@ -344,7 +328,7 @@ async fn read_frames(
         let mut pos = 0;
         match spec.transport {
             Transport::Tcp => {
-                while let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
+                while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
                     let end = pos + nl + 1;
                     tracker.on_frame(&mut buf[pos..end], shared, stats);
                     pos = end;
@@ -520,8 +504,8 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
         }
         // Wait for the reply line.
         loop {
-            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let ok = buf[..nl].windows(9).any(|w| w == b"\"ok\":true");
+            if let Some(nl) = memchr::memchr(b'\n', &buf) {
+                let ok = memchr::memmem::find(&buf[..nl], b"\"ok\":true").is_some();
                 buf.drain(..=nl);
                 let mut st = stats.borrow_mut();
                 if measuring {
@@ -560,13 +544,13 @@ async fn watch_values(
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     while !shared.done.load(Ordering::Relaxed) {
         let mut pos = 0;
-        while let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
             let line = &buf[pos..pos + nl];
             pos += nl + 1;
             let Some((value, sent)) = pending.get() else {
                 continue;
             };
-            let Some(at) = line.windows(key.len()).position(|w| w == key) else {
+            let Some(at) = memchr::memmem::find(line, key) else {
                 continue;
             };
             let rest = &line[at + key.len()..];

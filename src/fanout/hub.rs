@@ -88,7 +88,9 @@ pub fn run(
     let mut encoder = FrameEncoder::new();
     let rate_hz = 1.0 / period.as_secs_f64();
     let start = Instant::now();
-    let mut slot: u32 = 0;
+    // u64: at 200 Hz a u32 slot would overflow after 248 days.
+    let mut slot: u64 = 0;
+    let period_ns = period.as_nanos() as u64;
     let mut counter: u64 = 0;
     let mut last = start;
     let mut last_non_finite = 0;
@@ -102,15 +104,15 @@ pub fn run(
         } else {
             // Fixed grid: tick n is due at start + n·period. A late tick does not shift later
             // ones; if we fell more than a whole period behind, the missed slots are skipped.
-            let due = start + period * slot;
+            let due = start + Duration::from_nanos(period_ns.saturating_mul(slot));
             let now = Instant::now();
             if now < due {
                 std::thread::park_timeout(due - now);
                 continue;
             }
-            let behind = ((now - due).as_nanos() / period.as_nanos()) as u32;
+            let behind = ((now - due).as_nanos() / period.as_nanos()) as u64;
             if behind > 0 {
-                stats.ticks_missed.add(behind as u64);
+                stats.ticks_missed.add(behind);
             }
             slot += behind + 1;
         }

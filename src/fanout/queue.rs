@@ -28,14 +28,19 @@ pub struct QueueLimits {
     pub max_lag: Duration,
 }
 
+impl QueueLimits {
+    /// The defaults; `--queue-frames`, `--queue-bytes` and `--max-lag` take theirs from here.
+    pub const DEFAULT: QueueLimits = QueueLimits {
+        max_frames: 8,
+        max_bytes: 1 << 20,
+        max_control_bytes: 256 << 10,
+        max_lag: Duration::from_secs(2),
+    };
+}
+
 impl Default for QueueLimits {
     fn default() -> Self {
-        Self {
-            max_frames: 8,
-            max_bytes: 1 << 20,
-            max_control_bytes: 256 << 10,
-            max_lag: Duration::from_secs(2),
-        }
+        Self::DEFAULT
     }
 }
 
@@ -235,8 +240,12 @@ impl SendQueue {
 mod tests {
     use super::*;
 
+    /// A 100-byte packet whose payload names its counter (`{"c":N}` padded), so a test can
+    /// tell which frame it was handed.
     fn packet(counter: u64, built: Instant) -> Arc<Packet> {
-        Arc::new(Packet::build(counter, 0, built, &[b'x'; 100]))
+        let mut payload = format!("{{\"c\":{counter}}}").into_bytes();
+        payload.resize(100, b' ');
+        Arc::new(Packet::build(counter, 0, built, &payload))
     }
 
     fn limits() -> QueueLimits {
@@ -248,12 +257,14 @@ mod tests {
         }
     }
 
-    fn counter_of(next: Next, q: &SendQueue) -> u64 {
-        let _ = q;
-        match next {
-            Next::Write(b) => b.len() as u64,
-            other => panic!("{other:?}"),
-        }
+    /// The counter of the frame `next` hands out (WebSocket: after the 2-byte header).
+    fn counter_of(next: Next) -> u64 {
+        let Next::Write(b) = next else {
+            panic!("expected a frame, got {next:?}")
+        };
+        let text = std::str::from_utf8(&b[b.iter().position(|&c| c == b'{').unwrap()..]).unwrap();
+        let digits: String = text[5..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
     }
 
     #[test]
@@ -267,7 +278,7 @@ mod tests {
                 skipped: 0
             }
         );
-        assert!(matches!(q.take_next(), Next::Write(_)));
+        assert_eq!(counter_of(q.take_next()), 1);
         assert_eq!(
             q.push_frame(&packet(2, t0), t0),
             Pushed::Queued {
@@ -283,7 +294,7 @@ mod tests {
                 frame: Some((1, t0))
             }
         );
-        assert!(matches!(q.take_next(), Next::Write(_)));
+        assert_eq!(counter_of(q.take_next()), 2);
         q.complete();
         assert_eq!(q.take_next(), Next::Idle);
     }
@@ -293,9 +304,12 @@ mod tests {
         let t0 = Instant::now();
         let mut q = SendQueue::new(Transport::WebSocket, limits());
         q.push_frame(&packet(1, t0), t0);
-        let Next::Write(in_flight) = q.take_next() else {
-            panic!()
+        let in_flight = q.take_next();
+        let in_flight_len = match &in_flight {
+            Next::Write(b) => b.len() as u64,
+            other => panic!("{other:?}"),
         };
+        assert_eq!(counter_of(in_flight), 1);
         for c in 2..=4 {
             assert_eq!(
                 q.push_frame(&packet(c, t0), t0),
@@ -313,9 +327,9 @@ mod tests {
             }
         );
         assert_eq!(q.waiting_frames(), 1);
-        // The frame in flight is untouched and completes whole.
-        assert_eq!(q.complete().bytes, in_flight.len() as u64);
-        let _ = counter_of(q.take_next(), &q);
+        // The frame in flight is untouched and completes whole; the survivor is the newest.
+        assert_eq!(q.complete().bytes, in_flight_len);
+        assert_eq!(counter_of(q.take_next()), 5);
         assert_eq!(q.frames.len(), 0);
     }
 
@@ -338,6 +352,7 @@ mod tests {
                 skipped: 2
             }
         );
+        assert_eq!(counter_of(q.take_next()), 3, "the newest survives");
     }
 
     #[test]

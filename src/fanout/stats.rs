@@ -3,6 +3,7 @@
 //! snapshots with relaxed loads.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use strum::{EnumCount as _, IntoEnumIterator as _};
 
 /// A counter written by one thread only.
 #[derive(Default, Debug)]
@@ -34,8 +35,11 @@ impl Counter {
     }
 }
 
-/// Why a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a connection ended. The snake_case name is the metric label and the log word.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Disconnect {
     /// The peer closed (EOF, or a WebSocket Close).
     PeerClosed,
@@ -57,37 +61,14 @@ pub enum Disconnect {
     ControlOverflow,
     /// Kept sending commands far past `--command-rate-limit`.
     CommandFlood,
+    /// A plain HTTP request (dashboard, `/metrics`, `/healthz`) was answered.
+    HttpRequest,
 }
 
 impl Disconnect {
-    /// Every reason, in counter order.
-    pub const ALL: [Disconnect; 10] = [
-        Disconnect::PeerClosed,
-        Disconnect::SlowConsumer,
-        Disconnect::ProtocolError,
-        Disconnect::IoError,
-        Disconnect::Shutdown,
-        Disconnect::IdleTimeout,
-        Disconnect::HandshakeFailed,
-        Disconnect::ServerFull,
-        Disconnect::ControlOverflow,
-        Disconnect::CommandFlood,
-    ];
-
-    /// A stable snake_case name (logs, metrics).
+    /// The stable snake_case name (logs, metrics).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Disconnect::PeerClosed => "peer_closed",
-            Disconnect::SlowConsumer => "slow_consumer",
-            Disconnect::ProtocolError => "protocol_error",
-            Disconnect::IoError => "io_error",
-            Disconnect::Shutdown => "shutdown",
-            Disconnect::IdleTimeout => "idle_timeout",
-            Disconnect::HandshakeFailed => "handshake_failed",
-            Disconnect::ServerFull => "server_full",
-            Disconnect::ControlOverflow => "control_overflow",
-            Disconnect::CommandFlood => "command_flood",
-        }
+        self.into()
     }
 }
 
@@ -112,10 +93,10 @@ pub struct WorkerStats {
     pub commands_ok: Counter,
     /// Commands rejected.
     pub commands_rejected: Counter,
-    /// Disconnects, indexed like [`Disconnect::ALL`].
-    pub disconnects: [Counter; 10],
-    /// Rejected commands by reason, indexed like `CommandError::REASONS`.
-    pub rejected_by_reason: [Counter; 17],
+    /// Disconnects, indexed by [`Disconnect`].
+    pub disconnects: [Counter; Disconnect::COUNT],
+    /// Rejected commands, indexed by [`crate::command::Reason`].
+    pub rejected_by_reason: [Counter; crate::command::Reason::COUNT],
     /// Times a writer found its socket full and waited for room (a writability poll).
     pub send_waits: Counter,
     /// Sends refused although poll said writable: kernel TCP memory pressure (the writer backs
@@ -191,8 +172,8 @@ pub struct Totals {
     pub commands_ok: u64,
     /// Commands rejected.
     pub commands_rejected: u64,
-    /// Disconnects by reason, indexed like [`Disconnect::ALL`].
-    pub disconnects: [u64; 10],
+    /// Disconnects by reason, indexed by [`Disconnect`].
+    pub disconnects: [u64; Disconnect::COUNT],
 }
 
 impl Totals {
@@ -216,8 +197,7 @@ impl Totals {
 
     /// `reason=count` pairs for the non-zero disconnect counters.
     pub fn disconnect_summary(&self) -> String {
-        let parts: Vec<String> = Disconnect::ALL
-            .iter()
+        let parts: Vec<String> = Disconnect::iter()
             .zip(self.disconnects)
             .filter(|(_, n)| *n > 0)
             .map(|(r, n)| format!("{}={n}", r.as_str()))

@@ -210,7 +210,7 @@ pub async fn execute(
         .collect();
     for o in &outcomes {
         if let Outcome::Rejected(r) = o {
-            worker.stats.rejected_by_reason[r.error.reason_index()].add(1);
+            worker.stats.rejected_by_reason[r.error.reason() as usize].add(1);
         }
     }
     let ok = outcomes

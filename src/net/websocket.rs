@@ -73,7 +73,7 @@ async fn upgrade(
                 )
                 .await;
                 super::io::shutdown_write(stream);
-                return Err(Disconnect::PeerClosed);
+                return Err(Disconnect::HttpRequest);
             }
             Err(e) => {
                 crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");

@@ -166,9 +166,23 @@ mod tests {
         assert!(text.starts_with(r#"{"schema":"aerofly-bridge-telemetry","schema_version":1,"timestamp":1700000000123456,"timestamp_unit":"microseconds","data_valid":1,"update_counter":42,"broadcast_rate_hz":50.0,"variables":{"Aircraft.UniversalTime":0.0,"Aircraft.Altitude":null,"#));
         assert!(text.ends_with("}}\n"));
         assert_eq!(text.matches('\n').count(), 1);
+        // No whitespace outside strings: blank out string contents, then look for any.
+        let mut outside = String::new();
+        let (mut in_string, mut escaped) = (false, false);
+        for c in text.trim_end_matches('\n').chars() {
+            match (in_string, escaped, c) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (true, false, '"') => in_string = false,
+                (true, false, _) => {}
+                (false, _, '"') => in_string = true,
+                (false, _, c) => outside.push(c),
+            }
+        }
+        assert!(!outside.is_empty());
         assert!(
-            !text.contains(' ') || text.contains("Baron "),
-            "no whitespace outside strings"
+            !outside.chars().any(char::is_whitespace),
+            "whitespace outside strings: {outside}"
         );
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let obj = v["variables"].as_object().unwrap();

@@ -4,17 +4,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A running server process; killed on drop.
+/// A running server process (the shared harness, `aerobridge-harness`); killed on drop.
 pub struct Server {
-    child: Child,
+    process: aerobridge_harness::Process,
     pub data: SocketAddr,
     pub command: SocketAddr,
     pub ws: Option<SocketAddr>,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -25,8 +25,8 @@ impl Server {
 
     /// Like [`start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aerobridge"));
-        cmd.args([
+        use aerobridge::net::ListenerKind;
+        let mut all = vec![
             "--data-port",
             "0",
             "--command-port",
@@ -35,67 +35,52 @@ impl Server {
             "0",
             "--log",
             "info",
-        ])
-        .args(args);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AEROFLY_BRIDGE_") || k.starts_with("AEROBRIDGE_") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(env.iter().copied());
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn aerobridge");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    let _ = tx.send(line.clone());
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
+        ];
+        all.extend_from_slice(args);
         let want_ws =
             !args.contains(&"--no-ws") && !env.contains(&("AEROFLY_BRIDGE_WS_ENABLE", "0"));
-        let (mut data, mut command, mut ws) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while data.is_none() || command.is_none() || (want_ws && ws.is_none()) {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("server did not start; log: {:?}", log.lock().unwrap()));
-            use aerobridge::net::ListenerKind;
-            match aerobridge::server::parse_listening_line(&line) {
-                Some((ListenerKind::Data, addr)) => data = Some(addr),
-                Some((ListenerKind::Command, addr)) => command = Some(addr),
-                Some((ListenerKind::WebSocket, addr)) => ws = Some(addr),
-                None => {}
-            }
+        let mut expect = vec![ListenerKind::Data, ListenerKind::Command];
+        if want_ws {
+            expect.push(ListenerKind::WebSocket);
         }
+        let (process, ports) = aerobridge_harness::spawn_aerobridge(
+            Path::new(env!("CARGO_BIN_EXE_aerobridge")),
+            &all,
+            env,
+            &expect,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Server {
-            child,
-            data: data.unwrap(),
-            command: command.unwrap(),
-            ws,
-            log,
+            process,
+            data: ports.data.unwrap(),
+            command: ports.command.unwrap(),
+            ws: ports.ws,
         }
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
-    /// Open file descriptors of the server process.
+    /// Open file descriptors of the server process (Linux `/proc`; a missing `/proc` fails the
+    /// test rather than making every leak check vacuous).
     pub fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+            .expect("/proc/PID/fd (the leak checks need Linux /proc)")
+            .count()
+    }
+
+    /// Waits until `tcp` TCP and `ws` WebSocket telemetry clients are registered.
+    pub fn wait_for_clients(&self, tcp: usize, ws: usize) {
+        self.wait_until(
+            &format!("{tcp} TCP and {ws} WebSocket clients are connected"),
+            Duration::from_secs(20),
+            |s| {
+                s.metric("clients{transport=\"tcp\"}") >= tcp as f64
+                    && s.metric("clients{transport=\"ws\"}") >= ws as f64
+            },
+        );
     }
 
     /// Threads of the server process (kernel io-wq workers included: they are its tasks too).
@@ -117,18 +102,22 @@ impl Server {
     /// One sample from `GET /metrics`, e.g. `disconnects_total{reason="slow_consumer"}` (the
     /// `aerobridge_` prefix is added).
     pub fn metric(&self, sample: &str) -> f64 {
-        let mut s = TcpStream::connect(self.ws()).unwrap();
+        self.try_metric(sample)
+            .unwrap_or_else(|page| panic!("no sample aerobridge_{sample} in /metrics: {page}"))
+    }
+
+    /// Like [`metric`], or the page that came back instead (e.g. 503 while the server is full).
+    pub fn try_metric(&self, sample: &str) -> Result<f64, String> {
+        let mut s = TcpStream::connect(self.ws()).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut page = String::new();
-        s.read_to_string(&mut page).unwrap();
+        s.read_to_string(&mut page).map_err(|e| e.to_string())?;
         let want = format!("aerobridge_{sample} ");
         page.lines()
             .find_map(|l| l.strip_prefix(&want))
-            .unwrap_or_else(|| panic!("no sample {want:?} in /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or(page)
     }
 
     /// Waits until `cond` holds, polling every 50 ms; panics with `what` after `timeout`.
@@ -142,14 +131,14 @@ impl Server {
 
     /// Resident memory of the server process, bytes.
     pub fn rss(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status (the memory checks need Linux /proc)");
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
-            .unwrap_or(0)
+            .expect("VmRSS in /proc/PID/status")
             * 1024
     }
 
@@ -159,46 +148,21 @@ impl Server {
 
     /// Everything the server logged so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// Waits until a log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}; log: {:#?}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process
+            .wait_for_log(needle, timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, start.elapsed());
-            }
-            if start.elapsed() > timeout {
-                let _ = self.child.kill();
-                panic!(
-                    "server did not exit within {timeout:?}; log: {:#?}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.process
+            .terminate(timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The shutdown totals line (after [`terminate`]).
@@ -215,13 +179,6 @@ impl Server {
             .unwrap()
             .parse()
             .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
