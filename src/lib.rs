@@ -13,20 +13,37 @@
 //! Where to start reading: [`manual`] for the design decisions, then [`fanout::hub`] (the tick),
 //! [`fanout::queue`] (the slow-consumer policy), and [`net`] (the thin I/O layer).
 //!
-//! Around that core: [`source`] (built-in model, relay, replay), [`record`] (`aerobridge record`),
-//! [`access`] (token, read-only, rate limit, Origin policy), [`metrics`] and [`dashboard`] (plain
-//! HTTP on the WebSocket port), [`config`] (CLI and env), [`server`] (start and stop).
+//! # Layers
+//! Each module imports only from the layers below it, never back up (checked by
+//! `scripts/check_module_cycles.py`, in CI):
 //!
-//! The modules [`telemetry`], [`packet`], [`command`], [`ws`], [`access`] and [`fanout::queue`]
-//! perform no I/O and know nothing of compio; they are unit-tested with plain bytes and fuzzed
-//! (`fuzz/`). [`net`] and
-//! [`fanout::worker`] are the only places that touch sockets.
+//! ```text
+//! main, server          wiring: builds the App, binds listeners, starts workers and the tick
+//!   net                 sockets: acceptors, the per-connection tasks (data, commands, websocket)
+//!     app               the application context: config, the command channel, the counters
+//!       metrics         /metrics and /healthz, rendered from the counters it is given
+//!       record          `aerobridge record`
+//!         config        CLI + env -> Config
+//!           fanout      hub (the tick; owns the source), worker (clients; handler injected),
+//!                       queue (slow-consumer policy), stats
+//!             source    sim, relay, replay
+//!               access, packet, command, ws, telemetry, runtime, log_limit, dashboard
+//! ```
+//!
+//! [`telemetry`], [`packet`], [`command`], [`ws`], [`access`], [`fanout::queue`] and
+//! [`log_limit`] perform no I/O and know nothing of compio; they are unit-tested with plain bytes
+//! and fuzzed (`fuzz/`). Sockets are opened in [`net`] (clients), [`source::relay`] and
+//! [`record`] (upstream bridges), and [`server`] (binding the listeners; waking the acceptors at
+//! shutdown). [`fanout::worker`] owns clients and their queues but never a socket: the connection
+//! handler ([`net::handle`]) is injected by [`server`], and the application context ([`app::App`])
+//! rides along as a type parameter it never looks into.
 
 #![warn(missing_docs)]
 // One audited exception: `runtime::cap_io_wq` (a syscall compio does not wrap).
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod app;
 pub mod command;
 pub mod config;
 pub mod dashboard;

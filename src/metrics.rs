@@ -4,16 +4,27 @@
 
 use crate::command::Reason;
 use crate::fanout::stats::{Disconnect, Histogram, BUCKETS};
-use crate::fanout::worker::Shared;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use strum::IntoEnumIterator as _;
 
+/// What the pages are rendered from: the counters they are given, nothing else.
+pub struct View<'a> {
+    /// Every worker's counters.
+    pub workers: &'a [std::sync::Arc<crate::fanout::stats::WorkerStats>],
+    /// The tick's counters.
+    pub hub: &'a crate::fanout::hub::HubStats,
+    /// The broadcast period (how old the last frame may be).
+    pub broadcast: std::time::Duration,
+    /// Echo mode: there is no tick.
+    pub echo: bool,
+}
+
 /// The metrics page.
-pub fn render(shared: &Shared) -> String {
+pub fn render(shared: &View<'_>) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let sum = |f: &dyn Fn(&crate::fanout::stats::WorkerStats) -> u64| {
-        shared.stats.iter().map(|s| f(s)).sum::<u64>()
+        shared.workers.iter().map(|s| f(s)).sum::<u64>()
     };
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP aerobridge_{name} {help}");
@@ -41,7 +52,7 @@ pub fn render(shared: &Shared) -> String {
             ),
         ],
     );
-    let hub = &shared.hub;
+    let hub = shared.hub;
     family(
         "frames_built_total",
         "counter",
@@ -152,7 +163,11 @@ pub fn render(shared: &Shared) -> String {
         "Time to build a frame (commands, source, encode, packet).",
         &[&hub.build_time],
     );
-    let workers: Vec<&Histogram> = shared.stats.iter().map(|s| &s.tick_to_last_write).collect();
+    let workers: Vec<&Histogram> = shared
+        .workers
+        .iter()
+        .map(|s| &s.tick_to_last_write)
+        .collect();
     histogram(
         &mut out,
         "tick_to_last_write_seconds",
@@ -184,9 +199,9 @@ fn histogram(out: &mut String, name: &str, help: &str, parts: &[&Histogram]) {
 }
 
 /// `(200, "ok …")` while the source is live; `(503, reason)` otherwise.
-pub fn health(shared: &Shared) -> (u16, String) {
-    let hub = &shared.hub;
-    if shared.config.echo {
+pub fn health(shared: &View<'_>) -> (u16, String) {
+    let hub = shared.hub;
+    if shared.echo {
         return (200, "ok: echo mode".into());
     }
     let last = hub.last_frame_ms.load(Ordering::Relaxed);
@@ -194,7 +209,7 @@ pub fn health(shared: &Shared) -> (u16, String) {
         return (503, "no frame built yet".into());
     }
     let age_ms = (hub.started.elapsed().as_millis() as u64).saturating_sub(last);
-    let limit = (shared.config.broadcast.as_millis() as u64 * 5).max(1000);
+    let limit = (shared.broadcast.as_millis() as u64 * 5).max(1000);
     if age_ms > limit {
         return (
             503,

@@ -1,14 +1,15 @@
 //! Starting and stopping the whole thing: listeners, workers, the tick thread, the stats log.
 
+use crate::app::App;
 use crate::config::Config;
 use crate::fanout::hub::{self, HubStats, WorkerMsg};
 use crate::fanout::stats::{Totals, WorkerStats};
-use crate::fanout::worker::{self, Shared};
+use crate::fanout::worker::{self, Admission, WorkerLimits, WorkerSetup};
 use crate::net::{self, ListenerKind};
 use crate::source::Source;
 use anyhow::Context as _;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ pub struct Server {
     addresses: Addresses,
     driver: &'static str,
     stop: Arc<AtomicBool>,
-    worker_txs: Vec<flume::Sender<WorkerMsg>>,
+    worker_txs: Vec<flume::Sender<WorkerMsg<net::Accepted>>>,
     workers: Vec<JoinHandle<()>>,
     hub: Option<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
@@ -69,15 +70,19 @@ impl Server {
         let frame_bytes =
             telemetry.then(|| estimate_frame_bytes(source.as_ref(), config.broadcast));
         let socket_send_buffer = config.send_buffer.resolve(frame_bytes.unwrap_or(0));
-        let shared = Arc::new(Shared {
+        let admission = Arc::new(Admission::new(config.workers, config.max_clients));
+        let app = Arc::new(App {
             socket_send_buffer,
             stats: stats.clone(),
             hub: Arc::clone(&hub_stats),
             commands: cmd_tx,
-            connected: AtomicUsize::new(0),
-            load: (0..config.workers).map(|_| AtomicUsize::new(0)).collect(),
+            admission: Arc::clone(&admission),
             config: config.clone(),
         });
+        let limits = WorkerLimits {
+            queue: config.queue,
+            close_grace: config.close_grace,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker_txs = Vec::new();
         let mut workers = Vec::new();
@@ -86,7 +91,17 @@ impl Server {
             let (tx, rx) = flume::bounded(4096);
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let st = Arc::clone(st);
-            let handle = worker::spawn(index, Arc::clone(&shared), Arc::clone(&st), rx, ready_tx)?;
+            let setup = WorkerSetup {
+                index,
+                app: Arc::clone(&app),
+                stats: st,
+                limits,
+                admission: Arc::clone(&admission),
+                rx,
+                // The fan-out knows no sockets: the network layer is injected here.
+                handler: net::handle,
+            };
+            let handle = worker::spawn(setup, ready_tx)?;
             let kind = ready_rx
                 .recv()
                 .context("worker thread died at start")?
@@ -134,7 +149,7 @@ impl Server {
             net::spawn_acceptor(
                 listener,
                 kind,
-                Arc::clone(&shared),
+                Arc::clone(&app),
                 worker_txs.clone(),
                 Arc::clone(&stop),
             )?;

@@ -72,6 +72,9 @@ fn metrics_match_what_clients_did() {
     let r = command_oneshot(server.command, "{\"variable\":\"Controls.Gear\",\"value\":1}\n{\"variable\":\"Nope\",\"value\":1}\n{\"variable\":\"Aircraft.Altitude\",\"value\":1}");
     assert_eq!(r.len(), 3);
     let _keep_command_open = TcpStream::connect(server.command).unwrap();
+    // At least a dozen ticks have been built and sent.
+    let first = counter_of(&tcp[0].frame());
+    while counter_of(&tcp[0].frame()) < first.max(12) {}
     server.wait_until(
         "the open command connection and the closed one-shot are counted",
         Duration::from_secs(10),

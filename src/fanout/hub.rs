@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A message to a worker.
-pub enum WorkerMsg {
+/// A message to a worker; `C` is a connection on its way to it (the listeners decide what).
+pub enum WorkerMsg<C> {
     /// A new frame for every client of the worker.
     Tick(Arc<Packet>),
     /// A connection to adopt.
-    Connection(crate::net::Accepted),
+    Connection(C),
     /// Close every client and stop.
     Shutdown,
 }
@@ -77,10 +77,10 @@ impl Default for HubStats {
 }
 
 /// Runs the tick loop until `stop` is set. Call on a dedicated thread.
-pub fn run(
+pub fn run<C>(
     mut source: Box<dyn Source>,
     period: Duration,
-    workers: Vec<flume::Sender<WorkerMsg>>,
+    workers: Vec<flume::Sender<WorkerMsg<C>>>,
     commands: flume::Receiver<CommandBatch>,
     stop: Arc<AtomicBool>,
     stats: Arc<HubStats>,

@@ -2,36 +2,64 @@
 //! and pushes it into its clients' queues (a refcount bump each); every client has one task that
 //! reads and writes its socket.
 
-use crate::config::Config;
-use crate::fanout::hub::{CommandBatch, WorkerMsg};
+use crate::fanout::hub::WorkerMsg;
 use crate::fanout::notify::LocalNotify;
-use crate::fanout::queue::{ControlOverflow, Pushed, SendQueue};
+use crate::fanout::queue::{ControlOverflow, Pushed, QueueLimits, SendQueue};
 use crate::fanout::stats::{Disconnect, WorkerStats};
 use crate::packet::{Packet, Transport};
 use crate::ws::{close, frame};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// State shared by all threads.
-pub struct Shared {
-    /// The configuration.
-    pub config: Config,
-    /// Where connections send command batches.
-    pub commands: flume::Sender<CommandBatch>,
-    /// Admitted connections, all workers together (for `--max-clients`).
+/// What the fan-out needs to know of the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerLimits {
+    /// Per-client queue bounds and lag limit.
+    pub queue: QueueLimits,
+    /// How long a closing client's writer may take to finish.
+    pub close_grace: Duration,
+}
+
+/// Connection accounting shared by the acceptors and every worker: `--max-clients` and the
+/// least-loaded choice.
+#[derive(Debug)]
+pub struct Admission {
+    /// Most connections admitted at once.
+    pub max_clients: usize,
+    /// Admitted connections, all workers together.
     pub connected: AtomicUsize,
-    /// Connections assigned to each worker (for balancing).
+    /// Connections assigned to each worker.
     pub load: Vec<AtomicUsize>,
-    /// Every worker's counters (metrics).
-    pub stats: Vec<Arc<WorkerStats>>,
-    /// SO_SNDBUF for client sockets (`--send-buffer` resolved against the frame size).
-    pub socket_send_buffer: Option<usize>,
-    /// The tick's counters (metrics, health).
-    pub hub: Arc<crate::fanout::hub::HubStats>,
+}
+
+impl Admission {
+    /// Accounting for `workers` workers and at most `max_clients` connections.
+    pub fn new(workers: usize, max_clients: usize) -> Self {
+        Self {
+            max_clients,
+            connected: AtomicUsize::new(0),
+            load: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Takes a connection: whether it is admitted (else it is to be refused politely), and the
+    /// least-loaded worker it goes to (refusals are handled by a worker too).
+    pub fn admit(&self) -> (bool, usize) {
+        let admitted = self.connected.fetch_add(1, Ordering::Relaxed) < self.max_clients;
+        if !admitted {
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        let index = (0..self.load.len())
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.load[index].fetch_add(1, Ordering::Relaxed);
+        (admitted, index)
+    }
 }
 
 /// One telemetry client, as the worker and its connection task see it.
@@ -86,14 +114,17 @@ impl Client {
     }
 }
 
-/// A worker's own state (one per runtime thread).
-pub struct Worker {
+/// A worker's own state (one per runtime thread). `A` is the application context its
+/// connection handler needs; the fan-out itself never looks into it.
+pub struct Worker<A> {
     /// Position among the workers.
     pub index: usize,
-    /// Cross-thread state.
-    pub shared: Arc<Shared>,
+    /// The application context (for the connection handler).
+    pub app: Arc<A>,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
+    limits: WorkerLimits,
+    admission: Arc<Admission>,
     clients: RefCell<Vec<Rc<Client>>>,
     live_connections: Cell<usize>,
     shutting_down: Cell<bool>,
@@ -101,7 +132,7 @@ pub struct Worker {
     scratch: RefCell<Vec<Vec<u8>>>,
 }
 
-impl Worker {
+impl<A> Worker<A> {
     /// Size of a scratch read buffer.
     pub const SCRATCH: usize = 8 * 1024;
 
@@ -128,7 +159,7 @@ impl Worker {
     pub fn register(&self, transport: Transport) -> Rc<Client> {
         let client = Rc::new(Client {
             transport,
-            queue: RefCell::new(SendQueue::new(transport, self.shared.config.queue)),
+            queue: RefCell::new(SendQueue::new(transport, self.limits.queue)),
             notify: LocalNotify::default(),
             reason: Cell::new(None),
             close_deadline: Cell::new(None),
@@ -138,7 +169,7 @@ impl Worker {
             client.start_close(
                 Disconnect::Shutdown,
                 self.close_frame_for(transport, Disconnect::Shutdown),
-                self.shared.config.close_grace,
+                self.limits.close_grace,
             );
         }
         let mut clients = self.clients.borrow_mut();
@@ -222,7 +253,7 @@ impl Worker {
                     crate::log_limit::SLOW_CONSUMER,
                     info,
                     worker = self.index,
-                    max_lag_ms = self.shared.config.queue.max_lag.as_millis() as u64,
+                    max_lag_ms = self.limits.queue.max_lag.as_millis() as u64,
                     "disconnecting slow consumer"
                 ),
                 _ => tracing::debug!(
@@ -235,7 +266,7 @@ impl Worker {
         client.start_close(
             reason,
             self.close_frame_for(client.transport, reason),
-            self.shared.config.close_grace,
+            self.limits.close_grace,
         )
     }
 
@@ -248,7 +279,7 @@ impl Worker {
                 close::SLOW_CONSUMER,
                 &format!(
                     "slow consumer: more than {} ms behind",
-                    self.shared.config.queue.max_lag.as_millis()
+                    self.limits.queue.max_lag.as_millis()
                 ),
             ),
             Disconnect::Shutdown => frame::close_frame(close::GOING_AWAY, "server shutting down"),
@@ -262,7 +293,7 @@ impl Worker {
     }
 
     /// Tracks a connection task (telemetry, command or refusal) for the whole of its life.
-    pub fn connection_guard(self: &Rc<Self>, admitted: bool) -> ConnectionGuard {
+    pub fn connection_guard(self: &Rc<Self>, admitted: bool) -> ConnectionGuard<A> {
         self.live_connections.set(self.live_connections.get() + 1);
         ConnectionGuard {
             worker: Rc::clone(self),
@@ -273,26 +304,26 @@ impl Worker {
 }
 
 /// Undoes a connection's accounting when its task ends, however it ends (cancellation included).
-pub struct ConnectionGuard {
-    worker: Rc<Worker>,
+pub struct ConnectionGuard<A> {
+    worker: Rc<Worker<A>>,
     admitted: bool,
     reason: Cell<Option<Disconnect>>,
 }
 
-impl ConnectionGuard {
+impl<A> ConnectionGuard<A> {
     /// Records why the connection ended (counted on drop).
     pub fn set_reason(&self, reason: Disconnect) {
         self.reason.set(Some(reason));
     }
 }
 
-impl Drop for ConnectionGuard {
+impl<A> Drop for ConnectionGuard<A> {
     fn drop(&mut self) {
         let w = &self.worker;
         w.live_connections.set(w.live_connections.get() - 1);
-        w.shared.load[w.index].fetch_sub(1, Ordering::Relaxed);
+        w.admission.load[w.index].fetch_sub(1, Ordering::Relaxed);
         if self.admitted {
-            w.shared.connected.fetch_sub(1, Ordering::Relaxed);
+            w.admission.connected.fetch_sub(1, Ordering::Relaxed);
         }
         let reason = self.reason.get().unwrap_or(if w.shutting_down.get() {
             Disconnect::Shutdown
@@ -303,14 +334,36 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Starts worker `index` on its own thread. Sends the I/O driver in use (or the error) on `ready`.
-pub fn spawn(
-    index: usize,
-    shared: Arc<Shared>,
-    stats: Arc<WorkerStats>,
-    rx: flume::Receiver<WorkerMsg>,
+/// What a worker needs to start.
+pub struct WorkerSetup<A, C, H> {
+    /// Position among the workers.
+    pub index: usize,
+    /// The application context handed to `handler`.
+    pub app: Arc<A>,
+    /// This worker's counters.
+    pub stats: Arc<WorkerStats>,
+    /// Queue bounds and close grace.
+    pub limits: WorkerLimits,
+    /// Shared connection accounting.
+    pub admission: Arc<Admission>,
+    /// Ticks, connections (`C`) and shutdown.
+    pub rx: flume::Receiver<WorkerMsg<C>>,
+    /// Runs one connection on this worker (injected: the fan-out knows no sockets).
+    pub handler: H,
+}
+
+/// Starts a worker on its own thread. Sends the I/O driver in use (or the error) on `ready`.
+pub fn spawn<A, C, H, F>(
+    setup: WorkerSetup<A, C, H>,
     ready: std::sync::mpsc::Sender<std::io::Result<compio::driver::DriverType>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    A: Send + Sync + 'static,
+    C: Send + 'static,
+    H: Fn(Rc<Worker<A>>, C) -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let index = setup.index;
     std::thread::Builder::new()
         .name(format!("aerobridge-worker-{index}"))
         .spawn(move || {
@@ -327,20 +380,30 @@ pub fn spawn(
                 }
             };
             let _ = ready.send(Ok(runtime.driver_type()));
-            runtime.block_on(run(index, shared, stats, rx));
+            runtime.block_on(run(setup));
         })
 }
 
-async fn run(
-    index: usize,
-    shared: Arc<Shared>,
-    stats: Arc<WorkerStats>,
-    rx: flume::Receiver<WorkerMsg>,
-) {
+async fn run<A, C, H, F>(setup: WorkerSetup<A, C, H>)
+where
+    H: Fn(Rc<Worker<A>>, C) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    let WorkerSetup {
+        index,
+        app,
+        stats,
+        limits,
+        admission,
+        rx,
+        handler,
+    } = setup;
     let worker = Rc::new(Worker {
         index,
-        shared,
+        app,
         stats,
+        limits,
+        admission,
         clients: RefCell::new(Vec::new()),
         live_connections: Cell::new(0),
         shutting_down: Cell::new(false),
@@ -350,8 +413,8 @@ async fn run(
     while let Ok(msg) = rx.recv_async().await {
         match msg {
             WorkerMsg::Tick(packet) => worker.dispatch(&packet),
-            WorkerMsg::Connection(accepted) => {
-                compio::runtime::spawn(crate::net::handle(Rc::clone(&worker), accepted)).detach();
+            WorkerMsg::Connection(connection) => {
+                compio::runtime::spawn(handler(Rc::clone(&worker), connection)).detach();
             }
             WorkerMsg::Shutdown => break,
         }
@@ -366,7 +429,7 @@ async fn run(
     }
     worker.stats.frames_skipped.add(dropped);
     drop(clients);
-    let deadline = Instant::now() + worker.shared.config.close_grace + Duration::from_millis(100);
+    let deadline = Instant::now() + worker.limits.close_grace + Duration::from_millis(100);
     while !worker.clients.borrow().is_empty() && Instant::now() < deadline {
         compio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -6,13 +6,13 @@
 //! line, in order. Each connection has a [`CommandGate`] (token, read-only, rate limit).
 
 use crate::access::CommandGate;
+use crate::app::Worker;
 use crate::command::{
     parse_line, write_auth_ok, write_error, write_ok, Command, CommandError, Line, LineSplitter,
     ParseLimits, Rejection, Request,
 };
 use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::Disconnect;
-use crate::fanout::worker::Worker;
 use bytes::Bytes;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ impl Outcome {
 
 /// Serves one command connection until EOF.
 pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
-    let cfg = &worker.shared.config;
+    let cfg = &worker.app.config;
     worker.stats.command_clients.add(1);
     let _gauge = scopeguard(|| worker.stats.command_clients.sub(1));
     let limits = ParseLimits {
@@ -120,9 +120,9 @@ pub async fn execute(
     gate: &mut CommandGate,
     parsed: Vec<Result<Request, Rejection>>,
 ) -> Vec<Outcome> {
-    let policy = &worker.shared.config.access;
+    let policy = &worker.app.config.access;
     let now = Instant::now();
-    let max_line = worker.shared.config.command_max_line;
+    let max_line = worker.app.config.command_max_line;
     // First pass: gate each request in order; `None` marks a command waiting for the source.
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(parsed.len());
     let mut batch: Vec<Command> = Vec::new();
@@ -163,7 +163,7 @@ pub async fn execute(
     if !batch.is_empty() {
         let (tx, rx) = flume::bounded(1);
         if worker
-            .shared
+            .app
             .commands
             .try_send(CommandBatch {
                 commands: batch.clone(),

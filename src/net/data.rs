@@ -1,8 +1,8 @@
 //! TCP telemetry port: frames out; whatever the client sends is read and thrown away (a client
 //! that sends nothing is fine, one that closes is gone).
 
+use crate::app::Worker;
 use crate::fanout::stats::Disconnect;
-use crate::fanout::worker::Worker;
 use crate::packet::Transport;
 use compio::net::TcpStream;
 use std::rc::Rc;

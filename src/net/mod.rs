@@ -1,7 +1,8 @@
-//! The only place that touches sockets. Listeners accept on plain threads (blocking `accept`,
-//! portable) and hand each `std::net::TcpStream` to the least-loaded worker, which adopts it into
-//! its own compio runtime (`from_std`) — a socket stays with the runtime that adopted it, which
-//! IOCP requires and io_uring does not mind.
+//! Client sockets (upstream bridges are [`crate::source::relay`]'s and [`crate::record`]'s).
+//! Listeners accept on plain threads (blocking `accept`, portable) and hand each
+//! `std::net::TcpStream` to the least-loaded worker, which adopts it into its own compio runtime
+//! (`from_std`): a socket stays with the runtime that adopted it, which IOCP requires and io_uring
+//! does not mind.
 //!
 //! A telemetry connection has two tasks: its reader (the connection's own task) and its writer
 //! (spawned, so the per-frame wake-up polls only the writer). Every socket operation goes through
@@ -14,10 +15,11 @@ pub mod websocket;
 
 pub use self::io::{read_some, write_bytes};
 
+use crate::app::{App, Worker};
 use crate::fanout::hub::WorkerMsg;
 use crate::fanout::queue::Next;
 use crate::fanout::stats::Disconnect;
-use crate::fanout::worker::{Client, Shared, Worker};
+use crate::fanout::worker::Client;
 use bytes::Bytes;
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
@@ -81,8 +83,8 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> stdio::Result<TcpListener> {
 pub fn spawn_acceptor(
     listener: TcpListener,
     kind: ListenerKind,
-    shared: Arc<Shared>,
-    workers: Vec<flume::Sender<WorkerMsg>>,
+    app: Arc<App>,
+    workers: Vec<flume::Sender<WorkerMsg<Accepted>>>,
     stop: Arc<AtomicBool>,
 ) -> stdio::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -104,18 +106,10 @@ pub fn spawn_acceptor(
                 return;
             }
             let _ = stream.set_nodelay(true);
-            if let Some(size) = shared.socket_send_buffer {
+            if let Some(size) = app.socket_send_buffer {
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
             }
-            let admitted =
-                shared.connected.fetch_add(1, Ordering::Relaxed) < shared.config.max_clients;
-            if !admitted {
-                shared.connected.fetch_sub(1, Ordering::Relaxed);
-            }
-            let index = (0..workers.len())
-                .min_by_key(|&i| shared.load[i].load(Ordering::Relaxed))
-                .unwrap_or(0);
-            shared.load[index].fetch_add(1, Ordering::Relaxed);
+            let (admitted, index) = app.admission.admit();
             let msg = WorkerMsg::Connection(Accepted {
                 stream,
                 peer,
@@ -141,11 +135,11 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     };
     let peer = accepted.peer;
     let reason = if !accepted.admitted {
-        crate::limited!(crate::log_limit::SERVER_FULL, warn, %peer, listener = accepted.kind.as_str(), max = worker.shared.config.max_clients, "refusing connection: server full");
+        crate::limited!(crate::log_limit::SERVER_FULL, warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients, "refusing connection: server full");
         Box::pin(refuse(
             &stream,
             accepted.kind,
-            worker.shared.config.max_clients,
+            worker.app.config.max_clients,
         ))
         .await;
         Disconnect::ServerFull
@@ -300,7 +294,7 @@ where
                 // (dropping the writer's handle cancels it).
                 worker.close_client(client, reason);
             } else {
-                let grace = worker.shared.config.close_grace;
+                let grace = worker.app.config.close_grace;
                 let _ = compio::time::timeout(grace, writer).await;
             }
             client.reason().unwrap_or(reason)

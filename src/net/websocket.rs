@@ -8,9 +8,10 @@
 
 use super::commands::{execute, parse_into, Outcome};
 use crate::access::{origin_allowed, presented_token, CommandGate};
+use crate::app::Worker;
 use crate::command::{LineSplitter, ParseLimits};
 use crate::fanout::stats::Disconnect;
-use crate::fanout::worker::{Client, Worker};
+use crate::fanout::worker::Client;
 use crate::packet::Transport;
 use crate::ws::handshake::{http_response, parse_upgrade, switching_protocols};
 use crate::ws::{close, frame, Event, MessageReader, OpCode};
@@ -48,7 +49,7 @@ async fn upgrade(
     stream: &TcpStream,
     peer: SocketAddr,
 ) -> Result<(CommandGate, Vec<u8>), Disconnect> {
-    let cfg = &worker.shared.config;
+    let cfg = &worker.app.config;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let (request, consumed) = loop {
@@ -140,7 +141,7 @@ async fn read_messages(
     mut input: Vec<u8>,
     peer: SocketAddr,
 ) -> Disconnect {
-    let cfg = &worker.shared.config;
+    let cfg = &worker.app.config;
     let mut reader = MessageReader::new(cfg.ws_max_message);
     // Telemetry clients send little and hold no read buffer while idle (they borrow the
     // worker's scratch once readable); an echo peer (Autobahn) sends megabytes.
@@ -233,14 +234,12 @@ async fn on_event(
     event: Event,
     peer: SocketAddr,
 ) -> Option<Disconnect> {
-    let grace = worker.shared.config.close_grace;
+    let grace = worker.app.config.close_grace;
     match event {
-        Event::Text(data) if worker.shared.config.echo => echo(client, OpCode::Text, &data, grace),
-        Event::Binary(data) if worker.shared.config.echo => {
-            echo(client, OpCode::Binary, &data, grace)
-        }
+        Event::Text(data) if worker.app.config.echo => echo(client, OpCode::Text, &data, grace),
+        Event::Binary(data) if worker.app.config.echo => echo(client, OpCode::Binary, &data, grace),
         Event::Text(text) => {
-            let cfg = &worker.shared.config;
+            let cfg = &worker.app.config;
             let limits = ParseLimits {
                 max_batch: cfg.command_max_batch,
             };
@@ -346,7 +345,7 @@ fn http_route(target: &str) -> Option<Route> {
     let path = target.split('?').next().unwrap_or("/");
     match path {
         "/" | "/index.html" => Some(|w: &Worker| {
-            if w.shared.config.echo {
+            if w.app.config.echo {
                 (
                     200,
                     "text/plain; charset=utf-8",
@@ -364,11 +363,11 @@ fn http_route(target: &str) -> Option<Route> {
             (
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
-                crate::metrics::render(&w.shared).into_bytes(),
+                crate::metrics::render(&w.app.metrics_view()).into_bytes(),
             )
         }),
         "/healthz" => Some(|w: &Worker| {
-            let (status, text) = crate::metrics::health(&w.shared);
+            let (status, text) = crate::metrics::health(&w.app.metrics_view());
             (
                 status,
                 "text/plain; charset=utf-8",

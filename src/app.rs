@@ -1,0 +1,40 @@
+//! The application context: what connection handlers need beyond the fan-out — the
+//! configuration, where commands go, the counters. [`crate::server`] builds one [`App`] and
+//! injects it into every worker; the fan-out carries it without looking into it.
+
+use crate::config::Config;
+use crate::fanout::hub::{CommandBatch, HubStats};
+use crate::fanout::stats::WorkerStats;
+use crate::fanout::worker::Admission;
+use std::sync::Arc;
+
+/// State shared by every thread.
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// Where connections send command batches (the tick thread applies them).
+    pub commands: flume::Sender<CommandBatch>,
+    /// Connection accounting (`--max-clients`, balancing).
+    pub admission: Arc<Admission>,
+    /// Every worker's counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// The tick's counters.
+    pub hub: Arc<HubStats>,
+    /// SO_SNDBUF for client sockets (`--send-buffer` resolved against the frame size).
+    pub socket_send_buffer: Option<usize>,
+}
+
+impl App {
+    /// What `/metrics` and `/healthz` are rendered from.
+    pub fn metrics_view(&self) -> crate::metrics::View<'_> {
+        crate::metrics::View {
+            workers: &self.stats,
+            hub: &self.hub,
+            broadcast: self.config.broadcast,
+            echo: self.config.echo,
+        }
+    }
+}
+
+/// A worker of this application.
+pub type Worker = crate::fanout::worker::Worker<App>;
