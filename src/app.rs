@@ -22,6 +22,8 @@ pub struct App {
     pub hub: Arc<HubStats>,
     /// SO_SNDBUF for client sockets (`--send-buffer` resolved against the frame size).
     pub socket_send_buffer: Option<usize>,
+    /// What every connection's session needs of the configuration.
+    pub sessions: Arc<crate::session::Settings>,
 }
 
 impl App {

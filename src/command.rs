@@ -22,6 +22,13 @@ pub struct Command {
     pub id: Option<Box<str>>,
 }
 
+impl PartialEq for Command {
+    /// The same table entry (by address: names are `'static`), value and id.
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.name, other.name) && self.value == other.value && self.id == other.id
+    }
+}
+
 /// One thing a command line can ask for.
 #[derive(Debug, Clone)]
 pub enum Request {

@@ -125,3 +125,97 @@ pub fn line_splitter(data: &[u8]) {
     }
     assert!(out_bytes <= bytes.len());
 }
+
+/// A WebSocket session (telemetry or echo mode) driven by the input: a script of steps, each
+/// `[op, len, bytes…]`: feed client bytes, let time pass and fire the timer, or answer the
+/// pending batch (applied, failed, or never seen by the tick). Invariants: it never panics;
+/// every text message it sends in telemetry mode is a JSON reply; a Close is the last action
+/// it ever produces; it asks for the tick only with commands, and only one batch at a time.
+pub fn session(data: &[u8]) {
+    use crate::session::websocket::WsSession;
+    use crate::session::{Action, Applied};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let Some((&mode, mut script)) = data.split_first() else {
+        return;
+    };
+    let mut settings = crate::session::Settings::from_config(&crate::config::Config::default());
+    settings.echo = mode & 1 == 1;
+    settings.ws_max_message = 64 + (mode as usize >> 1) * 64;
+    settings.access.rate_per_second = 1 + (mode as u32 >> 4);
+    let echo = settings.echo;
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut s = WsSession::new(
+        Arc::new(settings),
+        None,
+        Vec::new(),
+        "127.0.0.1:9".parse().unwrap(),
+        now,
+    );
+    let mut all: Vec<Action> = Vec::new();
+    let mut submitted: Option<usize> = None;
+    while let [op, len, rest @ ..] = script {
+        let len = (*len as usize).min(rest.len());
+        let (chunk, tail) = rest.split_at(len);
+        script = tail;
+        let mut out = Vec::new();
+        match op % 4 {
+            0 => s.on_bytes(chunk, now, &mut out),
+            1 => {
+                now += Duration::from_millis(chunk.first().copied().unwrap_or(1) as u64 * 250);
+                s.on_timeout(now, &mut out);
+            }
+            2 => {
+                let result = submitted.map(|n| Applied {
+                    frame: 1,
+                    results: (0..n)
+                        .map(|i| {
+                            if chunk.get(i).is_some_and(|b| b & 1 == 1) {
+                                Err(crate::command::CommandError::Busy)
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .collect(),
+                });
+                s.applied(result, op & 4 == 4, now, &mut out);
+            }
+            _ => s.applied(None, false, now, &mut out),
+        }
+        for a in &out {
+            assert!(
+                !all.iter().any(|a| matches!(a, Action::Close { .. })),
+                "an action after the Close: {a:?}"
+            );
+            match a {
+                Action::Submit(batch) => {
+                    assert!(!echo, "echo mode submits nothing");
+                    assert!(!batch.is_empty(), "empty batches stay off the tick");
+                    submitted = Some(batch.len());
+                }
+                Action::Send { bytes, .. } if !echo && bytes[0] == 0x81 => {
+                    let payload_at = match bytes[1] {
+                        126 => 4,
+                        127 => 10,
+                        _ => 2,
+                    };
+                    assert!(is_json(&bytes[payload_at..]), "a reply that is not JSON");
+                }
+                _ => {}
+            }
+        }
+        if !s.is_waiting() {
+            submitted = None;
+        }
+        all.extend(out);
+    }
+}
+
+/// Whether `bytes` is one JSON value (simd-json: no dev-dependency needed in the fuzz build).
+fn is_json(bytes: &[u8]) -> bool {
+    let mut b = bytes.to_vec();
+    let ok = simd_json::to_borrowed_value(&mut b).is_ok();
+    ok
+}

@@ -58,6 +58,7 @@ pub mod packet;
 pub mod record;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod source;
 pub mod telemetry;
 pub mod ws;

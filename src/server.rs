@@ -77,6 +77,7 @@ impl Server {
             hub: Arc::clone(&hub_stats),
             commands: cmd_tx,
             admission: Arc::clone(&admission),
+            sessions: Arc::new(crate::session::Settings::from_config(&config)),
             config: config.clone(),
         });
         let limits = WorkerLimits {

@@ -1,24 +1,21 @@
-//! WebSocket port (8765): the upgrade, then telemetry frames out and client messages in.
-//!
-//! Text messages are commands, exactly as on the TCP command port (one JSON value per line). A
-//! reply is sent only for commands that carry an `"id"`: upstream clients send no id and parse
-//! every message as telemetry, so they never see a reply; clients that want replies add an id and
-//! tell replies from telemetry by the `"ok"` key (telemetry has `"schema"`). Rejected commands
-//! without an id are logged and counted, never silently dropped.
+//! WebSocket port (8765): the upgrade (or a plain HTTP page), then telemetry frames out and
+//! client messages in. What messages mean (commands, pings, Close codes, echo) is the
+//! [`WsSession`]'s; this shell moves bytes, timers and command batches between it and the socket.
 
-use super::commands::{execute, parse_into, Outcome};
-use crate::access::{origin_allowed, presented_token, CommandGate};
+use crate::access::{origin_allowed, presented_token};
 use crate::app::Worker;
-use crate::command::{LineSplitter, ParseLimits};
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::Client;
 use crate::packet::Transport;
+use crate::session::websocket::WsSession;
+use crate::session::Action;
+use crate::ws::close;
 use crate::ws::handshake::{http_response, parse_upgrade, switching_protocols};
-use crate::ws::{close, frame, Event, MessageReader, OpCode};
 use bytes::Bytes;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest upgrade request accepted.
@@ -28,8 +25,8 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     // The handshake's state (request buffer, parsed headers) lives in its own allocation, freed
     // before the long telemetry phase: an idle client's task stays small.
-    let (gate, leftover) = match Box::pin(upgrade(worker, stream, peer)).await {
-        Ok(upgraded) => upgraded,
+    let session = match Box::pin(upgrade(worker, stream, peer)).await {
+        Ok(session) => session,
         Err(reason) => return reason,
     };
     let client = worker.register(Transport::WebSocket);
@@ -37,7 +34,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         stream,
         worker,
         &client,
-        read_messages(worker, stream, &client, gate, leftover, peer),
+        read_messages(worker, stream, &client, session),
     )
     .await
 }
@@ -48,7 +45,7 @@ async fn upgrade(
     worker: &Rc<Worker>,
     stream: &TcpStream,
     peer: SocketAddr,
-) -> Result<(CommandGate, Vec<u8>), Disconnect> {
+) -> Result<WsSession, Disconnect> {
     let cfg = &worker.app.config;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -119,10 +116,7 @@ async fn upgrade(
         super::io::shutdown_write(stream);
         return Err(Disconnect::HandshakeFailed);
     }
-    let gate = CommandGate::new(
-        &cfg.access,
-        presented_token(request.authorization.as_deref(), &request.target).as_deref(),
-    );
+    let token = presented_token(request.authorization.as_deref(), &request.target);
     let response = Bytes::from(switching_protocols(&request.accept));
     match compio::time::timeout(Duration::from_secs(2), super::write_bytes(stream, response)).await
     {
@@ -130,81 +124,34 @@ async fn upgrade(
         _ => return Err(Disconnect::IoError),
     }
     tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
-    Ok((gate, buf[consumed..].to_vec()))
+    Ok(WsSession::new(
+        Arc::clone(&worker.app.sessions),
+        token.as_deref(),
+        buf[consumed..].to_vec(),
+        peer,
+        Instant::now(),
+    ))
 }
 
+/// Feeds the session what the client sends and its timer, and carries out its actions.
 async fn read_messages(
     worker: &Worker,
     stream: &TcpStream,
     client: &Client,
-    mut gate: CommandGate,
-    mut input: Vec<u8>,
-    peer: SocketAddr,
+    mut session: WsSession,
 ) -> Disconnect {
-    let cfg = &worker.app.config;
-    let mut reader = MessageReader::new(cfg.ws_max_message);
     // Telemetry clients send little and hold no read buffer while idle (they borrow the
     // worker's scratch once readable); an echo peer (Autobahn) sends megabytes.
-    let echo_chunk = cfg.echo.then_some(256 * 1024);
-    let mut awaiting_pong = false;
+    let echo_chunk = worker.app.config.echo.then_some(256 * 1024);
+    let mut actions = Vec::new();
+    session.start(Instant::now(), &mut actions);
     loop {
-        let mut pos = 0;
-        loop {
-            match reader.decode(&mut input[pos..]) {
-                Ok(Some((n, event))) => {
-                    pos += n;
-                    if let Some(event) = event {
-                        // Boxed: message handling is rare for telemetry clients; its state
-                        // machine is allocated only while a message is being handled.
-                        if let Some(reason) =
-                            Box::pin(on_event(worker, client, &mut gate, event, peer)).await
-                        {
-                            return reason;
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    crate::limited!(crate::log_limit::PROTOCOL, info, %peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
-                    return close_with(
-                        client,
-                        Disconnect::ProtocolError,
-                        e.close_code(),
-                        &e.to_string(),
-                        cfg.close_grace,
-                    );
-                }
-            }
+        if let Some(reason) = act(worker, client, &mut session, &mut actions).await {
+            return reason;
         }
-        input.drain(..pos);
-        if input.is_empty() && input.capacity() > 0 {
-            input = Vec::new(); // an idle client keeps no partial-message buffer
-        }
-        let wait = if awaiting_pong {
-            cfg.ws_ping_timeout
-        } else {
-            cfg.ws_ping_interval
-        };
+        let wait = session.deadline().saturating_duration_since(Instant::now());
         match compio::time::timeout(wait, super::io::readable(stream)).await {
-            Err(_) if awaiting_pong => {
-                crate::limited!(crate::log_limit::PROTOCOL, info, %peer, "closing WebSocket: no answer to ping");
-                return close_with(
-                    client,
-                    Disconnect::IdleTimeout,
-                    close::POLICY_VIOLATION,
-                    "ping timeout",
-                    cfg.close_grace,
-                );
-            }
-            Err(_) => {
-                if client
-                    .push_control(frame::server_frame(OpCode::Ping, b"aerobridge"))
-                    .is_err()
-                {
-                    return Disconnect::ControlOverflow;
-                }
-                awaiting_pong = true;
-            }
+            Err(_) => session.on_timeout(Instant::now(), &mut actions),
             Ok(Err(_)) => return Disconnect::IoError,
             Ok(Ok(())) => {
                 let scratch = match echo_chunk {
@@ -214,125 +161,47 @@ async fn read_messages(
                 let (res, b) = super::io::read_ready(stream, scratch).await;
                 match res {
                     Ok(0) => return Disconnect::PeerClosed,
-                    Ok(_) => {
-                        awaiting_pong = false;
-                        input.extend_from_slice(&b);
-                        worker.return_scratch(b);
-                    }
+                    Ok(_) => session.on_bytes(&b, Instant::now(), &mut actions),
                     Err(_) => return Disconnect::IoError,
                 }
+                worker.return_scratch(b);
             }
         }
     }
 }
 
-/// Handles one client event; `Some` ends the reader.
-async fn on_event(
+/// Carries out the session's actions; `Some` ends the reader (the close has been started).
+async fn act(
     worker: &Worker,
     client: &Client,
-    gate: &mut CommandGate,
-    event: Event,
-    peer: SocketAddr,
+    session: &mut WsSession,
+    actions: &mut Vec<Action>,
 ) -> Option<Disconnect> {
     let grace = worker.app.config.close_grace;
-    match event {
-        Event::Text(data) if worker.app.config.echo => echo(client, OpCode::Text, &data, grace),
-        Event::Binary(data) if worker.app.config.echo => echo(client, OpCode::Binary, &data, grace),
-        Event::Text(text) => {
-            let cfg = &worker.app.config;
-            let limits = ParseLimits {
-                max_batch: cfg.command_max_batch,
-            };
-            let mut splitter = LineSplitter::new(cfg.command_max_line);
-            splitter.extend(&text);
-            let mut parsed = Vec::new();
-            while let Some(line) = splitter.next_line() {
-                parse_into(line, limits, &mut parsed);
-            }
-            if let Some(line) = splitter.finish() {
-                parse_into(line, limits, &mut parsed);
-            }
-            if parsed.is_empty() {
-                return None;
-            }
-            for outcome in execute(worker, gate, parsed).await {
-                let mut reply = Vec::new();
-                match &outcome {
-                    o if o.id().is_some() => o.write_reply(&mut reply),
-                    Outcome::Rejected(r) => {
-                        crate::limited!(crate::log_limit::COMMAND_REJECTED, info, %peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
-                        continue;
+    while !actions.is_empty() {
+        for action in std::mem::take(actions) {
+            match action {
+                Action::Send { bytes, unread } => {
+                    if client.push_control(bytes).is_err() {
+                        let frame = crate::ws::frame::close_frame(close::POLICY_VIOLATION, unread);
+                        client.start_close(Disconnect::ControlOverflow, Some(frame), grace);
+                        return Some(Disconnect::ControlOverflow);
                     }
-                    _ => continue,
                 }
-                if client
-                    .push_control(frame::server_frame(OpCode::Text, &reply))
-                    .is_err()
-                {
-                    return Some(close_with(
-                        client,
-                        Disconnect::ControlOverflow,
-                        close::POLICY_VIOLATION,
-                        "replies not read",
-                        grace,
-                    ));
+                Action::Submit(batch) => {
+                    // Boxed: only a client that sends commands pays for this state machine.
+                    let result = Box::pin(super::commands::submit(worker, batch)).await;
+                    session.applied(result, worker.is_shutting_down(), Instant::now(), actions);
+                }
+                Action::Tally { accepted, rejected } => {
+                    super::commands::count(worker, accepted, &rejected)
+                }
+                Action::Close { reason, frame } => {
+                    client.start_close(reason, frame, grace);
+                    return Some(reason);
                 }
             }
-            if gate.is_flooding() {
-                crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, %peer, limit = cfg.access.rate_per_second, "disconnecting command flood");
-                return Some(close_with(
-                    client,
-                    Disconnect::CommandFlood,
-                    close::POLICY_VIOLATION,
-                    "command flood",
-                    grace,
-                ));
-            }
-            None
         }
-        Event::Binary(_) => Some(close_with(
-            client,
-            Disconnect::ProtocolError,
-            close::UNSUPPORTED_DATA,
-            "binary messages are not supported; send commands as text",
-            grace,
-        )),
-        Event::Ping(payload) => {
-            if client
-                .push_control(frame::server_frame(OpCode::Pong, &payload))
-                .is_err()
-            {
-                return Some(close_with(
-                    client,
-                    Disconnect::ControlOverflow,
-                    close::POLICY_VIOLATION,
-                    "pongs not read",
-                    grace,
-                ));
-            }
-            None
-        }
-        Event::Pong(_) => None,
-        Event::Close(code, _) => {
-            let echo = code.unwrap_or(close::NORMAL);
-            Some(close_with(client, Disconnect::PeerClosed, echo, "", grace))
-        }
-    }
-}
-
-/// Echo mode: the message goes back through the client's queue like any control item.
-fn echo(client: &Client, opcode: OpCode, data: &[u8], grace: Duration) -> Option<Disconnect> {
-    if client
-        .push_control(frame::server_frame(opcode, data))
-        .is_err()
-    {
-        return Some(close_with(
-            client,
-            Disconnect::ControlOverflow,
-            close::POLICY_VIOLATION,
-            "echoes not read",
-            grace,
-        ));
     }
     None
 }
@@ -376,17 +245,4 @@ fn http_route(target: &str) -> Option<Route> {
         }),
         _ => None,
     }
-}
-
-/// Starts the close handshake (the Close frame goes out after what is in flight) and returns
-/// `why`, so the reader can stop with it.
-fn close_with(
-    client: &Client,
-    why: Disconnect,
-    code: u16,
-    reason: &str,
-    grace: Duration,
-) -> Disconnect {
-    client.start_close(why, Some(frame::close_frame(code, reason)), grace);
-    why
 }

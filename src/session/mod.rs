@@ -1,0 +1,122 @@
+//! Per-connection protocol logic without I/O, in the style of quinn-proto: a session is fed the
+//! bytes a peer sent, the current time and the results of what it asked for, and answers with
+//! [`Action`]s for the shell in [`crate::net`] to carry out (queue these bytes, submit these
+//! commands, close with this reason). Sessions never touch a socket, a runtime or a clock of
+//! their own, so they are unit-tested with plain bytes and fuzzed with arbitrary input and time
+//! steps (`fuzz/fuzz_targets/session.rs`; its body is [`crate::fuzzing::session`]).
+//!
+//! - [`commands`]: parse, gate (token, read-only, rate limit) and reply — the rules a command
+//!   follows whichever transport brought it.
+//! - [`command_port`]: the TCP command port (lines in, reply lines out, the last line at EOF).
+//! - [`websocket`]: a WebSocket connection after the upgrade: frames in, pongs, replies, echoes
+//!   and Close frames out, the ping/idle timer.
+//!
+//! A TCP telemetry connection has no protocol to speak of (what it sends is read and dropped), so
+//! it has no session.
+
+pub mod command_port;
+pub mod commands;
+pub mod websocket;
+
+use crate::access::AccessPolicy;
+use crate::command::{Command, CommandError, ParseLimits, Reason};
+use crate::config::Config;
+use crate::fanout::stats::Disconnect;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// Something the shell must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send these bytes (a reply, a pong, an echo). They are never skipped; `unread` names them
+    /// for the close reason if the peer does not read them ("replies not read").
+    Send {
+        /// The bytes, already framed for the transport.
+        bytes: Bytes,
+        /// What they are, for the close reason when they overflow the peer's queue.
+        unread: &'static str,
+    },
+    /// Hand these commands to the tick as one batch, then call the session's `applied` with the
+    /// result. The session takes no input until then.
+    Submit(Vec<Command>),
+    /// Count these command outcomes (metrics).
+    Tally {
+        /// Commands applied or authentications accepted.
+        accepted: u64,
+        /// Why each refused one was refused.
+        rejected: Vec<Reason>,
+    },
+    /// End the connection: `frame` (a WebSocket Close) goes out after what is queued. Always the
+    /// last action of a session.
+    Close {
+        /// Why (counted).
+        reason: Disconnect,
+        /// The Close frame to send, if the transport has one.
+        frame: Option<Bytes>,
+    },
+}
+
+/// What sessions need of the configuration, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Token, read-only mode, rate limit.
+    pub access: AccessPolicy,
+    /// Longest command line.
+    pub command_max_line: usize,
+    /// Most commands in one JSON array.
+    pub parse: ParseLimits,
+    /// Largest client WebSocket message.
+    pub ws_max_message: usize,
+    /// Idle time before a server ping.
+    pub ping_interval: Duration,
+    /// Time allowed for the answer to a ping.
+    pub ping_timeout: Duration,
+    /// Echo mode: WebSocket messages are sent back, not parsed as commands.
+    pub echo: bool,
+}
+
+impl Settings {
+    /// The settings of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            access: config.access.clone(),
+            command_max_line: config.command_max_line,
+            parse: ParseLimits {
+                max_batch: config.command_max_batch,
+            },
+            ws_max_message: config.ws_max_message,
+            ping_interval: config.ws_ping_interval,
+            ping_timeout: config.ws_ping_timeout,
+            echo: config.echo,
+        }
+    }
+}
+
+/// The outcome of a submitted batch, as the tick reported it (`None`: it never got there — the
+/// queue to the tick was full, or the server is stopping).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The first `update_counter` that shows the commands.
+    pub frame: u64,
+    /// One result per submitted command, in order.
+    pub results: Vec<Result<(), CommandError>>,
+}
+
+/// Settings for unit tests: no token, 50 commands/s, 1 KiB lines, 64 KiB messages.
+#[cfg(test)]
+pub(crate) fn test_settings(echo: bool) -> Settings {
+    Settings {
+        access: AccessPolicy {
+            token: None,
+            read_only: false,
+            rate_per_second: 50,
+            allowed_origins: Vec::new(),
+        },
+        command_max_line: 1024,
+        parse: ParseLimits::DEFAULT,
+        ws_max_message: 1 << 16,
+        ping_interval: Duration::from_secs(20),
+        ping_timeout: Duration::from_secs(10),
+        echo,
+    }
+}

@@ -1,0 +1,386 @@
+//! A WebSocket connection after the upgrade: client frames in (through the codec in
+//! [`crate::ws`]), and out: pongs, replies to commands that carry an `id`, echoes (echo mode),
+//! pings after silence, and the Close frame with the code that says why.
+//!
+//! Text messages are commands, exactly as on the TCP command port. Only commands with an `"id"`
+//! get a reply (upstream's clients send none and parse every message as telemetry); refused
+//! commands without an id are logged and counted, never silently dropped.
+
+use super::commands::{parse_message, tally, Commands, Outcome};
+use super::{Action, Applied, Settings};
+use crate::fanout::stats::Disconnect;
+use crate::ws::{close, frame, Event, MessageReader, OpCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One WebSocket connection.
+#[derive(Debug)]
+pub struct WsSession {
+    settings: Arc<Settings>,
+    reader: MessageReader,
+    /// Received bytes not yet decoded (a partial frame); empty (no allocation) when idle.
+    input: Vec<u8>,
+    commands: Commands,
+    awaiting_pong: bool,
+    deadline: Instant,
+    closed: bool,
+    peer: SocketAddr,
+}
+
+impl WsSession {
+    /// A connection just upgraded: `presented` is the token it brought (header or query),
+    /// `leftover` what followed the upgrade request, `peer` is for logs.
+    pub fn new(
+        settings: Arc<Settings>,
+        presented: Option<&str>,
+        leftover: Vec<u8>,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        Self {
+            reader: MessageReader::new(settings.ws_max_message),
+            commands: Commands::new(&settings, presented),
+            deadline: now + settings.ping_interval,
+            settings,
+            input: leftover,
+            awaiting_pong: false,
+            closed: false,
+            peer,
+        }
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) is due if nothing arrives before.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether a batch is with the tick (feed nothing until [`applied`](Self::applied)).
+    pub fn is_waiting(&self) -> bool {
+        self.commands.is_waiting()
+    }
+
+    /// Whether the session has ended (its last action was a Close).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Decodes what was left over from the upgrade request, if anything.
+    pub fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.process(now, out);
+    }
+
+    /// Bytes from the peer.
+    pub fn on_bytes(&mut self, data: &[u8], now: Instant, out: &mut Vec<Action>) {
+        if self.closed || self.is_waiting() {
+            return;
+        }
+        self.awaiting_pong = false;
+        self.deadline = now + self.settings.ping_interval;
+        self.input.extend_from_slice(data);
+        self.process(now, out);
+    }
+
+    /// The deadline passed without a byte from the peer: ping it, or give up on it.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.closed || now < self.deadline {
+            return;
+        }
+        if self.awaiting_pong {
+            crate::limited!(crate::log_limit::PROTOCOL, info, peer = %self.peer, "closing WebSocket: no answer to ping");
+            self.close(
+                Disconnect::IdleTimeout,
+                close::POLICY_VIOLATION,
+                "ping timeout",
+                out,
+            );
+        } else {
+            out.push(Action::Send {
+                bytes: frame::server_frame(OpCode::Ping, b"aerobridge"),
+                unread: "pings not read",
+            });
+            self.awaiting_pong = true;
+            self.deadline = now + self.settings.ping_timeout;
+        }
+    }
+
+    /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there); decoding
+    /// then goes on with what is buffered.
+    pub fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_waiting() {
+            return;
+        }
+        self.reply(result, stopping, out);
+        self.process(now, out);
+    }
+
+    fn reply(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+        let outcomes = self.commands.applied(result, stopping);
+        out.push(tally(&outcomes));
+        for outcome in &outcomes {
+            match outcome {
+                o if o.id().is_some() => {
+                    let mut reply = Vec::new();
+                    o.write_reply(&mut reply);
+                    out.push(Action::Send {
+                        bytes: frame::server_frame(OpCode::Text, &reply),
+                        unread: "replies not read",
+                    });
+                }
+                Outcome::Rejected(r) => {
+                    crate::limited!(crate::log_limit::COMMAND_REJECTED, info, peer = %self.peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
+                }
+                _ => {}
+            }
+        }
+        if self.commands.is_flooding() {
+            crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, peer = %self.peer, limit = self.settings.access.rate_per_second, "disconnecting command flood");
+            self.close(
+                Disconnect::CommandFlood,
+                close::POLICY_VIOLATION,
+                "command flood",
+                out,
+            );
+        }
+    }
+
+    /// Decodes buffered input until it runs out, a batch goes to the tick, or the session closes.
+    fn process(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut pos = 0;
+        while !self.closed && !self.is_waiting() {
+            match self.reader.decode(&mut self.input[pos..]) {
+                Ok(Some((n, event))) => {
+                    pos += n;
+                    if let Some(event) = event {
+                        self.on_event(event, now, out);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    crate::limited!(crate::log_limit::PROTOCOL, info, peer = %self.peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
+                    self.close(
+                        Disconnect::ProtocolError,
+                        e.close_code(),
+                        &e.to_string(),
+                        out,
+                    );
+                }
+            }
+        }
+        self.input.drain(..pos);
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = Vec::new(); // an idle client keeps no buffer
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant, out: &mut Vec<Action>) {
+        match event {
+            Event::Text(data) if self.settings.echo => out.push(Action::Send {
+                bytes: frame::server_frame(OpCode::Text, &data),
+                unread: "echoes not read",
+            }),
+            Event::Binary(data) if self.settings.echo => out.push(Action::Send {
+                bytes: frame::server_frame(OpCode::Binary, &data),
+                unread: "echoes not read",
+            }),
+            Event::Text(text) => {
+                let parsed = parse_message(&self.settings, &text);
+                if parsed.is_empty() {
+                    return;
+                }
+                match self.commands.gate(&self.settings, parsed, now) {
+                    Some(batch) => out.push(Action::Submit(batch)),
+                    None => self.reply(None, false, out),
+                }
+            }
+            Event::Binary(_) => self.close(
+                Disconnect::ProtocolError,
+                close::UNSUPPORTED_DATA,
+                "binary messages are not supported; send commands as text",
+                out,
+            ),
+            Event::Ping(payload) => out.push(Action::Send {
+                bytes: frame::server_frame(OpCode::Pong, &payload),
+                unread: "pongs not read",
+            }),
+            Event::Pong(_) => {}
+            Event::Close(code, _) => self.close(
+                Disconnect::PeerClosed,
+                code.unwrap_or(close::NORMAL),
+                "",
+                out,
+            ),
+        }
+    }
+
+    fn close(&mut self, reason: Disconnect, code: u16, text: &str, out: &mut Vec<Action>) {
+        self.closed = true;
+        out.push(Action::Close {
+            reason,
+            frame: Some(frame::close_frame(code, text)),
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn settings(echo: bool) -> Settings {
+        crate::session::test_settings(echo)
+    }
+
+    /// A masked client frame.
+    pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    fn session(echo: bool, now: Instant) -> WsSession {
+        WsSession::new(
+            Arc::new(settings(echo)),
+            None,
+            Vec::new(),
+            "127.0.0.1:1".parse().unwrap(),
+            now,
+        )
+    }
+
+    /// (opcode, payload) of a server frame.
+    fn server(bytes: &[u8]) -> (u8, Vec<u8>) {
+        let len = (bytes[1] & 0x7f) as usize;
+        let (len, at) = if len == 126 {
+            (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4)
+        } else {
+            (len, 2)
+        };
+        (bytes[0] & 0x0f, bytes[at..at + len].to_vec())
+    }
+
+    #[test]
+    fn ping_gets_pong_and_silence_gets_ping_then_close_1008() {
+        let t0 = Instant::now();
+        let mut s = session(false, t0);
+        let mut out = Vec::new();
+        s.on_bytes(&client_frame(0x9, b"hi"), t0, &mut out);
+        let Action::Send { bytes, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(server(bytes), (0xA, b"hi".to_vec()));
+        out.clear();
+        s.on_timeout(t0 + Duration::from_secs(19), &mut out);
+        assert!(out.is_empty(), "not due yet");
+        s.on_timeout(s.deadline(), &mut out);
+        let Action::Send { bytes, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(server(bytes).0, 0x9, "a ping after the interval");
+        out.clear();
+        s.on_timeout(s.deadline(), &mut out);
+        let Some(Action::Close {
+            reason: Disconnect::IdleTimeout,
+            frame: Some(f),
+        }) = out.last()
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(&server(f).1[..2], &1008u16.to_be_bytes());
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn commands_with_ids_get_replies_in_order_and_the_rest_of_the_input_waits() {
+        let t0 = Instant::now();
+        let mut s = session(false, t0);
+        let mut input = client_frame(0x1, br#"{"variable":"Controls.Gear","value":1,"id":"a"}"#);
+        input.extend(client_frame(0x9, b"after"));
+        let mut out = Vec::new();
+        s.on_bytes(&input, t0, &mut out);
+        assert!(
+            matches!(&out[..], [Action::Submit(b)] if b.len() == 1),
+            "{out:?}"
+        );
+        assert!(s.is_waiting());
+        out.clear();
+        s.applied(
+            Some(Applied {
+                frame: 5,
+                results: vec![Ok(())],
+            }),
+            false,
+            t0,
+            &mut out,
+        );
+        let sends: Vec<(u8, Vec<u8>)> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { bytes, .. } => Some(server(bytes)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sends.len(), 2, "{out:?}");
+        let reply: serde_json::Value = serde_json::from_slice(&sends[0].1).unwrap();
+        assert_eq!(
+            (reply["ok"].as_bool(), reply["id"].as_str()),
+            (Some(true), Some("a"))
+        );
+        assert_eq!(
+            sends[1],
+            (0xA, b"after".to_vec()),
+            "the ping waited for the reply"
+        );
+    }
+
+    #[test]
+    fn binary_is_refused_with_1003_and_close_is_echoed_and_last() {
+        let t0 = Instant::now();
+        let mut s = session(false, t0);
+        let mut out = Vec::new();
+        s.on_bytes(&client_frame(0x2, b"\x00"), t0, &mut out);
+        assert!(matches!(
+            out.last(),
+            Some(Action::Close {
+                reason: Disconnect::ProtocolError,
+                ..
+            })
+        ));
+        let mut s = session(false, t0);
+        let mut out = Vec::new();
+        let mut input = client_frame(0x8, &1000u16.to_be_bytes());
+        input.extend(client_frame(0x9, b"too late"));
+        s.on_bytes(&input, t0, &mut out);
+        assert_eq!(out.len(), 1, "nothing after the Close: {out:?}");
+        s.on_bytes(&client_frame(0x9, b"x"), t0, &mut out);
+        s.on_timeout(t0 + Duration::from_secs(60), &mut out);
+        assert_eq!(out.len(), 1, "a closed session stays silent");
+    }
+
+    #[test]
+    fn echo_mode_sends_messages_back() {
+        let t0 = Instant::now();
+        let mut s = session(true, t0);
+        let mut out = Vec::new();
+        s.on_bytes(&client_frame(0x2, &[0, 1, 255]), t0, &mut out);
+        let Action::Send { bytes, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(server(bytes), (0x2, vec![0, 1, 255]));
+    }
+}
