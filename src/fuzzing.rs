@@ -140,7 +140,11 @@ pub fn session(data: &[u8]) {
     let Some((&mode, mut script)) = data.split_first() else {
         return;
     };
-    let mut settings = crate::session::Settings::from_config(&crate::config::Config::default());
+    // Built once: parsing the defaults for every input would dominate the run.
+    static BASE: std::sync::OnceLock<crate::session::Settings> = std::sync::OnceLock::new();
+    let mut settings = BASE
+        .get_or_init(|| crate::session::Settings::from_config(&crate::config::Config::default()))
+        .clone();
     settings.echo = mode & 1 == 1;
     settings.ws_max_message = 64 + (mode as usize >> 1) * 64;
     settings.access.rate_per_second = 1 + (mode as u32 >> 4);

@@ -23,6 +23,8 @@
 //!     app               the application context: config, the command channel, the counters
 //!       metrics         /metrics and /healthz, rendered from the counters it is given
 //!       record          `aerobridge record`
+//!       session         per-connection protocol logic without I/O: upgrade, WebSocket, command
+//!                       port (bytes and time in, actions out; net carries them out)
 //!         config        CLI + env -> Config
 //!           fanout      hub (the tick; owns the source), worker (clients; handler injected),
 //!                       queue (slow-consumer policy), stats
@@ -30,8 +32,8 @@
 //!               access, packet, command, ws, telemetry, runtime, log_limit, dashboard
 //! ```
 //!
-//! [`telemetry`], [`packet`], [`command`], [`ws`], [`access`], [`fanout::queue`] and
-//! [`log_limit`] perform no I/O and know nothing of compio; they are unit-tested with plain bytes
+//! [`session`], [`telemetry`], [`packet`], [`command`], [`ws`], [`access`], [`fanout::queue`]
+//! and [`log_limit`] perform no I/O and know nothing of compio; they are unit-tested with plain bytes
 //! and fuzzed (`fuzz/`). Sockets are opened in [`net`] (clients), [`source::relay`] and
 //! [`record`] (upstream bridges), and [`server`] (binding the listeners; waking the acceptors at
 //! shutdown). [`fanout::worker`] owns clients and their queues but never a socket: the connection

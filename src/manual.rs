@@ -66,6 +66,15 @@
 //! [`crate::log_limit::Throttle`]: the first 5 per 10 s in full, then one summary line with the
 //! count. Metrics count every event regardless.
 //!
+//! # Protocol logic without I/O
+//! What a connection's bytes mean lives in [`crate::session`], in the style of quinn-proto: a
+//! session is fed bytes, the time and the results it asked for, and returns actions (send these
+//! bytes, submit these commands, count these outcomes, close for this reason). [`crate::net`] only
+//! moves bytes, timers and batches between sockets, sessions and the tick. So every rule — reply
+//! policy, close codes, ping timers, flood handling, echo, HTTP routing, the Origin check — is
+//! unit-tested with plain bytes, and the WebSocket session is fuzzed with arbitrary input and
+//! time steps (it never panics, every reply is JSON, a Close is the last thing it ever says).
+//!
 //! # WebSocket replies
 //! Text messages are commands. Replies go only to commands with an `"id"`, as their own text
 //! message, so upstream clients (no ids, every message parsed as telemetry) never see one.

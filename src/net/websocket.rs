@@ -2,24 +2,20 @@
 //! client messages in. What messages mean (commands, pings, Close codes, echo) is the
 //! [`WsSession`]'s; this shell moves bytes, timers and command batches between it and the socket.
 
-use crate::access::{origin_allowed, presented_token};
 use crate::app::Worker;
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::Client;
 use crate::packet::Transport;
+use crate::session::upgrade::{page_response, Page, Step, Upgrade};
 use crate::session::websocket::WsSession;
 use crate::session::Action;
 use crate::ws::close;
-use crate::ws::handshake::{http_response, parse_upgrade, switching_protocols};
 use bytes::Bytes;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Longest upgrade request accepted.
-pub const MAX_REQUEST: usize = 8 * 1024;
 
 /// Serves one WebSocket connection: handshake, then frames until it ends.
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
@@ -39,98 +35,102 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
     .await
 }
 
-/// Reads and answers the upgrade request (or a plain HTTP request). On success returns the
-/// command gate and any bytes that followed the request.
+/// Reads the first request and carries out what the [`Upgrade`] session decides: a WebSocket
+/// session, a plain HTTP page, or a refusal.
 async fn upgrade(
     worker: &Rc<Worker>,
     stream: &TcpStream,
     peer: SocketAddr,
 ) -> Result<WsSession, Disconnect> {
-    let cfg = &worker.app.config;
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    let mut up = Upgrade::new(Arc::clone(&worker.app.sessions), peer, Instant::now());
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let (request, consumed) = loop {
-        match parse_upgrade(&buf, MAX_REQUEST) {
-            Ok(Some(done)) => break done,
-            Ok(None) => {}
-            Err(crate::ws::handshake::HandshakeError::NotUpgrade {
-                target: Some(target),
-            }) if http_route(&target).is_some() => {
-                let (status, content_type, body) =
-                    http_route(&target).map(|route| route(worker)).unwrap();
-                let head = format!(
-                    "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-                    if status == 200 { "OK" } else { "Service Unavailable" },
-                    body.len()
-                );
-                let mut response = head.into_bytes();
-                response.extend_from_slice(&body);
-                let _ = compio::time::timeout(
-                    Duration::from_secs(5),
-                    super::write_bytes(stream, Bytes::from(response)),
-                )
-                .await;
-                super::io::shutdown_write(stream);
-                return Err(Disconnect::HttpRequest);
-            }
-            Err(e) => {
-                crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");
-                let _ = compio::time::timeout(
-                    Duration::from_secs(1),
-                    super::write_bytes(stream, Bytes::from(e.response())),
-                )
-                .await;
-                super::io::shutdown_write(stream);
-                return Err(Disconnect::HandshakeFailed);
-            }
-        }
-        if buf.capacity() - buf.len() < 512 {
-            buf.reserve(1024);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match compio::time::timeout(left, super::read_some(stream, buf)).await {
+    loop {
+        let left = up.deadline().saturating_duration_since(Instant::now());
+        buf.clear();
+        let step = match compio::time::timeout(left, super::read_some(stream, buf)).await {
             Err(_) => {
-                crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, timeout_ms = cfg.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
-                return Err(Disconnect::HandshakeFailed);
+                buf = Vec::new();
+                up.on_timeout()
             }
-            Ok((Ok(0), _)) => return Err(Disconnect::HandshakeFailed),
-            Ok((Ok(_), b)) => buf = b,
+            Ok((Ok(0), b)) => {
+                buf = b;
+                up.on_eof()
+            }
+            Ok((Ok(_), b)) => {
+                let step = up.on_bytes(&b);
+                buf = b;
+                step
+            }
             Ok((Err(_), _)) => return Err(Disconnect::IoError),
+        };
+        let (response, deadline, outcome) = match step {
+            Step::More => continue,
+            Step::Page(page) => (
+                render(worker, page),
+                Duration::from_secs(5),
+                Err(Disconnect::HttpRequest),
+            ),
+            Step::Refuse { response, reason } => (response, Duration::from_secs(1), Err(reason)),
+            Step::Upgraded {
+                response,
+                token,
+                leftover,
+            } => {
+                let session = WsSession::new(
+                    Arc::clone(&worker.app.sessions),
+                    token.as_deref(),
+                    leftover,
+                    peer,
+                    Instant::now(),
+                );
+                (response, Duration::from_secs(2), Ok(session))
+            }
+        };
+        let written = response.is_empty()
+            || matches!(
+                compio::time::timeout(deadline, super::write_bytes(stream, Bytes::from(response)))
+                    .await,
+                Ok(Ok(()))
+            );
+        return match outcome {
+            Ok(session) if written => Ok(session),
+            Ok(_) => Err(Disconnect::IoError),
+            Err(reason) => {
+                super::io::shutdown_write(stream);
+                Err(reason)
+            }
+        };
+    }
+}
+
+/// A plain HTTP page, rendered now.
+fn render(worker: &Worker, page: Page) -> Vec<u8> {
+    let app = &worker.app;
+    match page {
+        Page::Dashboard if app.config.echo => page_response(
+            200,
+            "text/plain; charset=utf-8",
+            b"aerobridge echo server\n",
+        ),
+        Page::Dashboard => page_response(
+            200,
+            "text/html; charset=utf-8",
+            crate::dashboard::PAGE.as_bytes(),
+        ),
+        Page::Metrics => page_response(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(&app.metrics_view()).as_bytes(),
+        ),
+        Page::Health => {
+            let (status, text) = crate::metrics::health(&app.metrics_view());
+            page_response(
+                status,
+                "text/plain; charset=utf-8",
+                format!("{text}\n").as_bytes(),
+            )
         }
-    };
-    if !origin_allowed(
-        request.origin.as_deref(),
-        request.host.as_deref(),
-        &cfg.access.allowed_origins,
-    ) {
-        let origin = request.origin.as_deref().unwrap_or("");
-        crate::limited!(crate::log_limit::HANDSHAKE, warn, %peer, origin, "refused WebSocket upgrade from a browser origin that is not allowed (--allowed-origin)");
-        let body = format!(
-            "origin {origin} is not allowed; start the server with --allowed-origin {origin}"
-        );
-        let _ = compio::time::timeout(
-            Duration::from_secs(1),
-            super::write_bytes(stream, Bytes::from(http_response(403, &body, &[]))),
-        )
-        .await;
-        super::io::shutdown_write(stream);
-        return Err(Disconnect::HandshakeFailed);
     }
-    let token = presented_token(request.authorization.as_deref(), &request.target);
-    let response = Bytes::from(switching_protocols(&request.accept));
-    match compio::time::timeout(Duration::from_secs(2), super::write_bytes(stream, response)).await
-    {
-        Ok(Ok(())) => {}
-        _ => return Err(Disconnect::IoError),
-    }
-    tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
-    Ok(WsSession::new(
-        Arc::clone(&worker.app.sessions),
-        token.as_deref(),
-        buf[consumed..].to_vec(),
-        peer,
-        Instant::now(),
-    ))
 }
 
 /// Feeds the session what the client sends and its timer, and carries out its actions.
@@ -204,45 +204,4 @@ async fn act(
         }
     }
     None
-}
-
-/// A plain HTTP page: (status, content type, body).
-type Route = fn(&Worker) -> (u16, &'static str, Vec<u8>);
-
-/// Plain HTTP GETs served on the WebSocket port: the dashboard, metrics and health.
-fn http_route(target: &str) -> Option<Route> {
-    let path = target.split('?').next().unwrap_or("/");
-    match path {
-        "/" | "/index.html" => Some(|w: &Worker| {
-            if w.app.config.echo {
-                (
-                    200,
-                    "text/plain; charset=utf-8",
-                    b"aerobridge echo server\n".to_vec(),
-                )
-            } else {
-                (
-                    200,
-                    "text/html; charset=utf-8",
-                    crate::dashboard::PAGE.as_bytes().to_vec(),
-                )
-            }
-        }),
-        "/metrics" => Some(|w: &Worker| {
-            (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                crate::metrics::render(&w.app.metrics_view()).into_bytes(),
-            )
-        }),
-        "/healthz" => Some(|w: &Worker| {
-            let (status, text) = crate::metrics::health(&w.app.metrics_view());
-            (
-                status,
-                "text/plain; charset=utf-8",
-                format!("{text}\n").into_bytes(),
-            )
-        }),
-        _ => None,
-    }
 }

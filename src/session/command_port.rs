@@ -76,7 +76,7 @@ impl CommandPortSession {
 
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
     pub fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
-        if !self.is_waiting() {
+        if self.closed || !self.is_waiting() {
             return;
         }
         let outcomes = self.commands.applied(result, stopping);

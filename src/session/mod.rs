@@ -8,6 +8,7 @@
 //! - [`commands`]: parse, gate (token, read-only, rate limit) and reply — the rules a command
 //!   follows whichever transport brought it.
 //! - [`command_port`]: the TCP command port (lines in, reply lines out, the last line at EOF).
+//! - [`upgrade`]: the WebSocket port's first request: upgrade, plain HTTP page, or refusal.
 //! - [`websocket`]: a WebSocket connection after the upgrade: frames in, pongs, replies, echoes
 //!   and Close frames out, the ping/idle timer.
 //!
@@ -16,6 +17,7 @@
 
 pub mod command_port;
 pub mod commands;
+pub mod upgrade;
 pub mod websocket;
 
 use crate::access::AccessPolicy;
@@ -71,6 +73,8 @@ pub struct Settings {
     pub ping_interval: Duration,
     /// Time allowed for the answer to a ping.
     pub ping_timeout: Duration,
+    /// Time allowed for the upgrade request.
+    pub handshake_timeout: Duration,
     /// Echo mode: WebSocket messages are sent back, not parsed as commands.
     pub echo: bool,
 }
@@ -87,6 +91,7 @@ impl Settings {
             ws_max_message: config.ws_max_message,
             ping_interval: config.ws_ping_interval,
             ping_timeout: config.ws_ping_timeout,
+            handshake_timeout: config.handshake_timeout,
             echo: config.echo,
         }
     }
@@ -117,6 +122,7 @@ pub(crate) fn test_settings(echo: bool) -> Settings {
         ws_max_message: 1 << 16,
         ping_interval: Duration::from_secs(20),
         ping_timeout: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(5),
         echo,
     }
 }

@@ -83,7 +83,8 @@ impl WsSession {
 
     /// The deadline passed without a byte from the peer: ping it, or give up on it.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.closed || now < self.deadline {
+        // While a batch is with the tick the shell reads nothing, so silence proves nothing.
+        if self.closed || self.is_waiting() || now < self.deadline {
             return;
         }
         if self.awaiting_pong {
@@ -113,7 +114,7 @@ impl WsSession {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        if !self.is_waiting() {
+        if self.closed || !self.is_waiting() {
             return;
         }
         self.reply(result, stopping, out);
