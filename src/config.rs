@@ -545,7 +545,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    /// Held while a test changes the process environment.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn parse(args: &[&str]) -> Result<Config, String> {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         let mut full = vec!["aerobridge"];
         full.extend_from_slice(args);
         Cli::try_parse_from(full)
@@ -576,8 +580,9 @@ mod tests {
 
     #[test]
     fn config_default_is_the_documented_defaults_whatever_the_environment() {
-        // Set a variable that would change the result if clap read the environment. (A test
-        // thread may set variables: nothing else in this binary reads AEROBRIDGE_MAX_CLIENTS.)
+        // Set a variable that would change the result if clap read the environment; the lock
+        // keeps this module's other tests (which parse with the environment) from seeing it.
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("AEROBRIDGE_MAX_CLIENTS", "7");
         let c = Config::default();
         std::env::remove_var("AEROBRIDGE_MAX_CLIENTS");

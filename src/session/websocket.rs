@@ -24,6 +24,9 @@ pub struct WsSession {
     commands: Commands,
     awaiting_pong: bool,
     deadline: Instant,
+    /// When the buffered input arrived: the rate limit judges how fast the client sends, not how
+    /// fast the server gets through its messages (each applied command waits for a tick).
+    received: Instant,
     closed: bool,
     peer: SocketAddr,
 }
@@ -42,6 +45,7 @@ impl WsSession {
             reader: MessageReader::new(settings.ws_max_message),
             commands: Commands::new(&settings, presented),
             deadline: now + settings.ping_interval,
+            received: now,
             settings,
             input: leftover,
             awaiting_pong: false,
@@ -67,7 +71,7 @@ impl WsSession {
 
     /// Decodes what was left over from the upgrade request, if anything.
     pub fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
-        self.process(now, out);
+        self.process(out);
     }
 
     /// Bytes from the peer.
@@ -77,8 +81,9 @@ impl WsSession {
         }
         self.awaiting_pong = false;
         self.deadline = now + self.settings.ping_interval;
+        self.received = now;
         self.input.extend_from_slice(data);
-        self.process(now, out);
+        self.process(out);
     }
 
     /// The deadline passed without a byte from the peer: ping it, or give up on it.
@@ -118,7 +123,7 @@ impl WsSession {
             return;
         }
         self.reply(result, stopping, out);
-        self.process(now, out);
+        self.process(out);
     }
 
     fn reply(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
@@ -152,14 +157,14 @@ impl WsSession {
     }
 
     /// Decodes buffered input until it runs out, a batch goes to the tick, or the session closes.
-    fn process(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn process(&mut self, out: &mut Vec<Action>) {
         let mut pos = 0;
         while !self.closed && !self.is_waiting() {
             match self.reader.decode(&mut self.input[pos..]) {
                 Ok(Some((n, event))) => {
                     pos += n;
                     if let Some(event) = event {
-                        self.on_event(event, now, out);
+                        self.on_event(event, out);
                     }
                 }
                 Ok(None) => break,
@@ -180,7 +185,7 @@ impl WsSession {
         }
     }
 
-    fn on_event(&mut self, event: Event, now: Instant, out: &mut Vec<Action>) {
+    fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
         match event {
             Event::Text(data) if self.settings.echo => out.push(Action::Send {
                 bytes: frame::server_frame(OpCode::Text, &data),
@@ -195,7 +200,7 @@ impl WsSession {
                 if parsed.is_empty() {
                     return;
                 }
-                match self.commands.gate(&self.settings, parsed, now) {
+                match self.commands.gate(&self.settings, parsed, self.received) {
                     Some(batch) => out.push(Action::Submit(batch)),
                     None => self.reply(None, false, out),
                 }
@@ -371,6 +376,51 @@ pub(crate) mod tests {
         s.on_bytes(&client_frame(0x9, b"x"), t0, &mut out);
         s.on_timeout(t0 + Duration::from_secs(60), &mut out);
         assert_eq!(out.len(), 1, "a closed session stays silent");
+    }
+
+    #[test]
+    fn the_rate_limit_judges_arrival_not_how_long_the_tick_takes() {
+        // 10 commands/s, bursts of 20; 300 commands arrive at once. However slowly the tick
+        // answers (here 1 s per batch), the client sent 280 too many: a flood.
+        let t0 = Instant::now();
+        let mut settings = settings(false);
+        settings.access.rate_per_second = 10;
+        let mut s = WsSession::new(
+            Arc::new(settings),
+            None,
+            Vec::new(),
+            "127.0.0.1:1".parse().unwrap(),
+            t0,
+        );
+        let input: Vec<u8> = (0..300)
+            .flat_map(|_| client_frame(0x1, br#"{"variable":"Controls.Gear","value":1}"#))
+            .collect();
+        let mut out = Vec::new();
+        s.on_bytes(&input, t0, &mut out);
+        let mut later = t0;
+        while s.is_waiting() {
+            later += Duration::from_secs(1);
+            s.applied(
+                Some(Applied {
+                    frame: 1,
+                    results: vec![Ok(())],
+                }),
+                false,
+                later,
+                &mut out,
+            );
+        }
+        assert!(
+            matches!(
+                out.last(),
+                Some(Action::Close {
+                    reason: Disconnect::CommandFlood,
+                    ..
+                })
+            ),
+            "{:?}",
+            out.last()
+        );
     }
 
     #[test]
