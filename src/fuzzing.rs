@@ -184,9 +184,9 @@ pub fn session(data: &[u8]) {
                         })
                         .collect(),
                 });
-                s.applied(result, op & 4 == 4, now, &mut out);
+                s.applied(result, op & 4 == 4, &mut out);
             }
-            _ => s.applied(None, false, now, &mut out),
+            _ => s.applied(None, false, &mut out),
         }
         for a in &out {
             assert!(

@@ -144,7 +144,7 @@ async fn read_messages(
     // worker's scratch once readable); an echo peer (Autobahn) sends megabytes.
     let echo_chunk = worker.app.config.echo.then_some(256 * 1024);
     let mut actions = Vec::new();
-    session.start(Instant::now(), &mut actions);
+    session.start(&mut actions);
     loop {
         if let Some(reason) = act(worker, client, &mut session, &mut actions).await {
             return reason;
@@ -191,7 +191,7 @@ async fn act(
                 Action::Submit(batch) => {
                     // Boxed: only a client that sends commands pays for this state machine.
                     let result = Box::pin(super::commands::submit(worker, batch)).await;
-                    session.applied(result, worker.is_shutting_down(), Instant::now(), actions);
+                    session.applied(result, worker.is_shutting_down(), actions);
                 }
                 Action::Tally { accepted, rejected } => {
                     super::commands::count(worker, accepted, &rejected)
