@@ -28,7 +28,9 @@ pub struct CommandGate {
     refused_for_rate: u32,
 }
 
-/// Consecutive rate-limited commands after which a connection is dropped as a flood.
+/// Rate-limited commands after which a connection is dropped as a flood. They are counted until
+/// the connection has been quiet long enough to refill its whole burst: a client that keeps the
+/// bucket empty is flooding even if a command gets through now and then as tokens trickle back.
 pub const FLOOD_DISCONNECT_AFTER: u32 = 200;
 
 impl CommandGate {
@@ -73,6 +75,9 @@ impl CommandGate {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= self.burst {
+            self.refused_for_rate = 0; // quiet long enough: forgiven
+        }
         if self.tokens < 1.0 {
             self.refused_for_rate += 1;
             return Err(CommandError::RateLimited {
@@ -80,7 +85,6 @@ impl CommandGate {
             });
         }
         self.tokens -= 1.0;
-        self.refused_for_rate = 0;
         if policy.read_only {
             return Err(CommandError::ReadOnlyMode);
         }
@@ -226,10 +230,26 @@ mod tests {
             Err(CommandError::RateLimited { per_second: 10 })
         );
         assert!(gate.admit(&policy, t0 + Duration::from_millis(150)).is_ok());
-        for _ in 0..FLOOD_DISCONNECT_AFTER {
-            let _ = gate.admit(&policy, t0 + Duration::from_millis(150));
+        // A command trickling through as tokens come back does not wipe the slate: a client
+        // that keeps the bucket empty is a flood.
+        let mut t = t0 + Duration::from_millis(150);
+        for i in 1..FLOOD_DISCONNECT_AFTER {
+            assert!(!gate.is_flooding(), "after {i} refusals");
+            if i % 50 == 0 {
+                t += Duration::from_millis(100); // one token back
+                assert!(gate.admit(&policy, t).is_ok());
+            }
+            assert!(gate.admit(&policy, t).is_err());
         }
         assert!(gate.is_flooding());
+        // Quiet long enough to refill the whole burst: forgiven.
+        let mut quiet = CommandGate::new(&policy, None);
+        for _ in 0..20 + FLOOD_DISCONNECT_AFTER - 1 {
+            let _ = quiet.admit(&policy, t0);
+        }
+        let _ = quiet.admit(&policy, t0 + Duration::from_secs(3));
+        let _ = quiet.admit(&policy, t0 + Duration::from_secs(3));
+        assert!(!quiet.is_flooding());
     }
 
     #[test]
