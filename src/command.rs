@@ -74,6 +74,12 @@ pub enum CommandError {
     MissingVariable,
     /// `value` missing or not a number.
     MissingValue,
+    /// `value` is there but is not a number (the payload says what it is instead).
+    ValueNotANumber(&'static str),
+    /// A relay could not deliver the command to its upstream bridge (says which and why).
+    UpstreamUnavailable(String),
+    /// The upstream bridge answered the relayed command with a refusal (its words).
+    UpstreamRefused(String),
     /// The number does not fit a double (e.g. `1e999`).
     NotFinite,
     /// No such name in upstream's command table or in telemetry.
@@ -126,7 +132,12 @@ impl std::fmt::Display for CommandError {
             CommandError::MissingVariable => {
                 f.write_str(r#""variable" must be a string naming the variable to set"#)
             }
-            CommandError::MissingValue => f.write_str(r#""value" must be a number"#),
+            CommandError::MissingValue => f.write_str(r#""value" is missing: send a number"#),
+            CommandError::ValueNotANumber(kind) => {
+                write!(f, r#""value" must be a number, not {kind}"#)
+            }
+            CommandError::UpstreamUnavailable(why) => write!(f, "unavailable: {why}"),
+            CommandError::UpstreamRefused(why) => write!(f, "upstream refused: {why}"),
             CommandError::NotFinite => f.write_str("value is not a finite number"),
             CommandError::UnknownVariable(n) => write!(f, "unknown variable {n:?}"),
             CommandError::ReadOnly(n) => write!(f, "{n} is read-only"),
@@ -215,6 +226,22 @@ impl Default for ParseLimits {
     }
 }
 
+/// What is wrong with a line that is not JSON, in plain words (never the parser's internals).
+fn describe_json_error(e: &simd_json::Error) -> String {
+    use simd_json::ErrorType;
+    let what = match (e.error(), e.character()) {
+        (_, Some('N' | 'I')) => "NaN and Infinity are not JSON numbers; send a finite number",
+        (ErrorType::Eof, _) => "the line ends before the JSON value does",
+        (ErrorType::TrailingData, _) => "there is more after the JSON value",
+        (ErrorType::InvalidNumber, _) => "that number is not one a double can hold",
+        _ => r#"expected a JSON object such as {"variable": "Controls.Throttle", "value": 0.75}"#,
+    };
+    match e.character() {
+        Some(c) if !c.is_control() => format!("{what} (at byte {}, {c:?})", e.index()),
+        _ => format!("{what} (at byte {})", e.index()),
+    }
+}
+
 /// Parses and validates one line (already split, without its `\n`; it is parsed in place).
 /// Blank lines yield nothing; anything else yields one entry per command (at least one).
 pub fn parse_line(line: &mut [u8], limits: ParseLimits, out: &mut Vec<Result<Request, Rejection>>) {
@@ -225,7 +252,9 @@ pub fn parse_line(line: &mut [u8], limits: ParseLimits, out: &mut Vec<Result<Req
     let value = match simd_json::to_borrowed_value(trimmed) {
         Ok(v) => v,
         Err(e) => {
-            out.push(Err(Rejection::bare(CommandError::Malformed(e.to_string()))));
+            out.push(Err(Rejection::bare(CommandError::Malformed(
+                describe_json_error(&e),
+            ))));
             return;
         }
     };
@@ -281,7 +310,17 @@ fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Request, Rejection> {
     };
     let value = match obj.get("value") {
         Some(v) if v.is_number() => v.cast_f64().unwrap_or(f64::NAN),
-        _ => return Err(reject(CommandError::MissingValue)),
+        None => return Err(reject(CommandError::MissingValue)),
+        Some(v) => {
+            let kind = match v.value_type() {
+                simd_json::ValueType::String => "a string",
+                simd_json::ValueType::Bool => "true or false",
+                simd_json::ValueType::Null => "null",
+                simd_json::ValueType::Array => "an array",
+                _ => "an object",
+            };
+            return Err(reject(CommandError::ValueNotANumber(kind)));
+        }
     };
     if !value.is_finite() {
         return Err(reject(CommandError::NotFinite));
@@ -402,13 +441,27 @@ fn check_range(c: &CommandName, value: f64) -> Result<(), CommandError> {
 }
 
 /// Appends the reply line (with `\n`) for an applied command.
-pub fn write_ok(out: &mut Vec<u8>, cmd: &Command, frame: u64) {
+/// Appends the reply line (with `\n`) for a command a relay delivered to its upstream bridge:
+/// `"relayed":true` instead of a `frame` (when the simulator shows it is upstream's business).
+pub fn write_relayed_ok(out: &mut Vec<u8>, cmd: &Command) {
+    write_ok_head(out, cmd);
+    out.extend_from_slice(b",\"relayed\":true}\n");
+}
+
+/// `{"ok":true,"id":…,"variable":…,"value":…` (the reply is finished by the caller).
+fn write_ok_head(out: &mut Vec<u8>, cmd: &Command) {
     out.extend_from_slice(b"{\"ok\":true");
     write_id(out, cmd.id.as_deref());
     out.extend_from_slice(b",\"variable\":");
     write_json_string(out, cmd.name.name);
     out.extend_from_slice(b",\"value\":");
     write_number(out, cmd.value);
+}
+
+/// Appends the reply line (with `\n`) for an applied command: `frame` is the first
+/// `update_counter` that shows it.
+pub fn write_ok(out: &mut Vec<u8>, cmd: &Command, frame: u64) {
+    write_ok_head(out, cmd);
     out.extend_from_slice(b",\"frame\":");
     out.extend_from_slice(itoa::Buffer::new().format(frame).as_bytes());
     out.extend_from_slice(b"}\n");
@@ -600,7 +653,20 @@ mod tests {
         );
         assert_eq!(
             error_of(r#"{"variable":"Controls.Throttle","value":"1"}"#),
+            CommandError::ValueNotANumber("a string")
+        );
+        assert_eq!(
+            error_of(r#"{"variable":"Controls.Throttle"}"#),
             CommandError::MissingValue
+        );
+        // The reply and the metric label name the same reason, in plain words.
+        let e = error_of(r#"{"variable":"Controls.Throttle","value":"x"}"#);
+        assert_eq!(e.reason().as_str(), "value_not_a_number");
+        assert_eq!(e.to_string(), r#""value" must be a number, not a string"#);
+        let nan = error_of(r#"{"variable":"Controls.Throttle","value":NaN}"#).to_string();
+        assert_eq!(
+            nan,
+            "malformed JSON: NaN and Infinity are not JSON numbers; send a finite number (at byte 40, 'N')"
         );
         // simd-json refuses numbers that overflow a double outright.
         assert!(matches!(

@@ -183,6 +183,7 @@ pub fn session(data: &[u8]) {
                             }
                         })
                         .collect(),
+                    relayed: op & 8 == 8,
                 });
                 s.applied(result, op & 4 == 4, &mut out);
             }

@@ -111,19 +111,18 @@ impl Server {
             worker_txs.push(tx);
             workers.push(handle);
         }
-        tracing::info!(
-            driver,
-            workers = config.workers,
-            "I/O driver: {driver}, {} worker thread(s)",
-            config.workers
-        );
+        tracing::info!("I/O driver: {driver}, {} worker thread(s)", config.workers);
         let hub = if !telemetry {
             tracing::info!(
                 "echo mode: WebSocket messages are echoed back; no telemetry, no commands"
             );
             None
         } else {
-            tracing::info!(source = %source.describe(), broadcast_ms = config.broadcast.as_millis() as u64, "source");
+            tracing::info!(
+                "source: {}, broadcast every {} ms",
+                source.describe(),
+                config.broadcast.as_millis()
+            );
             let (workers, stop, hs, period) = (
                 worker_txs.clone(),
                 Arc::clone(&stop),
@@ -154,7 +153,14 @@ impl Server {
                 worker_txs.clone(),
                 Arc::clone(&stop),
             )?;
-            tracing::info!(listener = kind.as_str(), %addr, "listening on {addr} ({})", kind.as_str());
+            tracing::info!("listening on {addr} ({})", kind.as_str());
+        }
+        if let Some(ws) = addresses.ws.filter(|_| telemetry) {
+            // Where to point a browser: the bound address, or loopback for a wildcard bind.
+            let host = reachable(ws);
+            tracing::info!(
+                "dashboard: http://{host}/  metrics: http://{host}/metrics  health: http://{host}/healthz"
+            );
         }
         if let Some(frame_bytes) = frame_bytes {
             log_kernel_memory(&config, frame_bytes, socket_send_buffer);
@@ -230,16 +236,7 @@ impl Server {
         .into_iter()
         .flatten()
         {
-            let target = match addr.ip() {
-                ip if ip.is_unspecified() && addr.is_ipv4() => {
-                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
-                }
-                ip if ip.is_unspecified() => {
-                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-                }
-                _ => addr,
-            };
-            let _ = TcpStream::connect_timeout(&target, Duration::from_millis(100));
+            let _ = TcpStream::connect_timeout(&reachable(addr), Duration::from_millis(100));
         }
         if let Some(hub) = &self.hub {
             hub.thread().unpark();
@@ -343,6 +340,17 @@ fn read_tcp_mem() -> Option<(u64, u64)> {
         .collect();
     // tcp_mem is counted in pages; 4 KiB on every platform aerobridge runs on with /proc.
     Some((*pages.get(1)? * 4096, *pages.get(2)? * 4096))
+}
+
+/// An address this host can connect to: the bound one, or loopback for a wildcard bind.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && addr.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
 }
 
 fn driver_name(kind: compio::driver::DriverType) -> &'static str {

@@ -122,7 +122,7 @@ fn every_command_gets_one_reply_line_with_a_clear_reason() {
         .collect();
     assert_eq!(errors[0], "Aircraft.Altitude is read-only");
     assert_eq!(errors[1], "unknown variable \"No.Such.Thing\"");
-    assert_eq!(errors[2], "\"value\" must be a number");
+    assert_eq!(errors[2], "\"value\" must be a number, not a string");
     assert_eq!(errors[3], "value 2 out of range [0, 1]");
     assert!(errors[4].starts_with("malformed JSON"), "{}", errors[4]);
     assert_eq!(errors[5], "line too long (limit 200 bytes)");
@@ -203,4 +203,29 @@ fn tungstenite_client_sends_a_command_and_gets_the_reply() {
         }
     }
     assert_eq!(ids, [1, 2], "replies in order");
+}
+
+/// Errors say what is wrong in plain words (never the parser's internals), and the metric label
+/// names the same reason as the reply.
+#[test]
+fn errors_are_plain_words_and_match_their_metric_labels() {
+    let server = Server::start(&[]);
+    let r = command_oneshot(
+        server.command,
+        "{\"variable\":\"Controls.Throttle\",\"value\":NaN}\n{\"variable\":\"Controls.Throttle\",\"value\":\"x\"}",
+    );
+    assert_eq!(
+        r[0]["error"],
+        "malformed JSON: NaN and Infinity are not JSON numbers; send a finite number (at byte 40, 'N')"
+    );
+    assert_eq!(r[1]["error"], "\"value\" must be a number, not a string");
+    server.wait_until(
+        "both refusals are counted",
+        std::time::Duration::from_secs(10),
+        |s| {
+            s.metric("commands_rejected_total{reason=\"malformed_json\"}") == 1.0
+                && s.metric("commands_rejected_total{reason=\"value_not_a_number\"}") == 1.0
+                && s.metric("commands_rejected_total{reason=\"missing_value\"}") == 0.0
+        },
+    );
 }

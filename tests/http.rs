@@ -140,3 +140,55 @@ fn healthz_follows_the_source() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn unknown_paths_get_404_head_works_and_there_is_a_favicon_and_none_of_it_is_logged() {
+    let server = Server::start(&[]);
+    let (status, _, body) = get(server.ws(), "/no/such/page");
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("/metrics"),
+        "names the pages there are: {body}"
+    );
+    let head = request(server.ws(), "HEAD", "/");
+    let (head_part, rest) = head.split_once("\r\n\r\n").unwrap();
+    assert!(head_part.starts_with("HTTP/1.1 200"), "{head_part}");
+    let length: usize = head_part
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 1000, "HEAD announces the page's length");
+    assert!(rest.is_empty(), "HEAD has no body");
+    let (status, head, body) = get(server.ws(), "/favicon.ico");
+    assert_eq!(status, 200);
+    assert!(head.contains("image/svg+xml") && body.starts_with("<svg"));
+    let (_, _, page) = get(server.ws(), "/");
+    assert!(page.contains(r#"rel="icon""#), "the page links its icon");
+    // Plain HTTP is not a failed upgrade: nothing about it in the log; a broken upgrade is.
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("refused WebSocket upgrade")),
+        "{:#?}",
+        server.log()
+    );
+    let broken = request(
+        server.ws(),
+        "GET",
+        "/ HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nX-Pad: 1",
+    );
+    assert!(broken.starts_with("HTTP/1.1 400"), "{broken}");
+    server.wait_for_log("refused WebSocket upgrade", Duration::from_secs(5));
+}

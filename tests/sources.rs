@@ -207,7 +207,12 @@ fn relay_rebroadcasts_forwards_commands_goes_stale_and_recovers() {
     );
     // A command through the relay reaches upstream and comes back in telemetry.
     let r = command_oneshot(relay.command, r#"{"variable":"Controls.Gear","value":1}"#);
-    assert_eq!(r[0]["ok"], true);
+    assert_eq!(r[0]["ok"], true, "{r:?}");
+    assert_eq!(
+        r[0]["relayed"], true,
+        "delivered upstream, not a local frame: {r:?}"
+    );
+    assert!(r[0].get("frame").is_none(), "{r:?}");
     wait_for(&mut c, "the forwarded command", &|f| {
         f["variables"]["Controls.Gear"] == 1.0
     });
@@ -221,4 +226,53 @@ fn relay_rebroadcasts_forwards_commands_goes_stale_and_recovers() {
     wait_for(&mut c, "recovery", &|f| f["data_valid"] == 1);
     upstream.kill().unwrap();
     let _ = upstream.wait();
+}
+
+/// A relay answers a command from what really happened: with upstream's command port closed it
+/// refuses, naming the upstream, instead of saying `ok` for a command that went nowhere.
+#[test]
+fn relay_refuses_commands_it_cannot_deliver() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let relay = Server::start(&[
+        "--source",
+        "relay:tcp://127.0.0.1:1",
+        "--relay-commands",
+        &format!("tcp://127.0.0.1:{closed_port}"),
+    ]);
+    let r = command_oneshot(
+        relay.command,
+        r#"{"variable":"Controls.Gear","value":1,"id":7}"#,
+    );
+    assert_eq!(r[0]["ok"], false, "{r:?}");
+    assert_eq!(r[0]["id"], 7);
+    let error = r[0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "unavailable: upstream 127.0.0.1:{closed_port} unreachable"
+        )),
+        "{error}"
+    );
+    relay.wait_until("the refusal is counted", Duration::from_secs(10), |s| {
+        s.metric("commands_rejected_total{reason=\"upstream_unavailable\"}") == 1.0
+    });
+}
+
+/// Where upstream answers, its answer is the relay's: an upstream refusal comes back in its words.
+#[test]
+fn relay_passes_upstream_refusals_on() {
+    let upstream = Server::start(&["--read-only"]);
+    let relay = Server::start(&[
+        "--source",
+        &format!("relay:tcp://{}", upstream.data),
+        "--relay-commands",
+        &format!("tcp://{}", upstream.command),
+    ]);
+    let r = command_oneshot(relay.command, r#"{"variable":"Controls.Gear","value":1}"#);
+    assert_eq!(r[0]["ok"], false, "{r:?}");
+    assert_eq!(
+        r[0]["error"],
+        "upstream refused: commands are disabled: the server runs with --read-only"
+    );
 }

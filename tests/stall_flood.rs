@@ -131,8 +131,12 @@ fn five_thousand_stalled_clients_cost_no_kernel_threads_and_no_healthy_frames() 
     let mut flood = Flood::start(&[]);
     let watchers = Watchers::start(&flood.server, 20, 20);
     flood.server.wait_for_clients(20, 20);
+    let t0 = Instant::now();
+    let flood_started = Instant::now();
     flood.open_stalled();
+    let held = Instant::now() + Duration::from_secs(10);
     flood.hold_until_all_cut_off(Duration::from_secs(10));
+    let cut_off = Instant::now();
     let seen = watchers.finish();
     let server = &flood.server;
     eprintln!(
@@ -147,7 +151,15 @@ fn five_thousand_stalled_clients_cost_no_kernel_threads_and_no_healthy_frames() 
             .collect::<Vec<_>>()
     );
     for (i, s) in seen.iter().enumerate() {
-        assert_eq!(s.gaps, 0, "healthy client {i} missed frames: {s:?}");
+        assert_eq!(
+            s.gaps,
+            0,
+            "healthy client {i} missed frames: {:?} (flood started at {:?}, held until {:?}, all cut off by {:?})",
+            s.gaps_seen.iter().map(|(a, b, at)| (a, b, at.saturating_duration_since(t0))).collect::<Vec<_>>(),
+            flood_started.saturating_duration_since(t0),
+            held.saturating_duration_since(t0),
+            cut_off.saturating_duration_since(t0),
+        );
         assert!(
             s.longest_wait <= Duration::from_millis(10 * BROADCAST_MS),
             "healthy client {i} waited {:?} for a frame (more than 10 periods)",

@@ -55,15 +55,15 @@ fn bad_handshakes_get_400_or_426_with_a_reason() {
             "\u{1}\u{2}garbage\r\n\r\n".to_string(),
             "malformed HTTP request",
         ),
-        (
-            "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
-            "this is a WebSocket endpoint",
-        ),
     ] {
         let (status, body) = refused(&server, &request);
         assert_eq!(status, 400, "{request:?}");
         assert!(body.contains(reason), "{request:?} → {body}");
     }
+    // A plain GET of an unknown path is not a broken upgrade: 404, naming the pages there are.
+    let (status, body) = refused(&server, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 404);
+    assert!(body.contains("WebSocket port"), "{body}");
     // Firefox's `Connection: keep-alive, Upgrade` and lowercase tokens are fine.
     let firefox = good
         .replace("Connection: Upgrade", "connection: keep-alive, Upgrade")

@@ -175,6 +175,13 @@ fn plan_of(a: &Args) -> Plan {
     p
 }
 
+/// `connection refused`, not `Connection refused (os error 111)`.
+fn plain_io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
+}
+
 fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     (host, port)
         .to_socket_addrs()?
@@ -254,6 +261,19 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             ws: resolve(&args.host, args.ws_port)?,
             command: Some(resolve(&args.host, args.command_port)?),
         };
+        // Say at once when there is nothing to measure, rather than reporting a run of zeros.
+        let used = [
+            (plan.tcp > 0, targets.tcp),
+            (plan.ws > 0 || plan.slow + plan.stalled > 0, targets.ws),
+        ];
+        for (needed, addr) in used {
+            if needed {
+                if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                {
+                    anyhow::bail!("cannot connect to {addr}: {}", plain_io_error(&e));
+                }
+            }
+        }
         (
             measure::run("external", &plan, targets, args.server_pid, progress, false)?,
             Ok(()),
@@ -298,6 +318,28 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let mut failed = false;
+    // A run where most clients never connected, or nothing was delivered, measured nothing.
+    let h = &report.run.healthy;
+    if h.clients > 0 && (h.connected * 100 < h.clients * 99 || h.frames == 0) {
+        let why: Vec<&str> = h
+            .disconnects
+            .keys()
+            .filter(|k| k.starts_with("connect_failed"))
+            .map(String::as_str)
+            .collect();
+        eprintln!(
+            "\nFAILED: {} of {} healthy clients connected and {} frames were delivered{}",
+            h.connected,
+            h.clients,
+            h.frames,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join(", "))
+            }
+        );
+        failed = true;
+    }
     if let Some(path) = &args.baseline {
         let baseline: Report = serde_json::from_str(&std::fs::read_to_string(path)?)?;
         let regressed = report::regressions(&report, &baseline, args.max_regression);

@@ -2,7 +2,7 @@
 //! the source, encodes the frame once, builds the shared packet once, and hands one `Arc` to each
 //! worker. Nothing here is per client.
 
-use crate::command::{Command, CommandError};
+use crate::command::Command;
 use crate::fanout::stats::Counter;
 use crate::packet::Packet;
 use crate::source::Source;
@@ -33,8 +33,8 @@ pub struct CommandBatch {
 pub struct BatchResult {
     /// `update_counter` of the first frame that shows the applied commands.
     pub frame: u64,
-    /// One result per command, in order.
-    pub results: Vec<Result<(), CommandError>>,
+    /// One result per command, in order (a relay's arrive later).
+    pub results: Vec<crate::source::Applying>,
 }
 
 /// The hub's own counters (written by the tick thread only).
@@ -120,7 +120,7 @@ pub fn run<C>(
         let build_start = Instant::now();
         counter += 1;
         while let Ok(batch) = commands.try_recv() {
-            let results = batch.commands.iter().map(|c| source.apply(c)).collect();
+            let results = batch.commands.iter().map(|c| source.submit(c)).collect();
             let _ = batch.reply.send(BatchResult {
                 frame: counter,
                 results,

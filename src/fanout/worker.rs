@@ -412,7 +412,15 @@ where
     });
     while let Ok(msg) = rx.recv_async().await {
         match msg {
-            WorkerMsg::Tick(packet) => worker.dispatch(&packet),
+            WorkerMsg::Tick(packet) => {
+                worker.dispatch(&packet);
+                if !rx.is_empty() {
+                    // Behind (the thread was descheduled, say): let the writers take this tick
+                    // before dispatching the next, or a backlog of ticks would overflow every
+                    // healthy client's queue at once, and they would all skip frames.
+                    yield_now().await;
+                }
+            }
             WorkerMsg::Connection(connection) => {
                 compio::runtime::spawn(handler(Rc::clone(&worker), connection)).detach();
             }
@@ -433,4 +441,18 @@ where
     while !worker.clients.borrow().is_empty() && Instant::now() < deadline {
         compio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Lets every other ready task on this runtime run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }

@@ -3,10 +3,12 @@
 //! the tick. Every rule (parsing, gate, replies, floods, EOF) is the session's.
 
 use crate::app::Worker;
+use crate::command::CommandError;
 use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::Disconnect;
 use crate::session::command_port::CommandPortSession;
 use crate::session::{Action, Applied};
+use crate::source::Applying;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,11 +66,33 @@ pub async fn submit(worker: &Worker, commands: Vec<crate::command::Command>) -> 
         })
         .ok()?;
     let r = rx.recv_async().await.ok()?;
+    let mut results = Vec::with_capacity(r.results.len());
+    let mut relayed = false;
+    for applying in r.results {
+        results.push(match applying {
+            Applying::Done(result) => result,
+            Applying::Relayed(answer) => {
+                // The relay's forwarder gives up after its own timeouts (connect, write, read:
+                // 2 s each); this bound only guards against a forwarder that died.
+                relayed = true;
+                match compio::time::timeout(RELAY_ANSWER_TIMEOUT, answer.recv_async()).await {
+                    Ok(Ok(result)) => result,
+                    _ => Err(CommandError::UpstreamUnavailable(
+                        "upstream did not answer in time".into(),
+                    )),
+                }
+            }
+        });
+    }
     Some(Applied {
         frame: r.frame,
-        results: r.results,
+        results,
+        relayed,
     })
 }
+
+/// Longest wait for a relay to report what became of a forwarded command.
+const RELAY_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counts command outcomes (an [`Action::Tally`]).
 pub fn count(worker: &Worker, accepted: u64, rejected: &[crate::command::Reason]) {

@@ -65,8 +65,8 @@ async fn upgrade(
         };
         let (response, deadline, outcome) = match step {
             Step::More => continue,
-            Step::Page(page) => (
-                render(worker, page),
+            Step::Page { page, head } => (
+                render(worker, page, head),
                 Duration::from_secs(5),
                 Err(Disconnect::HttpRequest),
             ),
@@ -103,33 +103,42 @@ async fn upgrade(
     }
 }
 
-/// A plain HTTP page, rendered now.
-fn render(worker: &Worker, page: Page) -> Vec<u8> {
+/// A plain HTTP page, rendered now (`head`: headers only).
+fn render(worker: &Worker, page: Page, head: bool) -> Vec<u8> {
     let app = &worker.app;
+    let text = "text/plain; charset=utf-8";
     match page {
-        Page::Dashboard if app.config.echo => page_response(
-            200,
-            "text/plain; charset=utf-8",
-            b"aerobridge echo server\n",
-        ),
+        Page::Dashboard if app.config.echo => {
+            page_response(200, text, b"aerobridge echo server\n", head)
+        }
         Page::Dashboard => page_response(
             200,
             "text/html; charset=utf-8",
             crate::dashboard::PAGE.as_bytes(),
+            head,
         ),
         Page::Metrics => page_response(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
             crate::metrics::render(&app.metrics_view()).as_bytes(),
+            head,
         ),
         Page::Health => {
-            let (status, text) = crate::metrics::health(&app.metrics_view());
-            page_response(
-                status,
-                "text/plain; charset=utf-8",
-                format!("{text}\n").as_bytes(),
-            )
+            let (status, body) = crate::metrics::health(&app.metrics_view());
+            page_response(status, text, format!("{body}\n").as_bytes(), head)
         }
+        Page::Favicon => page_response(
+            200,
+            "image/svg+xml",
+            crate::dashboard::FAVICON.as_bytes(),
+            head,
+        ),
+        Page::NotFound => page_response(
+            404,
+            text,
+            b"not found: this is aerobridge's WebSocket port; pages: / (dashboard), /metrics, /healthz\n",
+            head,
+        ),
     }
 }
 

@@ -156,6 +156,7 @@ mod tests {
             Some(Applied {
                 frame: 9,
                 results: vec![Ok(())],
+                relayed: false,
             }),
             false,
             &mut out,

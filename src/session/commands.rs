@@ -5,8 +5,8 @@
 use super::{Action, Applied, Settings};
 use crate::access::CommandGate;
 use crate::command::{
-    parse_line, write_auth_ok, write_error, write_ok, Command, CommandError, Line, LineSplitter,
-    Rejection, Request,
+    parse_line, write_auth_ok, write_error, write_ok, write_relayed_ok, Command, CommandError,
+    Line, LineSplitter, Rejection, Request,
 };
 use std::time::Instant;
 
@@ -15,6 +15,8 @@ use std::time::Instant;
 pub enum Outcome {
     /// Applied; shows from frame `.1` on.
     Applied(Command, u64),
+    /// Delivered to the upstream bridge (relay source).
+    Relayed(Command),
     /// `{"auth": …}` accepted.
     Authenticated(Option<Box<str>>),
     /// Refused.
@@ -25,7 +27,7 @@ impl Outcome {
     /// The client's `id`, if it sent one.
     pub fn id(&self) -> Option<&str> {
         match self {
-            Outcome::Applied(c, _) => c.id.as_deref(),
+            Outcome::Applied(c, _) | Outcome::Relayed(c) => c.id.as_deref(),
             Outcome::Authenticated(id) => id.as_deref(),
             Outcome::Rejected(r) => r.id.as_deref(),
         }
@@ -35,6 +37,7 @@ impl Outcome {
     pub fn write_reply(&self, out: &mut Vec<u8>) {
         match self {
             Outcome::Applied(c, frame) => write_ok(out, c, *frame),
+            Outcome::Relayed(c) => write_relayed_ok(out, c),
             Outcome::Authenticated(id) => write_auth_ok(out, id.as_deref()),
             Outcome::Rejected(r) => write_error(out, r),
         }
@@ -138,9 +141,9 @@ impl Commands {
         let Some((outcomes, batch)) = self.waiting.take() else {
             return Vec::new();
         };
-        let (frame, results) = match result {
-            Some(a) => (a.frame, a.results),
-            None => (0, Vec::new()),
+        let (frame, results, relayed) = match result {
+            Some(a) => (a.frame, a.results, a.relayed),
+            None => (0, Vec::new(), false),
         };
         let mut results = results.into_iter();
         let mut batch = batch.into_iter();
@@ -150,6 +153,7 @@ impl Commands {
                 o.unwrap_or_else(|| {
                     let cmd = batch.next().expect("one waiting command per gap");
                     let error = match results.next() {
+                        Some(Ok(())) if relayed => return Outcome::Relayed(cmd),
                         Some(Ok(())) => return Outcome::Applied(cmd, frame),
                         Some(Err(e)) => e,
                         None if stopping => CommandError::Unavailable("server shutting down"),
@@ -211,6 +215,7 @@ mod tests {
             Some(Applied {
                 frame: 7,
                 results: vec![Ok(()), Err(CommandError::Busy)],
+                relayed: false,
             }),
             false,
         );
@@ -222,6 +227,31 @@ mod tests {
         );
         assert!(matches!(&out[2], Outcome::Rejected(r) if r.error == CommandError::Busy));
         assert!(!c.is_waiting());
+    }
+
+    #[test]
+    fn relayed_commands_say_delivered_not_a_frame() {
+        let s = settings();
+        let mut c = Commands::new(&s, None);
+        let parsed = parse_message(&s, br#"{"variable":"Controls.Gear","value":1,"id":9}"#);
+        assert!(c.gate(&s, parsed, Instant::now()).is_some());
+        let out = c.applied(
+            Some(Applied {
+                frame: 4,
+                results: vec![Ok(())],
+                relayed: true,
+            }),
+            false,
+        );
+        assert!(matches!(out[0], Outcome::Relayed(_)));
+        let mut reply = Vec::new();
+        out[0].write_reply(&mut reply);
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(
+            (v["ok"].as_bool(), v["relayed"].as_bool()),
+            (Some(true), Some(true))
+        );
+        assert!(v.get("frame").is_none(), "{v}");
     }
 
     #[test]
@@ -254,6 +284,7 @@ mod tests {
             Some(Applied {
                 frame: 3,
                 results: vec![Ok(())],
+                relayed: false,
             }),
             false,
         );

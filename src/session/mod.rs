@@ -105,6 +105,9 @@ pub struct Applied {
     pub frame: u64,
     /// One result per submitted command, in order.
     pub results: Vec<Result<(), CommandError>>,
+    /// The source is a relay: `Ok` means delivered to the upstream bridge, and no local frame
+    /// says when the simulator shows it.
+    pub relayed: bool,
 }
 
 /// Settings for unit tests: no token, 50 commands/s, 1 KiB lines, 64 KiB messages.

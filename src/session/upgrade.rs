@@ -22,31 +22,39 @@ pub enum Page {
     Metrics,
     /// `GET /healthz`: 200 or 503 with the reason.
     Health,
+    /// `GET /favicon.ico`: the icon.
+    Favicon,
+    /// Any other path: 404 naming the pages there are.
+    NotFound,
 }
 
-/// The page a plain GET names, if it is one we serve.
-pub fn route(target: &str) -> Option<Page> {
+/// The page a plain GET or HEAD names.
+pub fn route(target: &str) -> Page {
     match target.split('?').next().unwrap_or("/") {
-        "/" | "/index.html" => Some(Page::Dashboard),
-        "/metrics" => Some(Page::Metrics),
-        "/healthz" => Some(Page::Health),
-        _ => None,
+        "/" | "/index.html" => Page::Dashboard,
+        "/metrics" => Page::Metrics,
+        "/healthz" => Page::Health,
+        "/favicon.ico" => Page::Favicon,
+        _ => Page::NotFound,
     }
 }
 
-/// A complete HTTP response that closes the connection.
-pub fn page_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let phrase = if status == 200 {
-        "OK"
-    } else {
-        "Service Unavailable"
+/// A complete HTTP response that closes the connection; for a HEAD request (`head`) the same
+/// headers without the body.
+pub fn page_response(status: u16, content_type: &str, body: &[u8], head: bool) -> Vec<u8> {
+    let phrase = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Service Unavailable",
     };
     let mut out = format!(
         "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
-    out.extend_from_slice(body);
+    if !head {
+        out.extend_from_slice(body);
+    }
     out
 }
 
@@ -55,8 +63,13 @@ pub fn page_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
 pub enum Step {
     /// Read more, until [`Upgrade::deadline`].
     More,
-    /// A plain HTTP request: answer it with this page, then close.
-    Page(Page),
+    /// A plain HTTP request: answer it with this page (`head`: headers only), then close.
+    Page {
+        /// Which page.
+        page: Page,
+        /// A HEAD request.
+        head: bool,
+    },
     /// Refuse: send `response` (possibly empty), then close for `reason`.
     Refuse {
         /// The HTTP response.
@@ -107,9 +120,16 @@ impl Upgrade {
         let (request, consumed) = match parse_upgrade(&self.buf, MAX_REQUEST) {
             Ok(Some(done)) => done,
             Ok(None) => return Step::More,
+            // Plain HTTP is not a failed upgrade: answered (404 included), never logged.
             Err(HandshakeError::NotUpgrade {
                 target: Some(target),
-            }) if route(&target).is_some() => return Step::Page(route(&target).expect("checked")),
+                head,
+            }) => {
+                return Step::Page {
+                    page: route(&target),
+                    head,
+                }
+            }
             Err(e) => {
                 crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");
                 return Step::Refuse {
@@ -200,7 +220,18 @@ mod tests {
         let mut u = upgrade(crate::session::test_settings(false));
         assert_eq!(
             u.on_bytes(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Step::Page(Page::Metrics)
+            Step::Page {
+                page: Page::Metrics,
+                head: false
+            }
+        );
+        let mut u = upgrade(crate::session::test_settings(false));
+        assert_eq!(
+            u.on_bytes(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Step::Page {
+                page: Page::NotFound,
+                head: true
+            }
         );
         let mut u = upgrade(crate::session::test_settings(false));
         let Step::Refuse { response, reason } = u.on_bytes(
@@ -238,12 +269,18 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route("/"), Some(Page::Dashboard));
-        assert_eq!(route("/healthz?x=1"), Some(Page::Health));
-        assert_eq!(route("/nope"), None);
-        let r = String::from_utf8(page_response(503, "text/plain", b"down")).unwrap();
+        assert_eq!(route("/"), Page::Dashboard);
+        assert_eq!(route("/healthz?x=1"), Page::Health);
+        assert_eq!(route("/favicon.ico"), Page::Favicon);
+        assert_eq!(route("/nope"), Page::NotFound);
+        let r = String::from_utf8(page_response(503, "text/plain", b"down", false)).unwrap();
         assert!(
             r.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && r.ends_with("\r\n\r\ndown")
+        );
+        let r = String::from_utf8(page_response(200, "text/plain", b"body", true)).unwrap();
+        assert!(
+            r.contains("Content-Length: 4\r\n") && r.ends_with("\r\n\r\n"),
+            "HEAD: no body"
         );
     }
 }

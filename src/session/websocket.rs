@@ -323,6 +323,7 @@ pub(crate) mod tests {
             Some(Applied {
                 frame: 5,
                 results: vec![Ok(())],
+                relayed: false,
             }),
             false,
             &mut out,
@@ -395,6 +396,7 @@ pub(crate) mod tests {
                 Some(Applied {
                     frame: 1,
                     results: vec![Ok(())],
+                    relayed: false,
                 }),
                 false,
                 &mut out,

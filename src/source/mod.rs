@@ -25,6 +25,13 @@ pub trait Source: Send + 'static {
     /// Applies a validated command; the next [`variables`](Self::variables) must show its effect.
     fn apply(&mut self, command: &Command) -> Result<(), CommandError>;
 
+    /// What the tick calls: [`apply`](Self::apply), unless the command has to travel somewhere
+    /// first (a relay hands it to its upstream bridge; the answer comes later, and the tick never
+    /// waits for it).
+    fn submit(&mut self, command: &Command) -> Applying {
+        Applying::Done(self.apply(command))
+    }
+
     /// How the tick is paced: on the fixed `--broadcast-ms` grid (default), or by the source's own
     /// updates (a relay re-broadcasts each upstream frame the moment it arrives).
     fn pacing(&self) -> Pacing {
@@ -51,4 +58,14 @@ pub enum Pacing {
     Grid,
     /// One frame per source update; while the source is silent, a (stale) frame every 2 periods.
     Upstream,
+}
+
+/// The result of [`Source::submit`].
+#[derive(Debug)]
+pub enum Applying {
+    /// Applied (or refused) now; the next frame shows it.
+    Done(Result<(), CommandError>),
+    /// On its way upstream: the answer arrives here (delivered, refused by upstream, or
+    /// unreachable).
+    Relayed(flume::Receiver<Result<(), CommandError>>),
 }

@@ -4,7 +4,7 @@
 //! `data_valid` is 0. Accepted commands are forwarded to the upstream command port the way
 //! upstream clients send them (connect, one line, close).
 
-use super::Source;
+use super::{Applying, Source};
 use crate::command::{Command, CommandError};
 use crate::telemetry::decode::FrameDecoder;
 use crate::telemetry::Variables;
@@ -35,7 +35,7 @@ pub struct Relay {
     version: u64,
     vars: Variables,
     timestamp_us: Option<u64>,
-    commands: flume::Sender<String>,
+    commands: flume::Sender<(String, flume::Sender<Result<(), CommandError>>)>,
     updates: flume::Receiver<()>,
 }
 
@@ -63,12 +63,14 @@ impl Relay {
                 .name("aerobridge-relay".into())
                 .spawn(move || read_upstream(&upstream, &latest, &updated))?;
         }
-        let (tx, rx) = flume::bounded::<String>(256);
+        let (tx, rx) = flume::bounded::<(String, flume::Sender<Result<(), CommandError>>)>(256);
         std::thread::Builder::new().name("aerobridge-relay-commands".into()).spawn(move || {
-            for line in rx.iter() {
-                if let Err(e) = forward(&commands, &line) {
-                    tracing::warn!(upstream = %commands, error = %e, "could not forward a command upstream");
+            for (line, answer) in rx.iter() {
+                let result = forward(&commands, &line);
+                if let Err(e) = &result {
+                    crate::limited!(crate::log_limit::COMMAND_REJECTED, warn, error = %e, "could not deliver a command upstream");
                 }
+                let _ = answer.send(result);
             }
         })?;
         Ok(Relay {
@@ -147,15 +149,64 @@ fn read_upstream(addr: &str, latest: &Mutex<Latest>, updated: &flume::Sender<()>
     }
 }
 
-fn forward(addr: &str, line: &str) -> std::io::Result<()> {
-    let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(2))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(line.as_bytes())?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut sink = [0u8; 4096];
-    while s.read(&mut sink).unwrap_or(0) > 0 {}
-    Ok(())
+/// Delivers one command line to upstream's command port, the way upstream's clients do (one
+/// connection per command), and reads upstream's reply, if it sends one. Refusals say which
+/// upstream and why; upstream's own `{"ok":false,"error":…}` is passed on in its words.
+fn forward(addr: &str, line: &str) -> Result<(), CommandError> {
+    let unreachable = |e: std::io::Error| {
+        CommandError::UpstreamUnavailable(format!("upstream {addr} unreachable ({})", plain(&e)))
+    };
+    let target = resolve(addr).map_err(unreachable)?;
+    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(unreachable)?;
+    let io = |s: &mut TcpStream| -> std::io::Result<Vec<u8>> {
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(line.as_bytes())?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => return Ok(reply),
+                Ok(n) if reply.len() < 64 * 1024 => reply.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
+                // Upstream's DLL may keep the connection open without answering: delivered.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Ok(reply)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let reply = io(&mut s).map_err(unreachable)?;
+    let mut first = reply
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
+    use simd_json::prelude::*;
+    match simd_json::to_owned_value(&mut first) {
+        Ok(v) if v.get("ok").and_then(|ok| ok.as_bool()) == Some(false) => {
+            let error = v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no reason given");
+            Err(CommandError::UpstreamRefused(error.to_string()))
+        }
+        _ => Ok(()), // an ok reply, or none: upstream took it
+    }
+}
+
+/// `connection refused`, not `Connection refused (os error 111)`.
+fn plain(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    text.split(" (os error")
+        .next()
+        .unwrap_or(&text)
+        .to_lowercase()
 }
 
 impl Source for Relay {
@@ -197,15 +248,28 @@ impl Source for Relay {
         self.timestamp_us.filter(|t| t.abs_diff(now) < 60_000_000)
     }
 
+    /// Relayed commands are answered by [`submit`](Source::submit) once upstream has them.
     fn apply(&mut self, command: &Command) -> Result<(), CommandError> {
+        match self.submit(command) {
+            Applying::Done(result) => result,
+            Applying::Relayed(answer) => answer.recv().unwrap_or(Err(CommandError::Busy)),
+        }
+    }
+
+    fn submit(&mut self, command: &Command) -> Applying {
         let mut line = Vec::new();
         line.extend_from_slice(b"{\"variable\":");
         crate::telemetry::encoder::write_json_string(&mut line, command.name.name);
         line.extend_from_slice(b",\"value\":");
         crate::telemetry::encoder::write_number(&mut line, command.value);
         line.extend_from_slice(b"}\n");
-        self.commands
-            .try_send(String::from_utf8(line).expect("ASCII JSON"))
-            .map_err(|_| CommandError::Busy)
+        let (answer, answered) = flume::bounded(1);
+        match self
+            .commands
+            .try_send((String::from_utf8(line).expect("ASCII JSON"), answer))
+        {
+            Ok(()) => Applying::Relayed(answered),
+            Err(_) => Applying::Done(Err(CommandError::Busy)),
+        }
     }
 }

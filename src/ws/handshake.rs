@@ -35,9 +35,11 @@ pub enum HandshakeError {
     NotHttp11,
     /// `Upgrade: websocket` missing.
     NotUpgrade {
-        /// For a plain HTTP GET (no WebSocket headers at all): its target, which the server may
-        /// answer as a page. `None` for a broken upgrade attempt.
+        /// For a plain HTTP GET or HEAD (no WebSocket headers at all): its target, which the
+        /// server may answer as a page. `None` for a broken upgrade attempt.
         target: Option<String>,
+        /// A plain HEAD: answer with the headers only.
+        head: bool,
     },
     /// `Connection` lacks the `Upgrade` token.
     NoConnectionUpgrade,
@@ -109,6 +111,16 @@ pub fn parse_upgrade(
         return Err(HandshakeError::TooLarge);
     }
     let method = req.method.unwrap_or_default();
+    let websocket_headers = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("Upgrade")
+            || h.name.eq_ignore_ascii_case("Sec-WebSocket-Key")
+            || h.name.eq_ignore_ascii_case("Sec-WebSocket-Version")
+    });
+    if method == "HEAD" && !websocket_headers {
+        // A plain HEAD is asked of a page, never of the WebSocket.
+        let target = Some(req.path.unwrap_or("/").chars().take(256).collect());
+        return Err(HandshakeError::NotUpgrade { target, head: true });
+    }
     if method != "GET" {
         return Err(HandshakeError::NotGet(method.chars().take(16).collect()));
     }
@@ -135,7 +147,10 @@ pub fn parse_upgrade(
         let plain = header("Sec-WebSocket-Key").next().is_none()
             && header("Sec-WebSocket-Version").next().is_none();
         let target = plain.then(|| req.path.unwrap_or("/").chars().take(256).collect());
-        return Err(HandshakeError::NotUpgrade { target });
+        return Err(HandshakeError::NotUpgrade {
+            target,
+            head: false,
+        });
     }
     if !has_token("Connection", "Upgrade") {
         return Err(HandshakeError::NoConnectionUpgrade);

@@ -490,14 +490,17 @@ pub struct GapCounter {
     pub longest_wait: Duration,
     /// When that wait ended.
     pub longest_wait_at: Option<Instant>,
+    /// Each gap: (the counter before it, the counter after it, when).
+    pub gaps_seen: Vec<(u64, u64, Instant)>,
 }
 
 impl GapCounter {
     pub fn see(&mut self, counter: u64) {
-        if self.last.is_some_and(|l| counter != l + 1) {
-            self.gaps += 1;
-        }
         let now = Instant::now();
+        if let Some(l) = self.last.filter(|l| counter != l + 1) {
+            self.gaps += 1;
+            self.gaps_seen.push((l, counter, now));
+        }
         if let Some(at) = self.last_at {
             if now - at > self.longest_wait {
                 self.longest_wait = now - at;
