@@ -188,9 +188,26 @@ fn startup_log_names_the_driver_workers_and_addresses_and_clients_are_balanced()
         "{driver}"
     );
     assert!(driver.contains("2 worker thread(s)"), "{driver}");
-    assert_eq!(
-        first.iter().filter(|l| l.contains("listening on")).count(),
-        3
+    let listening: Vec<&&String> = first
+        .iter()
+        .filter(|l| l.contains("listening on"))
+        .collect();
+    assert_eq!(listening.len(), 3);
+    for line in listening {
+        // One clean line per listener: the address and kind once, no repeated fields.
+        assert!(
+            !line.contains("listener=") && !line.contains("addr="),
+            "{line}"
+        );
+    }
+    // Where to point a browser, with the real port.
+    let ws = server.ws();
+    let urls = server.wait_for_log("dashboard: ", Duration::from_secs(1));
+    assert!(
+        urls.contains(&format!("dashboard: http://{ws}/"))
+            && urls.contains(&format!("http://{ws}/metrics"))
+            && urls.contains(&format!("http://{ws}/healthz")),
+        "{urls}"
     );
     // Six clients are spread evenly over the two workers; the periodic totals show it.
     let mut clients: Vec<TcpLines> = (0..6).map(|_| TcpLines::connect(server.data)).collect();
