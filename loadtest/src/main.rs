@@ -175,6 +175,29 @@ fn plan_of(a: &Args) -> Plan {
     p
 }
 
+/// Now as `YYYY-MM-DD HH:MM` (UTC), for the plot.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Howard Hinnant's days-to-civil.
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let tod = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        tod / 3600,
+        tod / 60 % 60
+    )
+}
+
 /// `connection refused`, not `Connection refused (os error 111)`.
 fn plain_io_error(e: &std::io::Error) -> String {
     let text = e.to_string();
@@ -313,8 +336,34 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             report.plan.ws,
             1000 / report.plan.broadcast_ms.max(1)
         );
-        std::fs::write(&svg, plot::svg(&report, &title))?;
-        println!("\nreport: {}  plot: {}", path.display(), svg.display());
+        let p = &report.plan;
+        let subtitle = format!(
+            "{}{}{} s window · {} UTC · {} CPUs · {}",
+            if p.slow + p.stalled > 0 {
+                format!("+ {} slow, {} stalled · ", p.slow, p.stalled)
+            } else {
+                String::new()
+            },
+            report
+                .scenario
+                .as_ref()
+                .map(|s| format!("scenario {s} · "))
+                .unwrap_or_default(),
+            p.duration.as_secs_f64(),
+            utc_now(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            report.tool,
+        );
+        let plot = plot::svg(&report, &title, &subtitle);
+        std::fs::write(&svg, &plot)?;
+        let html = path.with_extension("html");
+        std::fs::write(&html, report::html(&report, &title, &subtitle, &plot))?;
+        println!(
+            "\nreport: {}  plot: {}  page: {}",
+            path.display(),
+            svg.display(),
+            html.display()
+        );
     }
 
     let mut failed = false;

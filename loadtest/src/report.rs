@@ -264,6 +264,63 @@ pub fn print_summary(report: &Report) {
     }
 }
 
+/// The report as one self-contained HTML page: the summary table and the plot.
+pub fn html(report: &Report, title: &str, subtitle: &str, svg: &str) -> String {
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut rows = String::new();
+    let mut runs = vec![("server", &report.run)];
+    if let Some(f) = &report.floor {
+        runs.push(("floor", f));
+    }
+    for (name, run) in &runs {
+        for (key, p) in run
+            .latency_us
+            .iter()
+            .chain(std::iter::once((&"spread".to_string(), &run.spread_us)))
+        {
+            rows.push_str(&format!(
+                "<tr><td>{name}</td><td>{key}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td></tr>",
+                p.p50 / 1000.0,
+                p.p90 / 1000.0,
+                p.p99 / 1000.0,
+                p.p999 / 1000.0,
+                p.max / 1000.0,
+                p.count
+            ));
+        }
+    }
+    let mut facts = String::new();
+    for (name, run) in &runs {
+        let h = &run.healthy;
+        facts.push_str(&format!(
+            "<li><b>{name}</b>: {:.0} frames/s, {:.1} MB/s over {:.1} s; healthy {}/{} connected, {} gaps, {} duplicates, {} torn",
+            run.frames_per_s, run.mb_per_s, run.window_s, h.connected, h.clients, h.gaps, h.duplicates, h.torn
+        ));
+        if let Some(s) = &run.server {
+            facts.push_str(&format!(
+                "; CPU {:.1}% of a core, {:.2} µs per delivered frame, RSS max {:.1} MB, {} threads max",
+                s.cpu_pct, s.cpu_per_frame_us, s.rss_max_mb, s.threads_max
+            ));
+        }
+        facts.push_str("</li>");
+    }
+    if let Some(r) = &report.ratios {
+        facts.push_str(&format!(
+            "<li><b>server / floor</b>: p50 ×{:.2}, p99 ×{:.2}, CPU per frame ×{:.2}</li>",
+            r.p50, r.p99, r.cpu_per_frame
+        ));
+    }
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>body{{font-family:sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}td:nth-child(-n+2),th:nth-child(-n+2){{text-align:left}}.sub{{color:#666}}</style></head><body><h1>{t}</h1><p class=\"sub\">{st}</p><table><tr><th>run</th><th>latency</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>samples</th></tr>{rows}</table><ul>{facts}</ul>{svg}</body></html>\n",
+        t = esc(title),
+        st = esc(subtitle),
+    )
+}
+
 /// Compares with a baseline report; returns the figures that regressed by more than `max_pct`.
 /// Ratios to the floor are compared when both reports have them (stable across machines);
 /// otherwise absolute p50/p99 and CPU per frame.

@@ -23,6 +23,12 @@ try {
   if (!(second > first)) fail(`frame counter did not advance (${first} → ${second})`);
   const fps = Number(await page.textContent("#fps"));
   if (fps < 20) fail(`frame rate ${fps}/s`);
+  // The throttle slider shows the aircraft's throttle, not a made-up default.
+  const shown = Number(await page.inputValue("#throttle"));
+  const actual = Number((await page.textContent("#thr")).replace("%", "")) / 100;
+  if (!(Math.abs(shown - actual) <= 0.015)) fail(`throttle slider ${shown} while the aircraft's throttle is ${actual}`);
+  // The ground track is a line (points every half second), not just the current dot.
+  await page.waitForFunction(() => track.length >= 4, null, { timeout: 5000 });
   await page.click("#gear-down");
   await page.waitForSelector("#log .ok", { timeout: 5000 });
   const reply = await page.textContent("#log .ok");
