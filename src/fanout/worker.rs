@@ -1,6 +1,6 @@
 //! A worker: one thread, one compio runtime, a share of the clients. It receives each tick once
-//! and pushes it into its clients' queues (a refcount bump each); every client has one task that
-//! reads and writes its socket.
+//! and pushes it into its clients' queues (a refcount bump each); the connection handler it is
+//! given runs each connection (for telemetry clients, a reader task and a writer task).
 
 use crate::fanout::hub::WorkerMsg;
 use crate::fanout::notify::LocalNotify;

@@ -20,16 +20,15 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
     let _gauge = scopeguard(|| worker.stats.command_clients.sub(1));
     let mut session = CommandPortSession::new(Arc::clone(&worker.app.sessions), peer);
     let mut actions = Vec::new();
-    let mut buf = Vec::with_capacity(4096);
     loop {
-        buf.clear();
-        let (res, b) = super::read_some(stream, buf).await;
-        buf = b;
+        // Reads borrow the worker's scratch buffer: the session keeps any unfinished line.
+        let (res, buf) = super::read_some(stream, worker.take_scratch()).await;
         let eof = match res {
             Ok(n) => n == 0,
             Err(_) => return Disconnect::IoError,
         };
         session.on_bytes(&buf, eof, Instant::now(), &mut actions);
+        worker.return_scratch(buf);
         while !actions.is_empty() {
             for action in std::mem::take(&mut actions) {
                 match action {

@@ -43,22 +43,15 @@ async fn upgrade(
     peer: SocketAddr,
 ) -> Result<WsSession, Disconnect> {
     let mut up = Upgrade::new(Arc::clone(&worker.app.sessions), peer, Instant::now());
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
+        // The request accumulates in the session; reads borrow the worker's scratch buffer.
         let left = up.deadline().saturating_duration_since(Instant::now());
-        buf.clear();
-        let step = match compio::time::timeout(left, super::read_some(stream, buf)).await {
-            Err(_) => {
-                buf = Vec::new();
-                up.on_timeout()
-            }
-            Ok((Ok(0), b)) => {
-                buf = b;
-                up.on_eof()
-            }
-            Ok((Ok(_), b)) => {
-                let step = up.on_bytes(&b);
-                buf = b;
+        let read = super::read_some(stream, worker.take_scratch());
+        let step = match compio::time::timeout(left, read).await {
+            Err(_) => up.on_timeout(),
+            Ok((Ok(n), b)) => {
+                let step = if n == 0 { up.on_eof() } else { up.on_bytes(&b) };
+                worker.return_scratch(b);
                 step
             }
             Ok((Err(_), _)) => return Err(Disconnect::IoError),

@@ -237,25 +237,14 @@ pub(crate) mod tests {
         crate::session::test_settings(echo)
     }
 
-    /// A masked client frame.
-    pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
+    /// A masked, final client frame (the codec's own test helper).
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        crate::ws::reader::client_frame(true, opcode, payload, [1, 2, 3, 4])
     }
 
-    fn session(echo: bool, now: Instant) -> WsSession {
+    fn session_with(settings: Settings, now: Instant) -> WsSession {
         WsSession::new(
-            Arc::new(settings(echo)),
+            Arc::new(settings),
             None,
             Vec::new(),
             "127.0.0.1:1".parse().unwrap(),
@@ -263,15 +252,15 @@ pub(crate) mod tests {
         )
     }
 
+    fn session(echo: bool, now: Instant) -> WsSession {
+        session_with(settings(echo), now)
+    }
+
     /// (opcode, payload) of a server frame.
     fn server(bytes: &[u8]) -> (u8, Vec<u8>) {
-        let len = (bytes[1] & 0x7f) as usize;
-        let (len, at) = if len == 126 {
-            (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4)
-        } else {
-            (len, 2)
-        };
-        (bytes[0] & 0x0f, bytes[at..at + len].to_vec())
+        let h = crate::ws::frame::decode_header(bytes).expect("a whole server frame");
+        let end = h.header_len + h.payload_len as usize;
+        (h.opcode, bytes[h.header_len..end].to_vec())
     }
 
     #[test]
@@ -379,13 +368,7 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut settings = settings(false);
         settings.access.rate_per_second = 10;
-        let mut s = WsSession::new(
-            Arc::new(settings),
-            None,
-            Vec::new(),
-            "127.0.0.1:1".parse().unwrap(),
-            t0,
-        );
+        let mut s = session_with(settings, t0);
         let input: Vec<u8> = (0..300)
             .flat_map(|_| client_frame(0x1, br#"{"variable":"Controls.Gear","value":1}"#))
             .collect();
