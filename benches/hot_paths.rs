@@ -2,7 +2,7 @@
 
 use aerobridge::command::{parse_line, ParseLimits};
 use aerobridge::fanout::queue::{QueueLimits, SendQueue};
-use aerobridge::packet::{Packet, Transport};
+use aerobridge::packet::{Framing, Packet};
 use aerobridge::source::{sim::Sim, Source};
 use aerobridge::telemetry::{FrameEncoder, FrameHeader};
 use aerobridge::ws::frame::{encode_header_right_aligned, MAX_SERVER_HEADER};
@@ -72,7 +72,7 @@ fn codec(c: &mut Criterion) {
             let (req, _) = handshake::parse_upgrade(black_box(request), 8192)
                 .unwrap()
                 .unwrap();
-            black_box(handshake::switching_protocols(&req.accept))
+            black_box(handshake::switching_protocols(&req.accept, None))
         })
     });
     let line = br#"{"variable": "Controls.Throttle", "value": 0.75, "id": 17}"#;
@@ -104,9 +104,9 @@ fn publish(c: &mut Criterion) {
                     .map(|i| {
                         SendQueue::new(
                             if i % 2 == 0 {
-                                Transport::Tcp
+                                Framing::Lines
                             } else {
-                                Transport::WebSocket
+                                Framing::WebSocket
                             },
                             QueueLimits::default(),
                         )

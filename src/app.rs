@@ -34,6 +34,8 @@ impl App {
             hub: &self.hub,
             broadcast: self.config.broadcast,
             echo: self.config.echo,
+            profiles: &self.sessions.v2.profiles,
+            parked_sessions: self.sessions.v2.parked.sweep(std::time::Instant::now()),
         }
     }
 }

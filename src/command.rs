@@ -308,9 +308,20 @@ fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Request, Rejection> {
     let Some(name) = variable else {
         return Err(reject(CommandError::MissingVariable));
     };
-    let value = match obj.get("value") {
+    let mut cmd = check(name, obj.get("value")).map_err(reject)?;
+    cmd.id = id.clone();
+    Ok(Request::Command(cmd))
+}
+
+/// Validates setting `name` to `value` (a JSON value, `None` when absent): the name must be a
+/// writable command name, the value a finite number within its range. The command has no `id`.
+pub fn check(
+    name: &str,
+    value: Option<&simd_json::BorrowedValue<'_>>,
+) -> Result<Command, CommandError> {
+    let value = match value {
         Some(v) if v.is_number() => v.cast_f64().unwrap_or(f64::NAN),
-        None => return Err(reject(CommandError::MissingValue)),
+        None => return Err(CommandError::MissingValue),
         Some(v) => {
             let kind = match v.value_type() {
                 simd_json::ValueType::String => "a string",
@@ -319,26 +330,26 @@ fn validate(v: &simd_json::BorrowedValue<'_>) -> Result<Request, Rejection> {
                 simd_json::ValueType::Array => "an array",
                 _ => "an object",
             };
-            return Err(reject(CommandError::ValueNotANumber(kind)));
+            return Err(CommandError::ValueNotANumber(kind));
         }
     };
     if !value.is_finite() {
-        return Err(reject(CommandError::NotFinite));
+        return Err(CommandError::NotFinite);
     }
     let entry = match command_name(name) {
         Some(e) if e.access.is_writable() => e,
-        Some(_) => return Err(reject(CommandError::ReadOnly(name.to_string()))),
+        Some(_) => return Err(CommandError::ReadOnly(name.to_string())),
         None if variable_id(name).is_some() => {
-            return Err(reject(CommandError::ReadOnly(name.to_string())))
+            return Err(CommandError::ReadOnly(name.to_string()))
         }
-        None => return Err(reject(CommandError::UnknownVariable(name.to_string()))),
+        None => return Err(CommandError::UnknownVariable(name.to_string())),
     };
-    check_range(entry, value).map_err(reject)?;
-    Ok(Request::Command(Command {
+    check_range(entry, value)?;
+    Ok(Command {
         name: entry,
         value,
-        id,
-    }))
+        id: None,
+    })
 }
 
 fn render_id(v: &simd_json::BorrowedValue<'_>) -> Option<Box<str>> {
@@ -561,6 +572,16 @@ impl LineSplitter {
                 }
                 None => return None,
             }
+        }
+    }
+
+    /// Frees the buffer when nothing is pending (an idle connection keeps no allocation).
+    pub fn shrink_if_empty(&mut self) {
+        if self.start == self.buf.len() && !self.buf.is_empty()
+            || self.buf.capacity() > 0 && self.buf.is_empty()
+        {
+            self.buf = Vec::new();
+            self.start = 0;
         }
     }
 

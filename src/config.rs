@@ -116,6 +116,28 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_BACKLOG", default_value_t = 1024)]
     pub backlog: u32,
 
+    /// Protocol v2: most subscriptions one connection may hold (more: `too_many_subscriptions`).
+    #[arg(long, env = "AEROBRIDGE_V2_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    pub v2_max_subscriptions: usize,
+
+    /// Protocol v2: most distinct profiles (variable set, rate, mode) server-wide; each costs one
+    /// encode per due tick (more: `too_many_profiles`).
+    #[arg(long, env = "AEROBRIDGE_V2_MAX_PROFILES", default_value_t = 256)]
+    pub v2_max_profiles: usize,
+
+    /// Protocol v2: send a heartbeat to a connection that has been sent nothing this long.
+    #[arg(long, env = "AEROBRIDGE_V2_HEARTBEAT", default_value = "1s", value_parser = parse_duration)]
+    pub v2_heartbeat: Duration,
+
+    /// Protocol v2: disconnect a connection that has sent nothing this long (`idle_timeout`).
+    #[arg(long, env = "AEROBRIDGE_V2_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub v2_idle_timeout: Duration,
+
+    /// Protocol v2: how long a session's subscriptions are kept after its connection ends, for
+    /// `hello` with `resume`.
+    #[arg(long, env = "AEROBRIDGE_V2_RESUME_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub v2_resume_window: Duration,
+
     /// How often totals are logged (at debug level).
     #[arg(long, env = "AEROBRIDGE_STATS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub stats_interval: Duration,
@@ -325,6 +347,8 @@ pub struct Config {
     pub ws_ping_timeout: Duration,
     /// Listen backlog.
     pub backlog: u32,
+    /// Protocol v2 limits and timers.
+    pub v2: V2Limits,
     /// Stats log period.
     pub stats_interval: Duration,
     /// How long a closing connection may take to flush what it owes (frame in flight, Close).
@@ -409,6 +433,8 @@ impl Cli {
             ("--handshake-timeout", self.handshake_timeout),
             ("--ws-ping-interval", self.ws_ping_interval),
             ("--ws-ping-timeout", self.ws_ping_timeout),
+            ("--v2-heartbeat", self.v2_heartbeat),
+            ("--v2-idle-timeout", self.v2_idle_timeout),
             ("--stats-interval", self.stats_interval),
         ] {
             if d.is_zero() {
@@ -442,6 +468,13 @@ impl Cli {
             ws_ping_interval: self.ws_ping_interval,
             ws_ping_timeout: self.ws_ping_timeout,
             backlog: self.backlog.max(1),
+            v2: V2Limits {
+                max_subscriptions: self.v2_max_subscriptions.max(1),
+                max_profiles: self.v2_max_profiles.max(1),
+                heartbeat: self.v2_heartbeat,
+                idle_timeout: self.v2_idle_timeout,
+                resume_window: self.v2_resume_window,
+            },
             stats_interval: self.stats_interval,
             close_grace: Duration::from_millis(1000),
             access: AccessPolicy {
@@ -458,6 +491,21 @@ impl Cli {
             echo: false,
         })
     }
+}
+
+/// Protocol v2's limits and timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V2Limits {
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Distinct profiles server-wide.
+    pub max_profiles: usize,
+    /// Heartbeat after this long without sending a connection anything.
+    pub heartbeat: Duration,
+    /// Disconnect after this long without hearing from a connection.
+    pub idle_timeout: Duration,
+    /// Subscriptions kept after a connection ends.
+    pub resume_window: Duration,
 }
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.

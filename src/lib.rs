@@ -57,6 +57,7 @@ pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod packet;
+pub mod profile;
 pub mod record;
 pub mod runtime;
 pub mod server;

@@ -18,6 +18,10 @@ pub struct View<'a> {
     pub broadcast: std::time::Duration,
     /// Echo mode: there is no tick.
     pub echo: bool,
+    /// Protocol v2's live profiles.
+    pub profiles: &'a crate::profile::Profiles,
+    /// v2 sessions kept for resume.
+    pub parked_sessions: usize,
 }
 
 /// The metrics page.
@@ -51,6 +55,74 @@ pub fn render(shared: &View<'_>) -> String {
                 sum(&|s| s.command_clients.get()) as f64,
             ),
         ],
+    );
+    let v2 = sum(&|s| s.v2_clients.get());
+    let telemetry = sum(&|s| s.tcp_clients.get() + s.ws_clients.get());
+    family(
+        "protocol_clients",
+        "gauge",
+        "Telemetry clients by session protocol (1: upstream's, 2: subscriptions).",
+        &[
+            (
+                "{protocol=\"1\"}".into(),
+                telemetry.saturating_sub(v2) as f64,
+            ),
+            ("{protocol=\"2\"}".into(), v2 as f64),
+        ],
+    );
+    let profiles = shared.profiles.live();
+    family(
+        "v2_profiles",
+        "gauge",
+        "Distinct v2 profiles (variable set, every, mode) the tick builds.",
+        &[(String::new(), profiles.len() as f64)],
+    );
+    family(
+        "v2_parked_sessions",
+        "gauge",
+        "v2 sessions whose connection ended, kept for resume.",
+        &[(String::new(), shared.parked_sessions as f64)],
+    );
+    let label = |p: &crate::profile::registry::ProfileShared| {
+        format!(
+            "{{profile=\"{}\",every=\"{}\",mode=\"{}\",vars=\"{}\"}}",
+            p.id,
+            p.key.every,
+            p.key.mode.as_str(),
+            p.key.vars.len()
+        )
+    };
+    family(
+        "v2_profile_clients",
+        "gauge",
+        "Connections receiving each v2 profile.",
+        &profiles
+            .iter()
+            .map(|p| (label(p), p.clients.load(Ordering::Relaxed) as f64))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        "v2_profile_message_bytes",
+        "gauge",
+        "Size of each v2 profile's last message (JSON bytes), built once for all its clients.",
+        &profiles
+            .iter()
+            .map(|p| (label(p), p.last_bytes.load(Ordering::Relaxed) as f64))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        "v2_profile_bytes_per_tick",
+        "gauge",
+        "Bytes each v2 profile puts on the wire per broadcast tick: last message size x clients / every.",
+        &profiles
+            .iter()
+            .map(|p| {
+                let bytes = p.last_bytes.load(Ordering::Relaxed) as f64
+                    * p.clients.load(Ordering::Relaxed) as f64
+                    / f64::from(p.key.every);
+                (label(p), bytes)
+            })
+            .collect::<Vec<_>>(),
     );
     let hub = shared.hub;
     family(

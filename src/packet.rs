@@ -40,12 +40,57 @@ impl Packet {
         }
     }
 
-    /// The bytes for one transport.
+    /// The bytes for one framing (v1 frames have no length-prefixed form: a connection that
+    /// chose it is v2 and gets no v1 frames).
     #[inline]
-    pub fn bytes(&self, transport: Transport) -> &Bytes {
-        match transport {
-            Transport::Tcp => &self.tcp,
-            Transport::WebSocket => &self.ws,
+    pub fn bytes(&self, framing: Framing) -> &Bytes {
+        match framing {
+            Framing::Lines | Framing::Length => &self.tcp,
+            Framing::WebSocket => &self.ws,
+        }
+    }
+}
+
+/// How messages to one connection are framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// TCP: one JSON object per line.
+    Lines,
+    /// TCP (v2, `framing: length`): 4-byte big-endian length, then the JSON.
+    Length,
+    /// WebSocket text messages.
+    WebSocket,
+}
+
+impl Framing {
+    /// Frames one JSON message (no trailing newline) for this connection.
+    pub fn frame(self, json: &[u8]) -> Bytes {
+        match self {
+            Framing::WebSocket => {
+                crate::ws::frame::server_frame(crate::ws::frame::OpCode::Text, json)
+            }
+            Framing::Lines => {
+                let mut v = Vec::with_capacity(json.len() + 1);
+                v.extend_from_slice(json);
+                v.push(b'\n');
+                Bytes::from(v)
+            }
+            Framing::Length => {
+                let mut v = Vec::with_capacity(json.len() + 4);
+                v.extend_from_slice(&(json.len() as u32).to_be_bytes());
+                v.extend_from_slice(json);
+                Bytes::from(v)
+            }
+        }
+    }
+}
+
+impl Transport {
+    /// The framing a connection of this transport starts with (v1).
+    pub fn framing(self) -> Framing {
+        match self {
+            Transport::Tcp => Framing::Lines,
+            Transport::WebSocket => Framing::WebSocket,
         }
     }
 }

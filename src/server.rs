@@ -123,16 +123,19 @@ impl Server {
                 source.describe(),
                 config.broadcast.as_millis()
             );
-            let (workers, stop, hs, period) = (
-                worker_txs.clone(),
-                Arc::clone(&stop),
-                Arc::clone(&hub_stats),
-                config.broadcast,
-            );
+            let setup = hub::TickSetup {
+                source,
+                period: config.broadcast,
+                workers: worker_txs.clone(),
+                commands: cmd_rx,
+                profiles: Arc::clone(&app.sessions.v2.profiles),
+                stop: Arc::clone(&stop),
+                stats: Arc::clone(&hub_stats),
+            };
             Some(
                 std::thread::Builder::new()
                     .name("aerobridge-tick".into())
-                    .spawn(move || hub::run(source, period, workers, cmd_rx, stop, hs))?,
+                    .spawn(move || hub::run(setup))?,
             )
         };
 

@@ -91,8 +91,11 @@ fn upgrade(mut s: TcpStream) -> Option<TcpStream> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Ok(Some((req, _))) = aerobridge::ws::handshake::parse_upgrade(&buf, 8192) {
-            s.write_all(&aerobridge::ws::handshake::switching_protocols(&req.accept))
-                .ok()?;
+            s.write_all(&aerobridge::ws::handshake::switching_protocols(
+                &req.accept,
+                None,
+            ))
+            .ok()?;
             s.set_nodelay(true).ok()?;
             return Some(s);
         }

@@ -5,16 +5,28 @@
 use crate::command::Command;
 use crate::fanout::stats::Counter;
 use crate::packet::Packet;
+use crate::profile::build::{Frame, ProfileFrames};
+use crate::profile::{ProfileBuilder, Profiles};
 use crate::source::Source;
 use crate::telemetry::{FrameEncoder, FrameHeader};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// One tick's output: the v1 frame for every v1 client, and the message of every v2 profile due
+/// on this frame (indexed by profile slot).
+#[derive(Debug)]
+pub struct Tick {
+    /// The full frame (v1).
+    pub packet: Arc<Packet>,
+    /// v2 profiles' keyframes and deltas.
+    pub profiles: ProfileFrames,
+}
+
 /// A message to a worker; `C` is a connection on its way to it (the listeners decide what).
 pub enum WorkerMsg<C> {
     /// A new frame for every client of the worker.
-    Tick(Arc<Packet>),
+    Tick(Arc<Tick>),
     /// A connection to adopt.
     Connection(C),
     /// Close every client and stop.
@@ -58,6 +70,8 @@ pub struct HubStats {
     pub last_frame_bytes: AtomicU64,
     /// Nanoseconds spent building the last frame (source + encode + packet).
     pub last_build_ns: AtomicU64,
+    /// v2 profile messages built in the last tick.
+    pub last_profile_msgs: AtomicU64,
 }
 
 impl Default for HubStats {
@@ -72,21 +86,43 @@ impl Default for HubStats {
             worker_backlog_drops: Counter::default(),
             last_frame_bytes: AtomicU64::new(0),
             last_build_ns: AtomicU64::new(0),
+            last_profile_msgs: AtomicU64::new(0),
         }
     }
 }
 
+/// What the tick thread runs on.
+pub struct TickSetup<C> {
+    /// Where frames come from.
+    pub source: Box<dyn Source>,
+    /// The broadcast period.
+    pub period: Duration,
+    /// One channel per worker.
+    pub workers: Vec<flume::Sender<WorkerMsg<C>>>,
+    /// Command batches from every connection.
+    pub commands: flume::Receiver<CommandBatch>,
+    /// v2 profiles to build each tick.
+    pub profiles: Arc<Profiles>,
+    /// Set to stop.
+    pub stop: Arc<AtomicBool>,
+    /// The hub's counters.
+    pub stats: Arc<HubStats>,
+}
+
 /// Runs the tick loop until `stop` is set. Call on a dedicated thread.
-pub fn run<C>(
-    mut source: Box<dyn Source>,
-    period: Duration,
-    workers: Vec<flume::Sender<WorkerMsg<C>>>,
-    commands: flume::Receiver<CommandBatch>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<HubStats>,
-) {
+pub fn run<C>(setup: TickSetup<C>) {
+    let TickSetup {
+        mut source,
+        period,
+        workers,
+        commands,
+        profiles,
+        stop,
+        stats,
+    } = setup;
     let mut encoder = FrameEncoder::new();
     let rate_hz = 1.0 / period.as_secs_f64();
+    let mut profile_builder = ProfileBuilder::new(profiles, rate_hz);
     let start = Instant::now();
     // u64: at 200 Hz a u32 slot would overflow after 248 days.
     let mut slot: u64 = 0;
@@ -146,6 +182,18 @@ pub fn run<C>(
             build_start,
             payload,
         ));
+        let profiles = profile_builder.build(&Frame {
+            seq: counter,
+            timestamp_us: header.timestamp_us,
+            valid,
+            built: build_start,
+            payload: &packet.tcp,
+            spans: encoder.value_spans(),
+        });
+        stats
+            .last_profile_msgs
+            .store(profiles.iter().flatten().count() as u64, Ordering::Relaxed);
+        let tick = Arc::new(Tick { packet, profiles });
         if encoder.non_finite_count() != last_non_finite {
             last_non_finite = encoder.non_finite_count();
             tracing::warn!(
@@ -155,7 +203,7 @@ pub fn run<C>(
         }
         stats
             .last_frame_bytes
-            .store(packet.tcp.len() as u64, Ordering::Relaxed);
+            .store(tick.packet.tcp.len() as u64, Ordering::Relaxed);
         let build_time = build_start.elapsed();
         stats
             .last_build_ns
@@ -168,7 +216,7 @@ pub fn run<C>(
         );
         stats.frames_built.add(1);
         for w in &workers {
-            if w.try_send(WorkerMsg::Tick(Arc::clone(&packet))).is_err() {
+            if w.try_send(WorkerMsg::Tick(Arc::clone(&tick))).is_err() {
                 stats.worker_backlog_drops.add(1);
             }
         }

@@ -9,7 +9,8 @@
 //! - Control items (pongs, command replies, the Close frame) are never skipped and go first.
 //! - Lag = age of the frame in flight. Past `max_lag` the client is closed as a slow consumer.
 
-use crate::packet::{Packet, Transport};
+use crate::packet::{Framing, Packet};
+use crate::profile::{MsgKind, ProfileMsg};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,6 +42,51 @@ impl QueueLimits {
 impl Default for QueueLimits {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+/// A telemetry item: a v1 frame, or a v2 profile's keyframe or delta. Both are shared by every
+/// client that gets them (a refcount bump per client).
+#[derive(Clone, Debug)]
+pub enum Frame {
+    /// The full v1 frame.
+    Full(Arc<Packet>),
+    /// A v2 profile message.
+    Profile(Arc<ProfileMsg>),
+}
+
+impl Frame {
+    fn bytes(&self, framing: Framing) -> &Bytes {
+        match self {
+            Frame::Full(p) => p.bytes(framing),
+            Frame::Profile(m) => match framing {
+                Framing::Lines => &m.line,
+                Framing::Length => &m.length,
+                Framing::WebSocket => &m.ws,
+            },
+        }
+    }
+
+    fn built(&self) -> Instant {
+        match self {
+            Frame::Full(p) => p.built,
+            Frame::Profile(m) => m.built,
+        }
+    }
+
+    fn counter(&self) -> u64 {
+        match self {
+            Frame::Full(p) => p.counter,
+            Frame::Profile(m) => m.seq,
+        }
+    }
+
+    /// Latest-wins applies within a stream: the v1 stream (0) or one profile (its id).
+    fn stream(&self) -> u32 {
+        match self {
+            Frame::Full(_) => 0,
+            Frame::Profile(m) => m.profile,
+        }
     }
 }
 
@@ -96,33 +142,68 @@ struct InFlight {
 /// One client's queue.
 #[derive(Debug)]
 pub struct SendQueue {
-    transport: Transport,
+    framing: Framing,
     limits: QueueLimits,
-    frames: VecDeque<Arc<Packet>>,
+    frames: VecDeque<Frame>,
     frame_bytes: usize,
     control: VecDeque<Bytes>,
     control_bytes: usize,
     in_flight: Option<InFlight>,
+    /// v2: per profile, the seq of the last keyframe handed to the writer.
+    keys: Vec<(u32, u64)>,
     closing: bool,
 }
 
 impl SendQueue {
-    /// An empty queue for a client of `transport`.
-    pub fn new(transport: Transport, limits: QueueLimits) -> Self {
+    /// An empty queue for a client framed as `framing`.
+    pub fn new(framing: Framing, limits: QueueLimits) -> Self {
         Self {
-            transport,
+            framing,
             limits,
             frames: VecDeque::with_capacity(limits.max_frames.min(64) + 1),
             frame_bytes: 0,
             control: VecDeque::new(),
             control_bytes: 0,
             in_flight: None,
+            keys: Vec::new(),
             closing: false,
         }
     }
 
-    /// Queues a telemetry frame (a refcount bump, no copy).
+    /// How items are framed.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Switches the connection to v2 at the next frame boundary: the frame in flight finishes,
+    /// waiting v1 frames are dropped (returned as a count), and from now on items are framed as
+    /// `framing`.
+    pub fn enter_v2(&mut self, framing: Framing) -> u64 {
+        let before = self.frames.len();
+        self.frames.retain(|f| !matches!(f, Frame::Full(_)));
+        self.frame_bytes = self.frames.iter().map(|f| f.bytes(framing).len()).sum();
+        self.framing = framing;
+        (before - self.frames.len()) as u64
+    }
+
+    /// Forgets a profile the client no longer receives: its waiting messages are dropped
+    /// (returned as a count) and its keyframe is no longer held.
+    pub fn drop_profile(&mut self, profile: u32) -> u64 {
+        let before = self.frames.len();
+        self.frames.retain(|f| f.stream() != profile);
+        let framing = self.framing;
+        self.frame_bytes = self.frames.iter().map(|f| f.bytes(framing).len()).sum();
+        self.keys.retain(|&(p, _)| p != profile);
+        (before - self.frames.len()) as u64
+    }
+
+    /// Queues a v1 frame (a refcount bump, no copy).
     pub fn push_frame(&mut self, packet: &Arc<Packet>, now: Instant) -> Pushed {
+        self.push(Frame::Full(Arc::clone(packet)), now)
+    }
+
+    /// Queues a telemetry item. On overflow each stream keeps only its newest item.
+    pub fn push(&mut self, frame: Frame, now: Instant) -> Pushed {
         if self.closing {
             return Pushed::Closing;
         }
@@ -134,20 +215,42 @@ impl SendQueue {
                 return Pushed::Lagging;
             }
         }
-        self.frame_bytes += packet.bytes(self.transport).len();
-        self.frames.push_back(Arc::clone(packet));
+        self.frame_bytes += frame.bytes(self.framing).len();
+        self.frames.push_back(frame);
         let mut skipped = 0;
         if self.frames.len() > self.limits.max_frames || self.frame_bytes > self.limits.max_bytes {
-            while self.frames.len() > 1 {
-                let old = self.frames.pop_front().expect("len > 1");
-                self.frame_bytes -= old.bytes(self.transport).len();
-                skipped += 1;
-            }
+            skipped = self.keep_newest_per_stream();
         }
         Pushed::Queued {
             wake: self.in_flight.is_none(),
             skipped,
         }
+    }
+
+    fn keep_newest_per_stream(&mut self) -> u64 {
+        let before = self.frames.len();
+        if self.frames.iter().all(|f| f.stream() == 0) {
+            // v1 (the usual case): just the newest.
+            self.frames.drain(..before - 1);
+        } else {
+            // Streams are few (subscriptions per connection are bounded): a small list will do.
+            let mut seen: Vec<u32> = Vec::new();
+            let mut keep = vec![false; before];
+            for (i, f) in self.frames.iter().enumerate().rev() {
+                if !seen.contains(&f.stream()) {
+                    seen.push(f.stream());
+                    keep[i] = true;
+                }
+            }
+            let mut i = 0;
+            self.frames.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        let framing = self.framing;
+        self.frame_bytes = self.frames.iter().map(|f| f.bytes(framing).len()).sum();
+        (before - self.frames.len()) as u64
     }
 
     /// Queues a control item (pong, reply). Returns whether the writer must be woken.
@@ -186,7 +289,8 @@ impl SendQueue {
         self.closing
     }
 
-    /// Takes the next item to write. Control items go first.
+    /// Takes the next item to write. Control items go first. Before a delta whose base keyframe
+    /// the client has not been sent, that keyframe goes (the delta stays first in line).
     pub fn take_next(&mut self) -> Next {
         debug_assert!(
             self.in_flight.is_none(),
@@ -201,12 +305,46 @@ impl SendQueue {
             });
             return Next::Write(bytes);
         }
-        if let Some(packet) = self.frames.pop_front() {
-            let bytes = packet.bytes(self.transport).clone();
+        if let Some(Frame::Profile(msg)) = self.frames.front() {
+            let held = self.keys.iter_mut().find(|(p, _)| *p == msg.profile);
+            let want = msg.key_seq();
+            let (built, seq) = (msg.built, msg.seq);
+            let missing = match (&msg.kind, held) {
+                (MsgKind::Key, Some(held)) => {
+                    held.1 = want;
+                    None
+                }
+                (MsgKind::Key, None) => {
+                    self.keys.push((msg.profile, want));
+                    None
+                }
+                (MsgKind::Delta { .. }, Some(held)) if held.1 == want => None,
+                (MsgKind::Delta { base }, held) => {
+                    let base = Arc::clone(base);
+                    match held {
+                        Some(h) => h.1 = want,
+                        None => self.keys.push((msg.profile, want)),
+                    }
+                    Some(base)
+                }
+            };
+            if let Some(base) = missing {
+                let bytes = Frame::Profile(base).bytes(self.framing).clone();
+                // Sent on the delta's behalf: its age is the delta's.
+                self.in_flight = Some(InFlight {
+                    built: Some(built),
+                    counter: seq,
+                    len: bytes.len(),
+                });
+                return Next::Write(bytes);
+            }
+        }
+        if let Some(frame) = self.frames.pop_front() {
+            let bytes = frame.bytes(self.framing).clone();
             self.frame_bytes -= bytes.len();
             self.in_flight = Some(InFlight {
-                built: Some(packet.built),
-                counter: packet.counter,
+                built: Some(frame.built()),
+                counter: frame.counter(),
                 len: bytes.len(),
             });
             return Next::Write(bytes);
@@ -233,6 +371,14 @@ impl SendQueue {
     /// Telemetry frames waiting (not counting the one in flight).
     pub fn waiting_frames(&self) -> usize {
         self.frames.len()
+    }
+
+    /// Age of the frame in flight (the client's lag), if one is.
+    pub fn lag(&self, now: Instant) -> Duration {
+        match self.in_flight {
+            Some(InFlight { built: Some(b), .. }) => now.saturating_duration_since(b),
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -270,7 +416,7 @@ mod tests {
     #[test]
     fn fifo_then_idle_and_wake_only_when_idle() {
         let t0 = Instant::now();
-        let mut q = SendQueue::new(Transport::Tcp, limits());
+        let mut q = SendQueue::new(Framing::Lines, limits());
         assert_eq!(
             q.push_frame(&packet(1, t0), t0),
             Pushed::Queued {
@@ -302,7 +448,7 @@ mod tests {
     #[test]
     fn overflow_skips_to_the_newest_but_never_the_frame_in_flight() {
         let t0 = Instant::now();
-        let mut q = SendQueue::new(Transport::WebSocket, limits());
+        let mut q = SendQueue::new(Framing::WebSocket, limits());
         q.push_frame(&packet(1, t0), t0);
         let in_flight = q.take_next();
         let in_flight_len = match &in_flight {
@@ -337,7 +483,7 @@ mod tests {
     fn byte_bound_also_triggers_skipping() {
         let t0 = Instant::now();
         let mut q = SendQueue::new(
-            Transport::Tcp,
+            Framing::Lines,
             QueueLimits {
                 max_bytes: 250,
                 ..limits()
@@ -358,7 +504,7 @@ mod tests {
     #[test]
     fn lag_is_the_age_of_the_frame_in_flight() {
         let t0 = Instant::now();
-        let mut q = SendQueue::new(Transport::Tcp, limits());
+        let mut q = SendQueue::new(Framing::Lines, limits());
         q.push_frame(&packet(1, t0), t0);
         let _ = q.take_next();
         let later = t0 + Duration::from_millis(400);
@@ -383,7 +529,7 @@ mod tests {
     #[test]
     fn control_first_and_never_skipped_then_close_last() {
         let t0 = Instant::now();
-        let mut q = SendQueue::new(Transport::WebSocket, limits());
+        let mut q = SendQueue::new(Framing::WebSocket, limits());
         q.push_frame(&packet(1, t0), t0);
         assert_eq!(q.push_control(Bytes::from_static(b"pong")), Ok(true));
         assert_eq!(q.take_next(), Next::Write(Bytes::from_static(b"pong")));
@@ -409,11 +555,103 @@ mod tests {
 
     #[test]
     fn control_overflow_is_reported() {
-        let mut q = SendQueue::new(Transport::WebSocket, limits());
+        let mut q = SendQueue::new(Framing::WebSocket, limits());
         assert!(q.push_control(Bytes::from(vec![0u8; 900])).is_ok());
         assert_eq!(
             q.push_control(Bytes::from(vec![0u8; 200])),
             Err(ControlOverflow)
         );
+    }
+
+    fn profile_msg(profile: u32, seq: u64, base: Option<&Arc<ProfileMsg>>) -> Arc<ProfileMsg> {
+        let t0 = Instant::now();
+        let json = format!("{{\"p\":{profile},\"seq\":{seq}}}");
+        let kind = match base {
+            None => MsgKind::Key,
+            Some(b) => MsgKind::Delta {
+                base: Arc::clone(b),
+            },
+        };
+        Arc::new(ProfileMsg::frame(profile, seq, t0, kind, json.as_bytes()))
+    }
+
+    fn written(q: &mut SendQueue) -> Bytes {
+        let Next::Write(b) = q.take_next() else {
+            panic!("nothing to write")
+        };
+        q.complete();
+        b
+    }
+
+    #[test]
+    fn clients_of_one_profile_write_the_very_same_allocation() {
+        let t0 = Instant::now();
+        let key = profile_msg(3, 10, None);
+        let mut a = SendQueue::new(Framing::WebSocket, limits());
+        let mut b = SendQueue::new(Framing::WebSocket, limits());
+        let mut c = SendQueue::new(Framing::Length, limits());
+        for q in [&mut a, &mut b, &mut c] {
+            q.enter_v2(q.framing());
+            q.push(Frame::Profile(Arc::clone(&key)), t0);
+        }
+        let (wa, wb, wc) = (written(&mut a), written(&mut b), written(&mut c));
+        assert_eq!(wa.as_ptr(), wb.as_ptr(), "one buffer for every client");
+        assert_eq!(wa.as_ptr(), key.ws.as_ptr());
+        assert_eq!(wc.as_ptr(), key.length.as_ptr());
+        assert_eq!(
+            Arc::strong_count(&key),
+            1,
+            "queues hold no copies once written"
+        );
+    }
+
+    #[test]
+    fn a_delta_whose_keyframe_was_skipped_brings_the_keyframe_first() {
+        let t0 = Instant::now();
+        let mut q = SendQueue::new(Framing::Lines, limits());
+        q.enter_v2(Framing::Lines);
+        let k1 = profile_msg(1, 10, None);
+        q.push(Frame::Profile(Arc::clone(&k1)), t0);
+        assert_eq!(written(&mut q), k1.line);
+        // Overflow: k2 and the deltas before the newest are skipped (latest wins per stream);
+        // the other profile's only message survives.
+        let k2 = profile_msg(1, 20, None);
+        let other = profile_msg(2, 20, None);
+        q.push(Frame::Profile(Arc::clone(&k2)), t0);
+        q.push(Frame::Profile(Arc::clone(&other)), t0);
+        q.push(Frame::Profile(profile_msg(1, 21, Some(&k2))), t0);
+        let newest = profile_msg(1, 22, Some(&k2));
+        let pushed = q.push(Frame::Profile(Arc::clone(&newest)), t0);
+        assert_eq!(
+            pushed,
+            Pushed::Queued {
+                wake: true,
+                skipped: 2
+            }
+        );
+        assert_eq!(written(&mut q), other.line);
+        assert_eq!(written(&mut q), k2.line, "the skipped base goes first");
+        assert_eq!(written(&mut q), newest.line);
+        // Once held, later deltas on the same base go alone.
+        q.push(Frame::Profile(profile_msg(1, 23, Some(&k2))), t0);
+        let next = written(&mut q);
+        assert!(next.starts_with(b"{\"p\":1,\"seq\":23"), "{next:?}");
+        assert_eq!(q.take_next(), Next::Idle);
+    }
+
+    #[test]
+    fn entering_v2_finishes_the_frame_in_flight_and_drops_waiting_v1_frames() {
+        let t0 = Instant::now();
+        let mut q = SendQueue::new(Framing::Lines, limits());
+        q.push_frame(&packet(1, t0), t0);
+        q.push_frame(&packet(2, t0), t0);
+        let Next::Write(in_flight) = q.take_next() else {
+            panic!()
+        };
+        assert_eq!(q.enter_v2(Framing::Length), 1);
+        q.push_control(Bytes::from_static(b"\0\0\0\x02{}")).unwrap();
+        assert_eq!(q.complete().bytes, in_flight.len() as u64);
+        assert_eq!(written(&mut q), Bytes::from_static(b"\0\0\0\x02{}"));
+        assert_eq!(q.take_next(), Next::Idle);
     }
 }

@@ -81,6 +81,8 @@ pub struct WorkerStats {
     pub ws_clients: Counter,
     /// Command-port connections.
     pub command_clients: Counter,
+    /// Telemetry clients (of either transport) speaking protocol v2.
+    pub v2_clients: Counter,
     /// Ticks received from the hub.
     pub ticks: Counter,
     /// Telemetry frames written completely to a client.

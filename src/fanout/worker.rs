@@ -2,11 +2,13 @@
 //! and pushes it into its clients' queues (a refcount bump each); the connection handler it is
 //! given runs each connection (for telemetry clients, a reader task and a writer task).
 
-use crate::fanout::hub::WorkerMsg;
+use crate::fanout::connections::{ConnectionInfo, Connections};
+use crate::fanout::hub::{Tick, WorkerMsg};
 use crate::fanout::notify::LocalNotify;
-use crate::fanout::queue::{ControlOverflow, Pushed, QueueLimits, SendQueue};
+use crate::fanout::queue::{ControlOverflow, Frame, Pushed, QueueLimits, SendQueue};
 use crate::fanout::stats::{Disconnect, WorkerStats};
-use crate::packet::{Packet, Transport};
+use crate::packet::{Framing, Transport};
+use crate::profile::{ProfileMsg, ProfileRef};
 use crate::ws::{close, frame};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -35,6 +37,8 @@ pub struct Admission {
     pub connected: AtomicUsize,
     /// Connections assigned to each worker.
     pub load: Vec<AtomicUsize>,
+    /// Every telemetry connection's standing (`GET /connections`).
+    pub connections: Connections,
 }
 
 impl Admission {
@@ -44,6 +48,7 @@ impl Admission {
             max_clients,
             connected: AtomicUsize::new(0),
             load: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            connections: Connections::default(),
         }
     }
 
@@ -75,6 +80,14 @@ pub struct Client {
     /// Position in the worker's client list (kept current by swap-removal), so leaving is O(1)
     /// even when thousands of clients leave at once.
     slot: Cell<usize>,
+    /// Its line on `/connections`, and its own counters.
+    pub info: Arc<ConnectionInfo>,
+    /// Speaks v2: receives its profiles' messages instead of v1 frames.
+    v2: Cell<bool>,
+    /// v2: the distinct profiles it receives.
+    profiles: RefCell<Vec<ProfileRef>>,
+    /// When its writer last finished an item (v2 heartbeats go out after silence).
+    pub last_sent: Cell<Instant>,
 }
 
 impl Client {
@@ -103,6 +116,11 @@ impl Client {
         Ok(())
     }
 
+    /// Whether it speaks v2.
+    pub fn is_v2(&self) -> bool {
+        self.v2.get()
+    }
+
     /// Why it is closing, if it is.
     pub fn reason(&self) -> Option<Disconnect> {
         self.reason.get()
@@ -129,6 +147,7 @@ pub struct Worker<A> {
     live_connections: Cell<usize>,
     shutting_down: Cell<bool>,
     last_write: Cell<Option<(u64, Instant, Instant)>>,
+    last_seq: Cell<u64>,
     scratch: RefCell<Vec<Vec<u8>>>,
 }
 
@@ -155,15 +174,19 @@ impl<A> Worker<A> {
         }
     }
 
-    /// Adds a telemetry client; it receives every tick from now on.
-    pub fn register(&self, transport: Transport) -> Rc<Client> {
+    /// Adds a telemetry client; it receives every tick from now on (v1 until it says `hello`).
+    pub fn register(&self, transport: Transport, peer: std::net::SocketAddr) -> Rc<Client> {
         let client = Rc::new(Client {
             transport,
-            queue: RefCell::new(SendQueue::new(transport, self.limits.queue)),
+            queue: RefCell::new(SendQueue::new(transport.framing(), self.limits.queue)),
             notify: LocalNotify::default(),
             reason: Cell::new(None),
             close_deadline: Cell::new(None),
             slot: Cell::new(usize::MAX),
+            info: self.admission.connections.add(peer, transport),
+            v2: Cell::new(false),
+            profiles: RefCell::new(Vec::new()),
+            last_sent: Cell::new(Instant::now()),
         });
         if self.shutting_down.get() {
             client.start_close(
@@ -190,6 +213,64 @@ impl<A> Worker<A> {
                 moved.slot.set(i);
             }
             self.gauge(client.transport).sub(1);
+            if client.v2.get() {
+                self.stats.v2_clients.sub(1);
+            }
+            self.admission.connections.remove(client.info.id);
+            for p in client.profiles.take() {
+                p.shared().clients.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Switches a client to v2 at the next frame boundary (the frame in flight finishes; waiting
+    /// v1 frames are dropped): from now on it receives only its profiles, framed as `framing`.
+    pub fn enter_v2(&self, client: &Client, framing: Framing) {
+        let dropped = client.queue.borrow_mut().enter_v2(framing);
+        self.stats.frames_skipped.add(dropped);
+        ConnectionInfo::add(&client.info.frames_skipped, dropped);
+        if !client.v2.replace(true) {
+            self.stats.v2_clients.add(1);
+            client.info.protocol.store(2, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the profiles a v2 client receives (its distinct subscriptions) and queues
+    /// `keyframes` for it now (new subscriptions, resume). Messages of profiles it left are
+    /// dropped from its queue.
+    pub fn set_profiles(
+        &self,
+        client: &Client,
+        profiles: Vec<ProfileRef>,
+        keyframes: Vec<Arc<ProfileMsg>>,
+    ) {
+        let old = client.profiles.replace(profiles);
+        let new = client.profiles.borrow();
+        let mut queue = client.queue.borrow_mut();
+        let mut dropped = 0;
+        for p in &old {
+            if !new.iter().any(|n| n.same(p)) {
+                dropped += queue.drop_profile(p.id());
+            }
+            p.shared().clients.fetch_sub(1, Ordering::Relaxed);
+        }
+        for p in new.iter() {
+            p.shared().clients.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(old);
+        let now = Instant::now();
+        let mut wake = false;
+        for key in keyframes {
+            if let Pushed::Queued { wake: w, skipped } = queue.push(Frame::Profile(key), now) {
+                wake |= w;
+                dropped += skipped;
+            }
+        }
+        drop(queue);
+        self.stats.frames_skipped.add(dropped);
+        ConnectionInfo::add(&client.info.frames_skipped, dropped);
+        if wake {
+            client.notify.notify();
         }
     }
 
@@ -200,32 +281,47 @@ impl<A> Worker<A> {
         }
     }
 
-    /// Pushes one tick into every client's queue.
-    pub fn dispatch(&self, packet: &Arc<Packet>) {
+    /// Pushes one tick into every client's queue: v1 clients get the full frame, v2 clients the
+    /// messages of their profiles due on this tick (each a refcount bump).
+    pub fn dispatch(&self, tick: &Tick) {
         self.stats.ticks.add(1);
+        self.last_seq.set(tick.packet.counter);
         let now = Instant::now();
         let mut skipped = 0;
         let mut waiting = 0;
         for client in self.clients.borrow().iter() {
             let mut queue = client.queue.borrow_mut();
-            let pushed = queue.push_frame(packet, now);
+            let pushed = if client.v2.get() {
+                push_profiles(&mut queue, &client.profiles.borrow(), tick, now)
+            } else {
+                queue.push_frame(&tick.packet, now)
+            };
             waiting += queue.waiting_frames() as u64;
+            client
+                .info
+                .lag_us
+                .store(queue.lag(now).as_micros() as u64, Ordering::Relaxed);
             drop(queue);
-            match pushed {
+            let s = match pushed {
                 Pushed::Queued { wake, skipped: s } => {
-                    skipped += s;
                     if wake {
                         client.notify.notify();
                     }
+                    s
                 }
-                Pushed::Lagging => {
-                    skipped += 1 + self.close_client(client, Disconnect::SlowConsumer);
-                }
-                Pushed::Closing => skipped += 1,
-            }
+                Pushed::Lagging => 1 + self.close_client(client, Disconnect::SlowConsumer),
+                Pushed::Closing => 1,
+            };
+            ConnectionInfo::add(&client.info.frames_skipped, s);
+            skipped += s;
         }
         self.stats.frames_skipped.add(skipped);
         self.stats.queued_frames.set(waiting);
+    }
+
+    /// The `update_counter` of the last tick dispatched (heartbeats carry it).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.get()
     }
 
     /// Notes that a frame of tick `counter` (built at `built`) finished writing; when a newer tick
@@ -301,6 +397,36 @@ impl<A> Worker<A> {
             reason: Cell::new(None),
         }
     }
+}
+
+/// Queues the messages of `profiles` due on `tick`.
+fn push_profiles(
+    queue: &mut SendQueue,
+    profiles: &[ProfileRef],
+    tick: &Tick,
+    now: Instant,
+) -> Pushed {
+    let (mut wake, mut skipped) = (false, 0);
+    for p in profiles {
+        let Some(Some(msg)) = tick.profiles.get(p.shared().slot) else {
+            continue;
+        };
+        // A slot freed and reused between the tick's build and now belongs to another profile.
+        if msg.profile != p.id() {
+            continue;
+        }
+        match queue.push(Frame::Profile(Arc::clone(msg)), now) {
+            Pushed::Queued {
+                wake: w,
+                skipped: s,
+            } => {
+                wake |= w;
+                skipped += s;
+            }
+            other => return other,
+        }
+    }
+    Pushed::Queued { wake, skipped }
 }
 
 /// Undoes a connection's accounting when its task ends, however it ends (cancellation included).
@@ -408,12 +534,13 @@ where
         live_connections: Cell::new(0),
         shutting_down: Cell::new(false),
         last_write: Cell::new(None),
+        last_seq: Cell::new(0),
         scratch: RefCell::new(Vec::new()),
     });
     while let Ok(msg) = rx.recv_async().await {
         match msg {
-            WorkerMsg::Tick(packet) => {
-                worker.dispatch(&packet);
+            WorkerMsg::Tick(tick) => {
+                worker.dispatch(&tick);
                 if !rx.is_empty() {
                     // Behind (the thread was descheduled, say): let the writers take this tick
                     // before dispatching the next, or a backlog of ticks would overflow every

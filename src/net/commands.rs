@@ -42,6 +42,8 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
                         session.applied(result, worker.is_shutting_down(), &mut actions);
                     }
                     Action::Tally { accepted, rejected } => count(worker, accepted, &rejected),
+                    // The command port speaks no v2.
+                    Action::EnterV2(_) | Action::Profiles { .. } | Action::Detail(_) => {}
                     Action::Close { reason, .. } => {
                         super::io::shutdown_write(stream);
                         return reason;

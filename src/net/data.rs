@@ -1,31 +1,87 @@
-//! TCP telemetry port: frames out; whatever the client sends is read and thrown away (a client
-//! that sends nothing is fine, one that closes is gone).
+//! TCP telemetry port: frames out; what the client sends goes to its [`DataSession`] (ignored in
+//! v1 but for a `hello`, v2 ops after it). A client that sends nothing is fine, one that closes
+//! is gone.
 
+use super::Answered;
 use crate::app::Worker;
 use crate::fanout::stats::Disconnect;
+use crate::fanout::worker::Client;
 use crate::packet::Transport;
+use crate::session::data_port::DataSession;
+use crate::session::{Action, Applied};
 use compio::net::TcpStream;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Serves one telemetry client until it leaves or is closed.
-pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream) -> Disconnect {
-    let client = worker.register(Transport::Tcp);
-    super::run_client(stream, worker, &client, discard(worker, stream)).await
+impl Answered for DataSession {
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+        DataSession::applied(self, result, stopping, Instant::now(), out);
+    }
 }
 
-/// Reads and drops what the client sends. While it sends nothing (the usual case) no buffer is
-/// held: the reader waits for readability, and only then borrows the worker's scratch buffer.
-async fn discard(worker: &Worker, stream: &TcpStream) -> Disconnect {
+/// Serves one telemetry client until it leaves or is closed.
+pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
+    let client = worker.register(Transport::Tcp, peer);
+    super::run_client(stream, worker, &client, read(worker, stream, &client, peer)).await
+}
+
+/// Reads what the client sends. While it sends nothing (the usual case) no buffer is held: the
+/// reader waits for readability, and only then borrows the worker's scratch buffer.
+async fn read(
+    worker: &Worker,
+    stream: &TcpStream,
+    client: &Client,
+    peer: SocketAddr,
+) -> Disconnect {
+    // Boxed: only a client that talks pays for its session's memory... but every client may say
+    // hello, so the session is small until it does (no buffers while idle).
+    let mut session = Box::new(DataSession::new(
+        Arc::clone(&worker.app.sessions),
+        peer,
+        Instant::now(),
+    ));
+    let mut actions = Vec::new();
     loop {
-        if super::io::readable(stream).await.is_err() {
-            return Disconnect::IoError;
+        if let Some(reason) = super::act(worker, client, &mut *session, &mut actions).await {
+            return reason;
         }
-        let (res, buf) = super::io::read_ready(stream, worker.take_scratch()).await;
-        worker.return_scratch(buf);
-        match res {
-            Ok(0) => return Disconnect::PeerClosed,
-            Ok(_) => {}
-            Err(_) => return Disconnect::IoError,
+        let readable = super::io::readable(stream);
+        let ready = match session.deadline() {
+            // v1: no timer at all.
+            None => Some(readable.await),
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                compio::time::timeout(wait.max(Duration::from_millis(1)), readable)
+                    .await
+                    .ok()
+            }
+        };
+        match ready {
+            None => {
+                session.set_clock(super::clock(worker, client));
+                session.on_timeout(Instant::now(), &mut actions);
+            }
+            Some(Err(_)) => return Disconnect::IoError,
+            Some(Ok(())) => {
+                let (res, buf) = super::io::read_ready(stream, worker.take_scratch()).await;
+                let result = match res {
+                    Ok(0) => Some(Disconnect::PeerClosed),
+                    Ok(_) => {
+                        let now = Instant::now();
+                        client.info.touch(now);
+                        session.set_clock(super::clock(worker, client));
+                        session.on_bytes(&buf, now, &mut actions);
+                        None
+                    }
+                    Err(_) => Some(Disconnect::IoError),
+                };
+                worker.return_scratch(buf);
+                if let Some(reason) = result {
+                    return reason;
+                }
+            }
         }
     }
 }

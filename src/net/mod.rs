@@ -16,10 +16,13 @@ pub mod websocket;
 pub use self::io::{read_some, write_bytes};
 
 use crate::app::{App, Worker};
+use crate::fanout::connections::ConnectionInfo;
 use crate::fanout::hub::WorkerMsg;
 use crate::fanout::queue::Next;
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::Client;
+use crate::session::v2::Clock;
+use crate::session::{Action, Applied};
 use bytes::Bytes;
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
@@ -148,7 +151,7 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
         match accepted.kind {
             // Boxed: the task's state machine would otherwise be as large as the largest of
             // the three, for every connection (memory per idle client).
-            ListenerKind::Data => Box::pin(data::serve(&worker, &stream)).await,
+            ListenerKind::Data => Box::pin(data::serve(&worker, &stream, peer)).await,
             ListenerKind::Command => Box::pin(commands::serve(&worker, &stream, peer)).await,
             ListenerKind::WebSocket => Box::pin(websocket::serve(&worker, &stream, peer)).await,
         }
@@ -211,6 +214,9 @@ pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) ->
                 let done = client.queue.borrow_mut().complete();
                 worker.stats.frames_sent.add(done.frames);
                 worker.stats.bytes_sent.add(done.bytes);
+                ConnectionInfo::add(&client.info.frames_sent, done.frames);
+                ConnectionInfo::add(&client.info.bytes_sent, done.bytes);
+                client.last_sent.set(Instant::now());
                 if let Some((counter, built)) = done.frame {
                     worker.frame_written(counter, built);
                 }
@@ -315,4 +321,72 @@ where
     };
     worker.unregister(client);
     reason
+}
+
+/// A session the shell feeds: it answers submitted command batches.
+pub(crate) trait Answered {
+    /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>);
+}
+
+/// What a session needs to know of the world before it is fed (sessions read no clocks).
+pub(crate) fn clock(worker: &Worker, client: &Client) -> Clock {
+    Clock {
+        wall_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
+        seq: worker.last_seq(),
+        last_sent: client.last_sent.get(),
+    }
+}
+
+/// Carries out a telemetry session's actions; `Some` ends the reader (the close has been
+/// started).
+pub(crate) async fn act<S: Answered>(
+    worker: &Worker,
+    client: &Client,
+    session: &mut S,
+    actions: &mut Vec<Action>,
+) -> Option<Disconnect> {
+    let grace = worker.app.config.close_grace;
+    while !actions.is_empty() {
+        for action in std::mem::take(actions) {
+            match action {
+                Action::Send { bytes, unread } => {
+                    if client.push_control(bytes).is_err() {
+                        let frame =
+                            (client.transport == crate::packet::Transport::WebSocket).then(|| {
+                                crate::ws::frame::close_frame(
+                                    crate::ws::close::POLICY_VIOLATION,
+                                    unread,
+                                )
+                            });
+                        client.start_close(Disconnect::ControlOverflow, frame, grace);
+                        return Some(Disconnect::ControlOverflow);
+                    }
+                }
+                Action::Submit(batch) => {
+                    // Boxed: only a client that sends commands pays for this state machine.
+                    let result = Box::pin(commands::submit(worker, batch)).await;
+                    session.applied(result, worker.is_shutting_down(), actions);
+                }
+                Action::Tally { accepted, rejected } => {
+                    commands::count(worker, accepted, &rejected)
+                }
+                Action::EnterV2(framing) => worker.enter_v2(client, framing),
+                Action::Profiles {
+                    profiles,
+                    keyframes,
+                } => worker.set_profiles(client, profiles, keyframes),
+                Action::Detail(detail) => {
+                    *client.info.detail.lock().expect("poisoned") = detail;
+                }
+                Action::Close { reason, frame } => {
+                    client.start_close(reason, frame, grace);
+                    return Some(reason);
+                }
+            }
+        }
+    }
+    None
 }

@@ -8,8 +8,7 @@ use crate::fanout::worker::Client;
 use crate::packet::Transport;
 use crate::session::upgrade::{page_response, Page, Step, Upgrade};
 use crate::session::websocket::WsSession;
-use crate::session::Action;
-use crate::ws::close;
+use crate::session::{Action, Applied};
 use bytes::Bytes;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         Ok(session) => session,
         Err(reason) => return reason,
     };
-    let client = worker.register(Transport::WebSocket);
+    let client = worker.register(Transport::WebSocket, peer);
     super::run_client(
         stream,
         worker,
@@ -68,6 +67,7 @@ async fn upgrade(
                 response,
                 token,
                 leftover,
+                v2,
             } => {
                 let session = WsSession::new(
                     Arc::clone(&worker.app.sessions),
@@ -75,6 +75,7 @@ async fn upgrade(
                     leftover,
                     peer,
                     Instant::now(),
+                    v2,
                 );
                 (response, Duration::from_secs(2), Ok(session))
             }
@@ -126,10 +127,16 @@ fn render(worker: &Worker, page: Page, head: bool) -> Vec<u8> {
             crate::dashboard::FAVICON.as_bytes(),
             head,
         ),
+        Page::Connections => page_response(
+            200,
+            "application/json",
+            app.admission.connections.render(10_000).as_bytes(),
+            head,
+        ),
         Page::NotFound => page_response(
             404,
             text,
-            b"not found: this is aerobridge's WebSocket port; pages: / (dashboard), /metrics, /healthz\n",
+            b"not found: this is aerobridge's WebSocket port; pages: / (dashboard), /metrics, /healthz, /connections\n",
             head,
         ),
     }
@@ -146,14 +153,18 @@ async fn read_messages(
     // worker's scratch once readable); an echo peer (Autobahn) sends megabytes.
     let echo_chunk = worker.app.config.echo.then_some(256 * 1024);
     let mut actions = Vec::new();
+    session.set_clock(super::clock(worker, client));
     session.start(&mut actions);
     loop {
-        if let Some(reason) = act(worker, client, &mut session, &mut actions).await {
+        if let Some(reason) = super::act(worker, client, &mut session, &mut actions).await {
             return reason;
         }
         let wait = session.deadline().saturating_duration_since(Instant::now());
         match compio::time::timeout(wait, super::io::readable(stream)).await {
-            Err(_) => session.on_timeout(Instant::now(), &mut actions),
+            Err(_) => {
+                session.set_clock(super::clock(worker, client));
+                session.on_timeout(Instant::now(), &mut actions)
+            }
             Ok(Err(_)) => return Disconnect::IoError,
             Ok(Ok(())) => {
                 let scratch = match echo_chunk {
@@ -163,7 +174,12 @@ async fn read_messages(
                 let (res, b) = super::io::read_ready(stream, scratch).await;
                 match res {
                     Ok(0) => return Disconnect::PeerClosed,
-                    Ok(_) => session.on_bytes(&b, Instant::now(), &mut actions),
+                    Ok(_) => {
+                        let now = Instant::now();
+                        client.info.touch(now);
+                        session.set_clock(super::clock(worker, client));
+                        session.on_bytes(&b, now, &mut actions)
+                    }
                     Err(_) => return Disconnect::IoError,
                 }
                 worker.return_scratch(b);
@@ -172,38 +188,8 @@ async fn read_messages(
     }
 }
 
-/// Carries out the session's actions; `Some` ends the reader (the close has been started).
-async fn act(
-    worker: &Worker,
-    client: &Client,
-    session: &mut WsSession,
-    actions: &mut Vec<Action>,
-) -> Option<Disconnect> {
-    let grace = worker.app.config.close_grace;
-    while !actions.is_empty() {
-        for action in std::mem::take(actions) {
-            match action {
-                Action::Send { bytes, unread } => {
-                    if client.push_control(bytes).is_err() {
-                        let frame = crate::ws::frame::close_frame(close::POLICY_VIOLATION, unread);
-                        client.start_close(Disconnect::ControlOverflow, Some(frame), grace);
-                        return Some(Disconnect::ControlOverflow);
-                    }
-                }
-                Action::Submit(batch) => {
-                    // Boxed: only a client that sends commands pays for this state machine.
-                    let result = Box::pin(super::commands::submit(worker, batch)).await;
-                    session.applied(result, worker.is_shutting_down(), actions);
-                }
-                Action::Tally { accepted, rejected } => {
-                    super::commands::count(worker, accepted, &rejected)
-                }
-                Action::Close { reason, frame } => {
-                    client.start_close(reason, frame, grace);
-                    return Some(reason);
-                }
-            }
-        }
+impl super::Answered for WsSession {
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+        WsSession::applied(self, result, stopping, out);
     }
-    None
 }

@@ -169,6 +169,12 @@ impl Commands {
             .collect()
     }
 
+    /// Admits one request that is not a v1 command line (a v2 `set`): token, read-only mode and
+    /// rate limit, exactly as for each v1 command.
+    pub fn admit(&mut self, settings: &Settings, now: Instant) -> Result<(), CommandError> {
+        self.gate.admit(&settings.access, now)
+    }
+
     /// Whether the connection keeps flooding past the rate limit (drop it).
     pub fn is_flooding(&self) -> bool {
         self.gate.is_flooding()

@@ -11,13 +11,17 @@
 //! - [`upgrade`]: the WebSocket port's first request: upgrade, plain HTTP page, or refusal.
 //! - [`websocket`]: a WebSocket connection after the upgrade: frames in, pongs, replies, echoes
 //!   and Close frames out, the ping/idle timer.
-//!
-//! A TCP telemetry connection has no protocol to speak of (what it sends is read and dropped), so
-//! it has no session.
+//! - [`data_port`]: the TCP telemetry port: lines in (ignored in v1, but for a `hello`).
+//! - [`messages`]: one connection's text messages in either protocol: v1 commands, `hello`,
+//!   v2 ops.
+//! - [`v2`]: session protocol v2 (subscriptions, heartbeats, acknowledged commands, resume).
 
 pub mod command_port;
 pub mod commands;
+pub mod data_port;
+pub mod messages;
 pub mod upgrade;
+pub mod v2;
 pub mod websocket;
 
 use crate::access::AccessPolicy;
@@ -48,6 +52,19 @@ pub enum Action {
         /// Why each refused one was refused.
         rejected: Vec<Reason>,
     },
+    /// Switch the connection to protocol v2 at the next frame boundary, framed as given (the
+    /// frame in flight finishes; waiting v1 frames are dropped; no telemetry until a `sub`).
+    EnterV2(crate::packet::Framing),
+    /// The v2 profiles the connection receives from now on (its distinct subscriptions), and
+    /// keyframes to queue for it now (a new subscription, a resume).
+    Profiles {
+        /// Every profile it holds.
+        profiles: Vec<crate::profile::ProfileRef>,
+        /// Current keyframes to send at once.
+        keyframes: Vec<std::sync::Arc<crate::profile::ProfileMsg>>,
+    },
+    /// What `/connections` shows of the session (JSON object members).
+    Detail(String),
     /// End the connection: `frame` (a WebSocket Close) goes out after what is queued. Always the
     /// last action of a session.
     Close {
@@ -77,6 +94,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Echo mode: WebSocket messages are sent back, not parsed as commands.
     pub echo: bool,
+    /// Protocol v2: limits, timers, the profile table, parked sessions.
+    pub v2: v2::V2Settings,
 }
 
 impl Settings {
@@ -93,6 +112,7 @@ impl Settings {
             ping_timeout: config.ws_ping_timeout,
             handshake_timeout: config.handshake_timeout,
             echo: config.echo,
+            v2: v2::V2Settings::new(config.v2, 1.0 / config.broadcast.as_secs_f64()),
         }
     }
 }
@@ -127,5 +147,6 @@ pub(crate) fn test_settings(echo: bool) -> Settings {
         ping_timeout: Duration::from_secs(10),
         handshake_timeout: Duration::from_secs(5),
         echo,
+        v2: v2::V2Settings::new(crate::config::Config::default().v2, 50.0),
     }
 }

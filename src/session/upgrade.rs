@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The WebSocket subprotocol that selects session protocol v2.
+pub const V2_SUBPROTOCOL: &str = "aerobridge.v2";
+
 /// Longest upgrade request accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
 
@@ -24,6 +27,8 @@ pub enum Page {
     Health,
     /// `GET /favicon.ico`: the icon.
     Favicon,
+    /// `GET /connections`: every telemetry connection (JSON).
+    Connections,
     /// Any other path: 404 naming the pages there are.
     NotFound,
 }
@@ -35,6 +40,7 @@ pub fn route(target: &str) -> Page {
         "/metrics" => Page::Metrics,
         "/healthz" => Page::Health,
         "/favicon.ico" => Page::Favicon,
+        "/connections" => Page::Connections,
         _ => Page::NotFound,
     }
 }
@@ -85,6 +91,8 @@ pub enum Step {
         token: Option<String>,
         /// Bytes the client sent after its request.
         leftover: Vec<u8>,
+        /// It chose the subprotocol [`V2_SUBPROTOCOL`]: v2 from the start.
+        v2: bool,
     },
 }
 
@@ -154,8 +162,10 @@ impl Upgrade {
             };
         }
         tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
+        let v2 = request.protocols.iter().any(|p| p == V2_SUBPROTOCOL);
         Step::Upgraded {
-            response: switching_protocols(&request.accept),
+            response: switching_protocols(&request.accept, v2.then_some(V2_SUBPROTOCOL)),
+            v2,
             token: presented_token(request.authorization.as_deref(), &request.target),
             leftover: self.buf[consumed..].to_vec(),
         }
@@ -201,6 +211,7 @@ mod tests {
             response,
             token,
             leftover,
+            v2: false,
         } = u.on_bytes(b"\r\n\x81\x80")
         else {
             panic!()

@@ -6,9 +6,11 @@
 //! get a reply (upstream's clients send none and parse every message as telemetry); refused
 //! commands without an id are logged and counted, never silently dropped.
 
-use super::commands::{parse_message, tally, Commands, Outcome};
+use super::messages::Messages;
+use super::v2::Clock;
 use super::{Action, Applied, Settings};
 use crate::fanout::stats::Disconnect;
+use crate::packet::Framing;
 use crate::ws::{close, frame, Event, MessageReader, OpCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ pub struct WsSession {
     reader: MessageReader,
     /// Received bytes not yet decoded (a partial frame); empty (no allocation) when idle.
     input: Vec<u8>,
-    commands: Commands,
+    messages: Messages,
     awaiting_pong: bool,
     deadline: Instant,
     /// When the buffered input arrived: the rate limit judges how fast the client sends, not how
@@ -29,21 +31,32 @@ pub struct WsSession {
     received: Instant,
     closed: bool,
     peer: SocketAddr,
+    /// Chose the subprotocol: v2 from the start.
+    v2: bool,
 }
 
 impl WsSession {
     /// A connection just upgraded: `presented` is the token it brought (header or query),
-    /// `leftover` what followed the upgrade request, `peer` is for logs.
+    /// `leftover` what followed the upgrade request, `peer` is for logs. `v2`: it chose the
+    /// subprotocol `aerobridge.v2` (its session starts with `welcome`).
     pub fn new(
         settings: Arc<Settings>,
         presented: Option<&str>,
         leftover: Vec<u8>,
         peer: SocketAddr,
         now: Instant,
+        v2: bool,
     ) -> Self {
         Self {
             reader: MessageReader::new(settings.ws_max_message),
-            commands: Commands::new(&settings, presented),
+            messages: Messages::new(
+                Arc::clone(&settings),
+                presented,
+                Framing::WebSocket,
+                peer,
+                now,
+            ),
+            v2,
             deadline: now + settings.ping_interval,
             received: now,
             settings,
@@ -56,32 +69,48 @@ impl WsSession {
 
     /// When [`on_timeout`](Self::on_timeout) is due if nothing arrives before.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        // v2 has its own heartbeat and idle rule instead of WebSocket pings.
+        self.messages.deadline().unwrap_or(self.deadline)
     }
 
     /// Whether a batch is with the tick (feed nothing until [`applied`](Self::applied)).
     pub fn is_waiting(&self) -> bool {
-        self.commands.is_waiting()
+        self.messages.is_waiting()
     }
 
     /// Whether the session has ended (its last action was a Close).
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.closed || self.messages.is_closed()
     }
 
-    /// Decodes what was left over from the upgrade request, if anything.
+    /// Whether the connection speaks v2.
+    pub fn is_v2(&self) -> bool {
+        self.messages.is_v2()
+    }
+
+    /// What the shell knows of the world now (v2's pongs and heartbeats carry it).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.messages.set_clock(clock);
+    }
+
+    /// Starts the session: `welcome` for a v2 subprotocol connection, then whatever followed
+    /// the upgrade request.
     pub fn start(&mut self, out: &mut Vec<Action>) {
+        if self.v2 {
+            self.messages.enter_v2(self.received, out);
+        }
         self.process(out);
     }
 
     /// Bytes from the peer.
     pub fn on_bytes(&mut self, data: &[u8], now: Instant, out: &mut Vec<Action>) {
-        if self.closed || self.is_waiting() {
+        if self.is_closed() || self.is_waiting() {
             return;
         }
         self.awaiting_pong = false;
         self.deadline = now + self.settings.ping_interval;
         self.received = now;
+        self.messages.touch(now);
         self.input.extend_from_slice(data);
         self.process(out);
     }
@@ -89,7 +118,13 @@ impl WsSession {
     /// The deadline passed without a byte from the peer: ping it, or give up on it.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
         // While a batch is with the tick the shell reads nothing, so silence proves nothing.
-        if self.closed || self.is_waiting() || now < self.deadline {
+        if self.is_closed() || self.is_waiting() {
+            return;
+        }
+        if self.messages.is_v2() {
+            return self.messages.on_timeout(now, out);
+        }
+        if now < self.deadline {
             return;
         }
         if self.awaiting_pong {
@@ -113,47 +148,17 @@ impl WsSession {
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there); decoding
     /// then goes on with what is buffered.
     pub fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
-        if self.closed || !self.is_waiting() {
+        if self.is_closed() || !self.is_waiting() {
             return;
         }
-        self.reply(result, stopping, out);
+        self.messages.applied(result, stopping, out);
         self.process(out);
-    }
-
-    fn reply(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
-        let outcomes = self.commands.applied(result, stopping);
-        out.push(tally(&outcomes));
-        for outcome in &outcomes {
-            match outcome {
-                o if o.id().is_some() => {
-                    let mut reply = Vec::new();
-                    o.write_reply(&mut reply);
-                    out.push(Action::Send {
-                        bytes: frame::server_frame(OpCode::Text, &reply),
-                        unread: "replies not read",
-                    });
-                }
-                Outcome::Rejected(r) => {
-                    crate::limited!(crate::log_limit::COMMAND_REJECTED, info, peer = %self.peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
-                }
-                _ => {}
-            }
-        }
-        if self.commands.is_flooding() {
-            crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, peer = %self.peer, limit = self.settings.access.rate_per_second, "disconnecting command flood");
-            self.close(
-                Disconnect::CommandFlood,
-                close::POLICY_VIOLATION,
-                "command flood",
-                out,
-            );
-        }
     }
 
     /// Decodes buffered input until it runs out, a batch goes to the tick, or the session closes.
     fn process(&mut self, out: &mut Vec<Action>) {
         let mut pos = 0;
-        while !self.closed && !self.is_waiting() {
+        while !self.is_closed() && !self.is_waiting() {
             match self.reader.decode(&mut self.input[pos..]) {
                 Ok(Some((n, event))) => {
                     pos += n;
@@ -189,16 +194,7 @@ impl WsSession {
                 bytes: frame::server_frame(OpCode::Binary, &data),
                 unread: "echoes not read",
             }),
-            Event::Text(text) => {
-                let parsed = parse_message(&self.settings, &text);
-                if parsed.is_empty() {
-                    return;
-                }
-                match self.commands.gate(&self.settings, parsed, self.received) {
-                    Some(batch) => out.push(Action::Submit(batch)),
-                    None => self.reply(None, false, out),
-                }
-            }
+            Event::Text(text) => self.messages.on_message(&text, self.received, out),
             Event::Binary(_) => self.close(
                 Disconnect::ProtocolError,
                 close::UNSUPPORTED_DATA,
@@ -249,6 +245,7 @@ pub(crate) mod tests {
             Vec::new(),
             "127.0.0.1:1".parse().unwrap(),
             now,
+            false,
         )
     }
 

@@ -26,6 +26,7 @@ pub struct FrameEncoder {
     buf: Vec<u8>,
     keys: Vec<u8>,
     key_ends: Vec<u32>,
+    spans: Vec<(u32, u32)>,
     non_finite: u64,
 }
 
@@ -52,6 +53,7 @@ impl FrameEncoder {
             buf: Vec::with_capacity(16 * 1024),
             keys,
             key_ends,
+            spans: vec![(0, 0); VARIABLES.len()],
             non_finite: 0,
         }
     }
@@ -59,6 +61,13 @@ impl FrameEncoder {
     /// Numbers that were not finite and went out as `null`, since construction.
     pub fn non_finite_count(&self) -> u64 {
         self.non_finite
+    }
+
+    /// Where each variable's encoded value sits in the last frame [`encode`](Self::encode)
+    /// returned (`start..end`, indexed by [`VarId`](super::VarId)). v2 profiles copy these bytes
+    /// instead of encoding the numbers again, so their values are the v1 frame's, byte for byte.
+    pub fn value_spans(&self) -> &[(u32, u32)] {
+        &self.spans
     }
 
     /// Encodes one frame, `\n` included, and returns it. The slice stays valid until the next call.
@@ -82,10 +91,12 @@ impl FrameEncoder {
             buf.extend_from_slice(&self.keys[start..end]);
             start = end;
             let id = super::VarId(i);
+            let value_start = buf.len() as u32;
             match v.kind {
                 ValueKind::Number => self.non_finite += write_number(buf, vars.number(id)) as u64,
                 ValueKind::Text => write_json_string(buf, vars.text(id)),
             }
+            self.spans[i] = (value_start, buf.len() as u32);
         }
         buf.extend_from_slice(b"}}\n");
         &self.buf

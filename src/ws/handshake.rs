@@ -20,6 +20,8 @@ pub struct UpgradeRequest {
     pub host: Option<String>,
     /// `Authorization`.
     pub authorization: Option<String>,
+    /// `Sec-WebSocket-Protocol`: the subprotocols offered, in order.
+    pub protocols: Vec<String>,
 }
 
 /// Why an upgrade was refused; each maps to an HTTP status and a reason sent in the body.
@@ -175,12 +177,20 @@ pub fn parse_upgrade(
             .map(|v| v.trim().to_string())
     };
     let (origin, host, authorization) = (text("Origin"), text("Host"), text("Authorization"));
+    let protocols = header("Sec-WebSocket-Protocol")
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .take(16)
+        .collect();
     let request = UpgradeRequest {
         target: req.path.unwrap_or("/").to_string(),
         accept: accept_key(std::str::from_utf8(key).map_err(|_| HandshakeError::BadKey)?),
         origin,
         host,
         authorization,
+        protocols,
     };
     Ok(Some((request, len)))
 }
@@ -193,10 +203,14 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// The 101 response completing the upgrade.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The 101 response completing the upgrade, selecting `protocol` when the server chose one of
+/// the subprotocols offered.
+pub fn switching_protocols(accept: &str, protocol: Option<&str>) -> Vec<u8> {
+    let selected = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{selected}\r\n"
     )
     .into_bytes()
 }
@@ -243,7 +257,7 @@ mod tests {
         assert_eq!(req.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(req.target, "/chat");
         assert_eq!(req.origin.as_deref(), Some("http://example.com"));
-        let resp = String::from_utf8(switching_protocols(&req.accept)).unwrap();
+        let resp = String::from_utf8(switching_protocols(&req.accept, None)).unwrap();
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
