@@ -87,6 +87,9 @@ pub struct ThreadStats {
     pub commands: Commands,
     pub reply_hist: Histogram<u64>,
     pub visible_hist: Histogram<u64>,
+    /// v2 clients' figures and latency.
+    pub v2: crate::v2::V2Stats,
+    pub latency_v2: Histogram<u64>,
 }
 
 impl ThreadStats {
@@ -101,6 +104,8 @@ impl ThreadStats {
             commands: Commands::default(),
             reply_hist: histogram(),
             visible_hist: histogram(),
+            v2: Default::default(),
+            latency_v2: histogram(),
         }
     }
 
@@ -265,11 +270,30 @@ async fn connect_ws(
     rcvbuf: usize,
 ) -> io::Result<(TcpStream, Vec<u8>)> {
     let stream = connect_tcp(addr, role, rcvbuf).await?;
+    upgrade(stream, addr, index, "").await
+}
+
+/// A healthy WebSocket connection whose upgrade request carries `extra_headers` (each ending in
+/// CRLF); returns it and what followed the 101 response.
+pub async fn connect_ws_with(
+    addr: SocketAddr,
+    extra_headers: &str,
+) -> io::Result<(TcpStream, Vec<u8>)> {
+    let stream = connect_tcp(addr, Role::Healthy, 0).await?;
+    upgrade(stream, addr, 7, extra_headers).await
+}
+
+async fn upgrade(
+    stream: TcpStream,
+    addr: SocketAddr,
+    index: usize,
+    extra_headers: &str,
+) -> io::Result<(TcpStream, Vec<u8>)> {
     let key_bytes: [u8; 16] =
         std::array::from_fn(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8));
     let key = base64_16(&key_bytes);
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: aerobridge-loadtest\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: aerobridge-loadtest\r\n{extra_headers}\r\n"
     );
     let mut s = &stream;
     let BufResult(res, _) = s.write_all(request.into_bytes()).await;

@@ -13,6 +13,7 @@ mod procfs;
 mod report;
 mod scenario;
 mod spawn;
+mod v2;
 
 use clap::{Parser, Subcommand};
 use client::Targets;
@@ -98,6 +99,24 @@ struct Args {
     #[arg(long)]
     broadcast_ms: Option<u64>,
 
+    /// Session protocol v2 clients. Each rebuilds the state from keyframes and deltas and checks
+    /// it against the v1 frame of the same update_counter (a v1 reference client per thread).
+    #[arg(long)]
+    v2: Option<usize>,
+    /// v2 variable sets, separated by ';' (names or Prefix.* separated by ','; `all`: every
+    /// variable). Example: "all;Aircraft.*;Controls.Throttle1,Aircraft.Altitude".
+    #[arg(long)]
+    v2_vars: Option<String>,
+    /// v2 rates in Hz, separated by ',' (default: the broadcast rate). Example: 10,25.
+    #[arg(long)]
+    v2_hz: Option<String>,
+    /// v2 modes, separated by ',': full, delta (default delta).
+    #[arg(long)]
+    v2_mode: Option<String>,
+    /// Transport of v2 clients.
+    #[arg(long, value_enum)]
+    v2_transport: Option<scenario::V2Transport>,
+
     /// Start a release aerobridge on free ports, run, stop it (fails if it does not exit 0).
     #[arg(long)]
     spawn_server: bool,
@@ -172,6 +191,33 @@ fn plan_of(a: &Args) -> Plan {
         laggard_rcvbuf
     );
     p.server_args.extend(a.server_arg.iter().cloned());
+    if let Some(n) = a.v2 {
+        p.v2 = n;
+    }
+    if let Some(sets) = &a.v2_vars {
+        p.v2_vars = sets
+            .split(';')
+            .map(|set| {
+                set.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty() && *n != "all")
+                    .map(String::from)
+                    .collect()
+            })
+            .collect();
+    }
+    if let Some(hz) = &a.v2_hz {
+        p.v2_hz = hz
+            .split(',')
+            .filter_map(|h| h.trim().parse().ok())
+            .collect();
+    }
+    if let Some(modes) = &a.v2_mode {
+        p.v2_mode = modes.split(',').map(|m| m.trim().to_string()).collect();
+    }
+    if let Some(t) = a.v2_transport {
+        p.v2_transport = t;
+    }
     p
 }
 
@@ -236,13 +282,15 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let plan = plan_of(args);
     let calibrate = args.calibrate || args.scenario == Some(Scenario::Ci);
     let progress = !args.quiet && std::io::stdout().is_terminal();
-    let total = plan.tcp + plan.ws + plan.slow + plan.stalled;
+    let total = plan.tcp + plan.ws + plan.slow + plan.stalled + plan.v2;
     println!(
-        "loadtest: {} TCP + {} WS healthy, {} slow, {} stalled; {} s window; {} threads{}",
+        "loadtest: {} TCP + {} WS healthy, {} slow, {} stalled, {} v2 ({} profiles); {} s window; {} threads{}",
         plan.tcp,
         plan.ws,
         plan.slow,
         plan.stalled,
+        plan.v2,
+        plan.v2_profiles(),
         plan.duration.as_secs_f64(),
         plan.threads,
         args.scenario
@@ -286,8 +334,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         };
         // Say at once when there is nothing to measure, rather than reporting a run of zeros.
         let used = [
-            (plan.tcp > 0, targets.tcp),
-            (plan.ws > 0 || plan.slow + plan.stalled > 0, targets.ws),
+            (plan.tcp > 0 || plan.v2 > 0, targets.tcp),
+            (
+                plan.ws > 0 || plan.slow + plan.stalled + plan.v2 > 0,
+                targets.ws,
+            ),
         ];
         for (needed, addr) in used {
             if needed {
@@ -367,6 +418,44 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let mut failed = false;
+    if let Some(v2) = &report.run.v2 {
+        let s = &v2.stats;
+        let problems: Vec<String> = [
+            (
+                s.connected < s.clients,
+                format!("{} of {} v2 clients connected", s.connected, s.clients),
+            ),
+            (s.messages == 0, "no v2 messages received".to_string()),
+            (
+                s.mismatches > 0,
+                format!("{} rebuilt states differ from the v1 frame", s.mismatches),
+            ),
+            (
+                s.broken_chain > 0,
+                format!("{} deltas whose base keyframe never came", s.broken_chain),
+            ),
+            (s.verified == 0, "no v2 state could be verified".to_string()),
+            (
+                s.gaps > 0,
+                format!("{} gaps beyond a subscription's every", s.gaps),
+            ),
+            (
+                s.off_grid > 0,
+                format!("{} messages off the every-grid", s.off_grid),
+            ),
+            (
+                !s.disconnects.is_empty(),
+                format!("v2 clients disconnected: {:?}", s.disconnects),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(bad, msg)| bad.then_some(msg))
+        .collect();
+        if !problems.is_empty() {
+            eprintln!("\nFAILED (v2 verification): {}", problems.join("; "));
+            failed = true;
+        }
+    }
     // A run where most clients never connected, or nothing was delivered, measured nothing.
     let h = &report.run.healthy;
     if h.clients > 0 && (h.connected * 100 < h.clients * 99 || h.frames == 0) {

@@ -4,7 +4,7 @@
 use crate::client::{self, ClientSpec, Role, Shared, Targets, ThreadStats, Transport};
 use crate::procfs::{CpuWindow, Peaks};
 use crate::report::{Commands, Group, Percentiles, ProcessCpu, RunReport};
-use crate::scenario::{Laggards, Plan};
+use crate::scenario::{Laggards, Plan, V2Transport};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -58,7 +58,7 @@ pub fn run(
             push(laggard, Role::Stalled);
         }
     }
-    let total = specs.len();
+    let total = specs.len() + plan.v2;
     let shared = Arc::new(Shared {
         t0: Instant::now(),
         targets,
@@ -81,9 +81,25 @@ pub fn run(
     for s in specs {
         per_thread[s.index % threads].push(s);
     }
+    // v2 clients: (connect_at, transport, profile), spread over the threads after the others.
+    let first_v2 = per_thread.iter().map(Vec::len).sum::<usize>();
+    let mut v2_per_thread: Vec<Vec<(Duration, Transport, crate::v2::Profile)>> =
+        vec![Vec::new(); threads];
+    for i in 0..plan.v2 {
+        let transport = match plan.v2_transport {
+            V2Transport::Ws => Transport::Ws,
+            V2Transport::Tcp => Transport::Tcp,
+            V2Transport::Mix if i % 2 == 0 => Transport::Ws,
+            V2Transport::Mix => Transport::Tcp,
+        };
+        let at = Duration::from_secs_f64((first_v2 + i) as f64 / plan.connect_rate.max(1) as f64);
+        v2_per_thread[i % threads].push((at, transport, plan.v2_profile(i)));
+    }
+    let mut v2_per_thread = v2_per_thread.into_iter();
     let mut handles = Vec::new();
     for (i, specs) in per_thread.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
+        let v2_clients = v2_per_thread.next().unwrap_or_default();
         let commands = i == 0 && plan.command_rate > 0.0 && targets.command.is_some();
         handles.push(
             std::thread::Builder::new()
@@ -92,6 +108,8 @@ pub fn run(
                     let rt = compio::runtime::Runtime::new()?;
                     Ok(rt.block_on(async move {
                         let stats = Rc::new(std::cell::RefCell::new(ThreadStats::new()));
+                        let v2 = Rc::new(std::cell::RefCell::new(crate::v2::V2Stats::default()));
+                        let latency = Rc::new(std::cell::RefCell::new(client::histogram()));
                         for spec in specs {
                             compio::runtime::spawn(client::run_client(
                                 spec,
@@ -99,6 +117,36 @@ pub fn run(
                                 Rc::clone(&stats),
                             ))
                             .detach();
+                        }
+                        if !v2_clients.is_empty() {
+                            let reference =
+                                Rc::new(std::cell::RefCell::new(crate::v2::Reference::default()));
+                            compio::runtime::spawn(crate::v2::run_reference(
+                                Arc::clone(&shared),
+                                Rc::clone(&reference),
+                            ))
+                            .detach();
+
+                            for (at, transport, profile) in v2_clients {
+                                let (shared, reference, v2, latency) = (
+                                    Arc::clone(&shared),
+                                    Rc::clone(&reference),
+                                    Rc::clone(&v2),
+                                    Rc::clone(&latency),
+                                );
+                                compio::runtime::spawn(async move {
+                                    let start = shared.t0 + at;
+                                    compio::time::sleep(
+                                        start.saturating_duration_since(Instant::now()),
+                                    )
+                                    .await;
+                                    crate::v2::run_client(
+                                        transport, profile, shared, v2, latency, reference,
+                                    )
+                                    .await
+                                })
+                                .detach();
+                            }
                         }
                         if commands {
                             compio::runtime::spawn(client::run_commands(
@@ -112,7 +160,9 @@ pub fn run(
                         }
                         // Stalled clients drain for up to 1.5 s to learn how they were treated.
                         compio::time::sleep(Duration::from_millis(1700)).await;
-                        let out = stats.borrow().clone();
+                        let mut out = stats.borrow().clone();
+                        out.v2 = v2.borrow().clone();
+                        out.latency_v2 = latency.borrow().clone();
                         out
                     }))
                 })?,
@@ -165,6 +215,9 @@ pub fn run(
         r.sample();
         s.peaks = r.peaks;
     }
+    let builds_before = (!healthy_only)
+        .then(|| tick_build_buckets(targets.ws))
+        .flatten();
     let window_start = Instant::now();
     shared.measuring.store(true, Ordering::Release);
     let pb = bar(
@@ -185,6 +238,9 @@ pub fn run(
     pb.finish();
     let own_cpu = own.as_mut().map(|w| w.finish()).unwrap_or((0.0, window));
     let server_cpu = server.as_mut().map(|w| (w.finish(), w.peaks));
+    let tick_build = builds_before
+        .zip(tick_build_buckets(targets.ws))
+        .and_then(|(before, after)| tick_build_over(&before, &after));
     shared.done.store(true, Ordering::Release);
 
     let mut parts = Vec::new();
@@ -203,7 +259,65 @@ pub fn run(
         server_cpu,
         pid,
         plan.command_rate > 0.0,
-    ))
+    )
+    .with_v2(plan.v2_profiles())
+    .with_tick_build(tick_build))
+}
+
+/// `aerobridge_tick_build_seconds` buckets (upper bound, cumulative count) from the server's
+/// /metrics on the WebSocket port; `None` when the server has none (the floor, upstream).
+fn tick_build_buckets(ws: std::net::SocketAddr) -> Option<Vec<(f64, u64)>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&ws, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: loadtest\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let prefix = "aerobridge_tick_build_seconds_bucket{le=\"";
+    let buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+/// The window's builds, from two scrapes.
+fn tick_build_over(
+    before: &[(f64, u64)],
+    after: &[(f64, u64)],
+) -> Option<crate::report::TickBuild> {
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|(&(le, a), &(_, b))| (le, a.saturating_sub(b)))
+        .collect();
+    let builds = diff.last()?.1;
+    if builds == 0 {
+        return None;
+    }
+    let p99 = diff
+        .iter()
+        .find(|(_, c)| *c as f64 >= builds as f64 * 0.99)
+        .map_or(f64::INFINITY, |(le, _)| *le);
+    let within_1ms = diff
+        .iter()
+        .find(|(le, _)| (*le - 0.001).abs() < 1e-12)
+        .map_or(0, |(_, c)| *c);
+    Some(crate::report::TickBuild {
+        builds,
+        p99_le_s: p99,
+        share_le_1ms: within_1ms as f64 / builds as f64,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,7 +339,11 @@ fn merge(
         (Group::default(), Group::default(), Group::default());
     let mut cmds = Commands::default();
     let mut earliest: HashMap<u64, u64> = HashMap::new();
+    let mut v2 = crate::v2::V2Stats::default();
+    let mut v2_latency = client::histogram();
     for p in &parts {
+        v2.add(&p.v2);
+        v2_latency.add(&p.latency_v2).unwrap();
         tcp.add(&p.latency_tcp).unwrap();
         ws.add(&p.latency_ws).unwrap();
         reply.add(&p.reply_hist).unwrap();
@@ -261,7 +379,19 @@ fn merge(
     if !ws.is_empty() {
         latency.insert("ws".to_string(), Percentiles::of(&ws, true));
     }
-    let frames = healthy.frames + slow.frames;
+    let frames = healthy.frames + slow.frames + v2.messages;
+    let v1_clients = healthy.clients + slow.clients;
+    let v2_report = (v2.clients > 0).then(|| crate::report::V2Report {
+        bytes_per_client_s: v2.bytes as f64 / v2.clients as f64 / window,
+        v1_bytes_per_client_s: if v1_clients > 0 {
+            bytes as f64 / v1_clients as f64 / window
+        } else {
+            0.0
+        },
+        latency_us: Percentiles::of(&v2_latency, false),
+        profiles_asked: 0,
+        stats: v2.clone(),
+    });
     let server = server_cpu
         .zip(pid)
         .map(|(((cpu, wall), peaks), pid)| ProcessCpu {
@@ -298,6 +428,8 @@ fn merge(
         server,
         loadtest_cpu_pct: 100.0 * own_cpu.0 / own_cpu.1.max(1e-9) / all_cores,
         server_ok: true,
+        v2: v2_report,
+        tick_build: None,
     }
 }
 

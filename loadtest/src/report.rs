@@ -130,6 +130,54 @@ pub struct RunReport {
     /// False when a spawned server exited badly.
     #[serde(default = "yes")]
     pub server_ok: bool,
+    /// Session protocol v2 clients, when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2: Option<V2Report>,
+    /// The server's tick build time over the window (from its /metrics), when scraped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_build: Option<TickBuild>,
+}
+
+impl RunReport {
+    /// Attaches the server's tick build time over the window.
+    pub fn with_tick_build(mut self, t: Option<TickBuild>) -> Self {
+        self.tick_build = t;
+        self
+    }
+
+    /// Notes how many distinct profiles the v2 clients asked for.
+    pub fn with_v2(mut self, profiles: usize) -> Self {
+        if let Some(v2) = &mut self.v2 {
+            v2.profiles_asked = profiles;
+        }
+        self
+    }
+}
+
+/// What the v2 clients received and verified.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct V2Report {
+    #[serde(flatten)]
+    pub stats: crate::v2::V2Stats,
+    /// Distinct profiles the plan asked for.
+    pub profiles_asked: usize,
+    /// Bytes each v2 client received per second.
+    pub bytes_per_client_s: f64,
+    /// Bytes each v1 client (healthy and slow) received per second, for comparison.
+    pub v1_bytes_per_client_s: f64,
+    /// Receive time − message `t`.
+    pub latency_us: Percentiles,
+}
+
+/// `aerobridge_tick_build_seconds` over the window: builds, and the bucket holding the 99th
+/// percentile (its upper bound).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TickBuild {
+    pub builds: u64,
+    /// Upper bound of the bucket holding p99, seconds.
+    pub p99_le_s: f64,
+    /// Share of builds that took at most 1 ms.
+    pub share_le_1ms: f64,
 }
 
 fn yes() -> bool {
@@ -246,6 +294,37 @@ pub fn print_summary(report: &Report) {
                 c.reply_us.p99 / 1000.0,
                 c.visible_us.p50 / 1000.0,
                 c.visible_us.p99 / 1000.0
+            );
+        }
+        if let Some(v) = &run.v2 {
+            let s = &v.stats;
+            println!(
+                "  v2: {} of {} clients, {} profiles; {} messages ({} keyframes, {} deltas); verified {} against v1 frames: {} mismatches, {} broken chains, {} gaps, {} off-grid, {} unverifiable",
+                s.connected, s.clients, s.profiles.len(), s.messages, s.keyframes, s.deltas,
+                s.verified, s.mismatches, s.broken_chain, s.gaps, s.off_grid, s.unverifiable
+            );
+            let ratio = if v.bytes_per_client_s > 0.0 {
+                format!(
+                    " (v1 / v2 = {:.1})",
+                    v.v1_bytes_per_client_s / v.bytes_per_client_s
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  v2: {:.0} bytes per client-second; v1 clients {:.0}{ratio}; latency p50 {:.2} ms p99 {:.2} ms",
+                v.bytes_per_client_s,
+                v.v1_bytes_per_client_s,
+                v.latency_us.p50 / 1000.0,
+                v.latency_us.p99 / 1000.0
+            );
+        }
+        if let Some(t) = &run.tick_build {
+            println!(
+                "  tick build: {} builds, p99 ≤ {} ms, {:.2}% within 1 ms",
+                t.builds,
+                t.p99_le_s * 1000.0,
+                t.share_le_1ms * 100.0
             );
         }
         if let Some(s) = &run.server {

@@ -71,6 +71,63 @@ pub struct Plan {
     /// Extra arguments for a spawned server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_args: Vec<String>,
+    /// Session protocol v2 clients (each verifies what it rebuilds against a v1 reference).
+    #[serde(default)]
+    pub v2: usize,
+    /// v2 variable sets (names or `Prefix.*`; empty set: every variable); clients take every
+    /// combination of set, rate and mode in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v2_vars: Vec<Vec<String>>,
+    /// v2 rates, Hz (empty: the broadcast rate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v2_hz: Vec<f64>,
+    /// v2 modes: `full`, `delta`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v2_mode: Vec<String>,
+    /// Transport of v2 clients.
+    #[serde(default)]
+    pub v2_transport: V2Transport,
+}
+
+/// Which transport v2 clients use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum V2Transport {
+    /// WebSocket with the subprotocol `aerobridge.v2`.
+    #[default]
+    Ws,
+    /// The TCP data port with an in-band hello.
+    Tcp,
+    /// Half and half.
+    Mix,
+}
+
+impl Plan {
+    /// The profile of v2 client `i`: every combination of set, rate and mode in turn.
+    pub fn v2_profile(&self, i: usize) -> crate::v2::Profile {
+        let sets = self.v2_vars.len().max(1);
+        let rates = self.v2_hz.len().max(1);
+        let modes = self.v2_mode.len().max(1);
+        crate::v2::Profile {
+            vars: self.v2_vars.get(i % sets).cloned().unwrap_or_default(),
+            hz: self.v2_hz.get(i / sets % rates).copied(),
+            mode: self
+                .v2_mode
+                .get(i / sets / rates % modes)
+                .cloned()
+                .unwrap_or_else(|| "delta".into()),
+        }
+    }
+
+    /// Distinct profiles the v2 clients ask for.
+    pub fn v2_profiles(&self) -> usize {
+        if self.v2 == 0 {
+            return 0;
+        }
+        let combos =
+            self.v2_vars.len().max(1) * self.v2_hz.len().max(1) * self.v2_mode.len().max(1);
+        combos.min(self.v2)
+    }
 }
 
 fn default_laggard_rcvbuf() -> usize {
@@ -96,6 +153,11 @@ impl Scenario {
             laggards: Laggards::Auto,
             laggard_rcvbuf: default_laggard_rcvbuf(),
             server_args: Vec::new(),
+            v2: 0,
+            v2_vars: Vec::new(),
+            v2_hz: Vec::new(),
+            v2_mode: Vec::new(),
+            v2_transport: V2Transport::Ws,
         };
         match self {
             Scenario::Smoke => Plan {
