@@ -466,6 +466,32 @@ fn resume_restores_subscriptions_and_sends_keyframes_at_once() {
         rebuilt.apply(&data(&mut r));
     }
 
+    // A WebSocket client that chose the subprotocol got a fresh welcome unasked; it resumes with
+    // a hello of its own.
+    drop(r);
+    server.wait_until("the TCP client is gone", Duration::from_secs(10), |s| {
+        s.metric("v2_parked_sessions") == 1.0
+    });
+    let mut w = V2::ws(server.ws());
+    assert_ne!(w.welcome["session"], session.as_str());
+    let welcome = w.request(json!({"op":"hello","id":"r","resume":session}));
+    assert_eq!(
+        (
+            welcome["op"].as_str(),
+            welcome["resumed"].as_bool(),
+            welcome["id"].as_str()
+        ),
+        (Some("welcome"), Some(true), Some("r")),
+        "{welcome}"
+    );
+    assert_eq!(welcome["session"], session.as_str());
+    let again = w.recv();
+    assert_eq!(
+        (again["sub"].as_u64(), &again["profile"]),
+        (Some(3), &profile)
+    );
+    assert_eq!(w.recv()["op"], "key");
+
     let fresh = V2::tcp(
         server.data,
         json!({"op":"hello","resume":"0123456789abcdef0123456789abcdef"}),
@@ -687,4 +713,43 @@ fn upstream_v1_clients_are_unaffected_by_v2_clients_beside_them() {
         assert_eq!(v["schema"], "aerofly-bridge-telemetry");
         let _ = data(&mut v2);
     }
+}
+
+#[test]
+fn the_readme_python_client_rebuilds_and_prints_values() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("<!-- v2-example")
+        .nth(1)
+        .and_then(|rest| rest.split("```python\n").nth(1))
+        .and_then(|code| code.split("```").next())
+        .expect("the README's v2 example");
+    assert!(block.lines().count() <= 25, "a short example");
+    let server = Server::start(&[]);
+    let code = block.replace(
+        "(\"127.0.0.1\", 12345)",
+        &format!("(\"127.0.0.1\", {})", server.data.port()),
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &code])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seqs = Vec::new();
+    for _ in 0..12 {
+        let line = lines.next().expect("a line").unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        let altitude: f64 = fields[1].parse().unwrap();
+        assert!(altitude > 0.0, "{line}");
+        seqs.push(fields[0].parse::<u64>().unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 5),
+        "10 Hz of 50: {seqs:?}"
+    );
 }

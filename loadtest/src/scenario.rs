@@ -18,6 +18,13 @@ pub enum Scenario {
     /// beside 20 TCP + 20 WebSocket healthy clients at 50 Hz, 10 s: server threads, kernel TCP
     /// memory, RSS, healthy latency.
     StallFlood,
+    /// Session protocol v2: 300 clients over 18 profiles (three variable sets, 10/25/50 Hz, full
+    /// and delta; WebSocket and TCP) beside 20 v1 TCP clients, 5 s. Every rebuilt state is
+    /// checked against the v1 frame of the same update_counter.
+    V2,
+    /// 5 000 v2 clients at 10 Hz over 12 profiles (WebSocket and TCP) beside 20 v1 TCP clients,
+    /// 20 s.
+    V2Stress,
 }
 
 /// Which transport slow and stalled clients use.
@@ -182,6 +189,28 @@ impl Scenario {
                 validate_rate: 0.05,
                 ..base
             },
+            Scenario::V2 => Plan {
+                tcp: 20,
+                v2: 300,
+                v2_vars: v2_sets(),
+                v2_hz: vec![10.0, 25.0, 50.0],
+                v2_mode: vec!["delta".into(), "full".into()],
+                v2_transport: V2Transport::Mix,
+                duration: Duration::from_secs(5),
+                ..base
+            },
+            Scenario::V2Stress => Plan {
+                tcp: 20,
+                v2: 5_000,
+                v2_vars: v2_sets(),
+                v2_hz: vec![10.0],
+                v2_mode: vec!["delta".into(), "full".into()],
+                v2_transport: V2Transport::Mix,
+                connect_rate: 2_000,
+                duration: Duration::from_secs(20),
+                warmup: Duration::from_secs(2),
+                ..base
+            },
             Scenario::StallFlood => Plan {
                 tcp: 20,
                 ws: 20,
@@ -198,6 +227,21 @@ impl Scenario {
             },
         }
     }
+}
+
+/// Variable sets of the v2 presets: everything; one group; a handful across groups.
+fn v2_sets() -> Vec<Vec<String>> {
+    vec![
+        Vec::new(),
+        vec!["Aircraft.*".into()],
+        vec![
+            "Aircraft.Altitude".into(),
+            "Aircraft.IndicatedAirspeed".into(),
+            "Aircraft.Pitch".into(),
+            "Aircraft.Bank".into(),
+            "Controls.*".into(),
+        ],
+    ]
 }
 
 /// Client threads by default: the available cores.

@@ -99,3 +99,156 @@ impl DataSession {
         self.splitter.shrink_if_empty();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::stats::Disconnect;
+    use std::time::Duration;
+
+    fn session(now: Instant) -> DataSession {
+        let mut settings = crate::session::test_settings(false);
+        settings.v2.limits.heartbeat = Duration::from_secs(1);
+        settings.v2.limits.idle_timeout = Duration::from_secs(90);
+        DataSession::new(Arc::new(settings), "127.0.0.1:1".parse().unwrap(), now)
+    }
+
+    /// The JSON of every `Send`, in order (lines framing).
+    fn sent(out: &[Action]) -> Vec<serde_json::Value> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send { bytes, .. } => Some(
+                    serde_json::from_slice(bytes.strip_suffix(b"\n").expect("a line")).unwrap(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn v1_lines_are_ignored_and_hello_enters_v2_at_once() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let mut out = Vec::new();
+        s.on_bytes(
+            b"garbage\n{\"variable\":\"Controls.Gear\",\"value\":1,\"id\":1}\n{\"op\":\"sub\"}\n",
+            t0,
+            &mut out,
+        );
+        assert!(out.is_empty(), "v1 data port: ignored, {out:?}");
+        assert!(s.deadline().is_none(), "v1 clients have no timer");
+        s.on_bytes(
+            b"{\"op\":\"hello\",\"id\":5}\n{\"op\":\"sub\",\"id\":2,\"vars\":[\"Aircraft.Alt",
+            t0,
+            &mut out,
+        );
+        assert_eq!(out[0], Action::EnterV2(Framing::Lines));
+        let welcome = &sent(&out)[0];
+        assert_eq!(
+            (welcome["op"].as_str(), welcome["id"].as_u64()),
+            (Some("welcome"), Some(5))
+        );
+        out.clear();
+        // The rest of the sub arrives in a second read.
+        s.on_bytes(b"itude\"],\"hz\":10,\"mode\":\"delta\"}\n", t0, &mut out);
+        let ack = &sent(&out)[0];
+        assert_eq!(ack["vars"], serde_json::json!(["Aircraft.Altitude"]));
+        assert_eq!(
+            (ack["every"].as_u64(), ack["sub"].as_u64()),
+            (Some(5), Some(2))
+        );
+        let Some(Action::Profiles {
+            profiles,
+            keyframes,
+        }) = out.iter().find(|a| matches!(a, Action::Profiles { .. }))
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(profiles.len(), 1);
+        assert!(keyframes.is_empty(), "no keyframe built yet");
+    }
+
+    #[test]
+    fn set_is_submitted_and_acked_with_the_frame_then_lines_go_on() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let mut out = Vec::new();
+        s.on_bytes(
+            b"{\"op\":\"hello\",\"framing\":\"length\"}\n{\"op\":\"set\",\"id\":9,\"values\":{\"Controls.Gear\":1,\"Controls.Flaps\":0.5}}\n{\"op\":\"ping\",\"id\":1}\n",
+            t0,
+            &mut out,
+        );
+        assert_eq!(out[0], Action::EnterV2(Framing::Length));
+        let Some(Action::Submit(batch)) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(batch.len(), 2, "applied together");
+        assert!(s.is_waiting());
+        out.clear();
+        s.applied(
+            Some(Applied {
+                frame: 77,
+                results: vec![Ok(()), Ok(())],
+                relayed: false,
+            }),
+            false,
+            t0,
+            &mut out,
+        );
+        let bodies: Vec<serde_json::Value> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { bytes, .. } => {
+                    let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+                    assert_eq!(len, bytes.len() - 4, "length-prefixed");
+                    Some(serde_json::from_slice(&bytes[4..]).unwrap())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            bodies[0],
+            serde_json::json!({"op":"ack","id":9,"ok":true,"frame":77})
+        );
+        assert_eq!(bodies[1]["op"], "pong", "the ping waited for the set");
+    }
+
+    #[test]
+    fn heartbeats_follow_silence_and_silence_from_the_client_ends_it() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let mut out = Vec::new();
+        s.on_bytes(b"{\"op\":\"hello\"}\n", t0, &mut out);
+        out.clear();
+        let t1 = s.deadline().unwrap();
+        assert_eq!(t1, t0 + Duration::from_secs(1));
+        s.set_clock(Clock {
+            wall_us: 1,
+            seq: 42,
+            last_sent: t0,
+        });
+        s.on_timeout(t1, &mut out);
+        assert_eq!(sent(&out)[0], serde_json::json!({"op":"hb","seq":42,"t":1}));
+        out.clear();
+        // Data went out meanwhile: no heartbeat, the next check waits for a second of silence.
+        let t2 = s.deadline().unwrap();
+        s.set_clock(Clock {
+            wall_us: 2,
+            seq: 43,
+            last_sent: t2 - Duration::from_millis(100),
+        });
+        s.on_timeout(t2, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(s.deadline().unwrap(), t2 + Duration::from_millis(900));
+        s.on_timeout(t0 + Duration::from_secs(90), &mut out);
+        assert_eq!(sent(&out)[0]["code"], "idle_timeout");
+        assert!(matches!(
+            out.last(),
+            Some(Action::Close {
+                reason: Disconnect::IdleTimeout,
+                frame: None
+            })
+        ));
+        assert!(s.is_closed());
+    }
+}

@@ -351,15 +351,9 @@ impl V2 {
         out: &mut Vec<Action>,
     ) -> V2 {
         let s = settings.v2.clone();
-        let resumed = hello
-            .resume
-            .as_deref()
-            .and_then(|id| s.parked.take(id, now));
         let mut v2 = V2 {
-            session: resumed
-                .as_ref()
-                .map_or_else(new_session_id, |(id, _)| Arc::clone(id)),
-            client: hello.client,
+            session: new_session_id(),
+            client: None,
             framing,
             subs: Vec::new(),
             next_sub: 1,
@@ -371,28 +365,46 @@ impl V2 {
             all: Arc::clone(settings),
         };
         out.push(Action::EnterV2(framing));
+        v2.hello(hello, now, out);
+        v2
+    }
+
+    /// Answers a `hello` with `welcome`; with `resume`, takes over the parked session (its id,
+    /// its subscriptions, acked again, and their current keyframes). A WebSocket client that
+    /// chose the subprotocol got a `welcome` unasked and resumes with a `hello` of its own.
+    fn hello(&mut self, hello: Hello, now: Instant, out: &mut Vec<Action>) {
+        if hello.client.is_some() {
+            self.client = hello.client;
+        }
+        let resumed = hello
+            .resume
+            .as_deref()
+            .and_then(|id| self.settings.parked.take(id, now));
+        if let Some((id, _)) = &resumed {
+            self.session = Arc::clone(id);
+        }
         let mut j = Json::op("welcome");
         j.id(hello.id.as_deref())
             .uint("protocol", 2)
-            .str("session", &v2.session)
+            .str("session", &self.session)
             .str("server", concat!("aerobridge ", env!("CARGO_PKG_VERSION")))
-            .num("rate_hz", v2.settings.rate_hz)
+            .num("rate_hz", self.settings.rate_hz)
             .uint(
                 "heartbeat_ms",
-                v2.settings.limits.heartbeat.as_millis() as u64,
+                self.settings.limits.heartbeat.as_millis() as u64,
             )
             .str("catalog", catalog_hash());
         j.key("limits");
         j.0.extend_from_slice(b"{\"subscriptions\":");
         j.0.extend_from_slice(
             itoa::Buffer::new()
-                .format(v2.settings.limits.max_subscriptions)
+                .format(self.settings.limits.max_subscriptions)
                 .as_bytes(),
         );
         j.0.extend_from_slice(b",\"profiles\":");
         j.0.extend_from_slice(
             itoa::Buffer::new()
-                .format(v2.settings.limits.max_profiles)
+                .format(self.settings.limits.max_profiles)
                 .as_bytes(),
         );
         j.0.push(b'}');
@@ -403,25 +415,32 @@ impl V2 {
             );
         }
         let welcome = j.done();
-        v2.send(welcome, out);
+        self.send(welcome, out);
         if let Some((_, parked)) = resumed {
-            v2.subs = parked.subs;
-            v2.next_sub = parked.next_sub;
-            for sub in v2.subs.clone() {
-                let mut ack = v2.sub_ack(&sub, Some(&sub.id.to_string()));
+            let mut restored = Vec::new();
+            for sub in parked.subs {
+                // Subscriptions made on this connection before the resume keep their ids.
+                if !self.subs.iter().any(|s| s.id == sub.id) {
+                    restored.push(sub.clone());
+                    self.subs.push(sub);
+                }
+            }
+            self.next_sub = self.next_sub.max(parked.next_sub);
+            for sub in &restored {
+                let mut ack = self.sub_ack(sub, Some(&sub.id.to_string()));
                 ack.pop();
                 ack.extend_from_slice(b",\"resumed\":true}");
-                v2.send(ack, out);
+                self.send(ack, out);
             }
-            let keys = v2
+            let keys = self
                 .distinct()
                 .iter()
+                .filter(|p| restored.iter().any(|r| r.profile.same(p)))
                 .filter_map(|p| p.shared().current_key())
                 .collect();
-            v2.profiles_action(keys, out);
+            self.profiles_action(keys, out);
         }
-        v2.describe(out);
-        v2
+        self.describe(out);
     }
 
     /// How this connection's messages are framed.
@@ -587,15 +606,24 @@ impl V2 {
                 j.0.extend_from_slice(&catalog().1);
                 self.send(j.0, out);
             }
-            "hello" => self.send(
-                error_json(
-                    id,
-                    code::BAD_REQUEST,
-                    "this connection already speaks protocol 2",
-                    b"",
-                ),
-                out,
-            ),
+            "hello" => match Hello::parse(obj) {
+                Err(msg) => self.bad_request(id, &msg, out),
+                Ok(Hello {
+                    protocol: Some(p), ..
+                }) if p != 2 => {
+                    let msg = format!("protocol {p} is not spoken here; the connection stays at 2");
+                    self.send(
+                        error_json(
+                            id,
+                            code::UNSUPPORTED_PROTOCOL,
+                            &msg,
+                            b",\"supported\":[1,2]",
+                        ),
+                        out,
+                    )
+                }
+                Ok(hello) => self.hello(hello, now, out),
+            },
             "sub" => self.subscribe(obj, id, out),
             "unsub" => self.unsubscribe(obj, id, out),
             "set" => self.set(obj, id, gate, now, out),

@@ -22,7 +22,12 @@ try {
   const second = Number(await page.textContent("#counter"));
   if (!(second > first)) fail(`frame counter did not advance (${first} → ${second})`);
   const fps = Number(await page.textContent("#fps"));
-  if (fps < 20) fail(`frame rate ${fps}/s`);
+  if (fps < 20) fail(`message rate ${fps}/s`);
+  // Session protocol v2: a subset as deltas, a few kB/s instead of v1's ~570 kB/s.
+  const proto = await page.textContent("#proto");
+  if (!proto.startsWith("v2 · profile")) fail(`not on protocol v2: ${proto}`);
+  const kbps = Number(await page.textContent("#rate"));
+  if (!(kbps > 0 && kbps < 50)) fail(`received ${kbps} kB/s`);
   // The throttle slider shows the aircraft's throttle, not a made-up default.
   const shown = Number(await page.inputValue("#throttle"));
   const actual = Number((await page.textContent("#thr")).replace("%", "")) / 100;
@@ -39,7 +44,7 @@ try {
   await page.waitForTimeout(2000); // let the track grow a little for the picture
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   await page.screenshot({ path: screenshot });
-  console.log(`dashboard ok: frames ${first}→${second}, ${fps} frames/s, reply "${reply}", gear down, screenshot ${screenshot}`);
+  console.log(`dashboard ok: ${proto}, ${kbps} kB/s, frames ${first}→${second}, ${fps} messages/s, reply "${reply}", gear down, screenshot ${screenshot}`);
 } finally {
   await browser.close();
 }
