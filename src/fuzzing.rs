@@ -146,6 +146,14 @@ pub fn session(data: &[u8]) {
     settings.ws_max_message = 64 + (mode as usize >> 1) * 64;
     settings.access.rate_per_second = 1 + (mode as u32 >> 4);
     let echo = settings.echo;
+    // Fresh v2 tables per input, and nothing parked: inputs must not affect one another.
+    settings.v2 = crate::session::v2::V2Settings::new(
+        crate::config::V2Limits {
+            resume_window: Duration::ZERO,
+            ..settings.v2.limits
+        },
+        50.0,
+    );
     let t0 = Instant::now();
     let mut now = t0;
     let mut s = WsSession::new(
@@ -209,6 +217,123 @@ pub fn session(data: &[u8]) {
             submitted = None;
         }
         all.extend(out);
+    }
+}
+
+/// A TCP data-port session driven by the input, as [`session`] drives a WebSocket one: feed
+/// client bytes (v1 lines, a hello, v2 ops), fire the timer, answer the pending batch.
+/// Invariants: it never panics; before the switch to v2 it sends nothing but errors about a
+/// hello; every message it sends is one JSON value, framed as the connection's framing says
+/// (a line, or a 4-byte length that matches); the switch happens at most once; a Close is last.
+pub fn data_port(data: &[u8]) {
+    use crate::packet::Framing;
+    use crate::session::data_port::DataSession;
+    use crate::session::v2::Clock;
+    use crate::session::{Action, Applied};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let Some((&mode, mut script)) = data.split_first() else {
+        return;
+    };
+    static BASE: std::sync::OnceLock<crate::session::Settings> = std::sync::OnceLock::new();
+    let mut settings = BASE
+        .get_or_init(|| crate::session::Settings::from_config(&crate::config::Config::default()))
+        .clone();
+    settings.ws_max_message = 64 + (mode as usize & 15) * 128;
+    settings.access.rate_per_second = 1 + (mode as u32 >> 4);
+    settings.v2 = crate::session::v2::V2Settings::new(
+        crate::config::V2Limits {
+            resume_window: Duration::ZERO,
+            max_subscriptions: 3,
+            max_profiles: 4,
+            ..settings.v2.limits
+        },
+        50.0,
+    );
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut s = DataSession::new(Arc::new(settings), "127.0.0.1:9".parse().unwrap(), now);
+    let mut framing = Framing::Lines;
+    let mut switched = false;
+    let mut closed = false;
+    let mut submitted: Option<usize> = None;
+    while let [op, len, rest @ ..] = script {
+        let len = (*len as usize).min(rest.len());
+        let (chunk, tail) = rest.split_at(len);
+        script = tail;
+        s.set_clock(Clock {
+            wall_us: 1,
+            seq: 2,
+            last_sent: now,
+        });
+        let mut out = Vec::new();
+        match op % 4 {
+            0 => s.on_bytes(chunk, now, &mut out),
+            1 => {
+                now += Duration::from_millis(chunk.first().copied().unwrap_or(1) as u64 * 500);
+                s.on_timeout(now, &mut out);
+            }
+            2 => {
+                let result = submitted.map(|n| Applied {
+                    frame: 1,
+                    results: (0..n)
+                        .map(|i| {
+                            if chunk.get(i).is_some_and(|b| b & 1 == 1) {
+                                Err(crate::command::CommandError::Busy)
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .collect(),
+                    relayed: op & 8 == 8,
+                });
+                s.applied(result, op & 4 == 4, now, &mut out);
+            }
+            _ => s.applied(None, false, now, &mut out),
+        }
+        for a in &out {
+            assert!(!closed, "an action after the Close: {a:?}");
+            match a {
+                Action::EnterV2(f) => {
+                    assert!(!switched, "entered v2 twice");
+                    switched = true;
+                    framing = *f;
+                }
+                Action::Send { bytes, .. } => {
+                    let json = match framing {
+                        Framing::Length => {
+                            let n = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+                            assert_eq!(n + 4, bytes.len(), "length prefix");
+                            &bytes[4..]
+                        }
+                        _ => {
+                            assert_eq!(bytes.last(), Some(&b'\n'), "a line");
+                            &bytes[..bytes.len() - 1]
+                        }
+                    };
+                    assert!(
+                        is_json(json),
+                        "not JSON: {:?}",
+                        String::from_utf8_lossy(json)
+                    );
+                    assert!(
+                        switched || memchr::memmem::find(json, b"\"op\":\"error\"").is_some(),
+                        "v1 data port sent something other than a hello error"
+                    );
+                }
+                Action::Submit(batch) => {
+                    assert!(switched, "v1 data port submitted commands");
+                    assert!(!batch.is_empty());
+                    submitted = Some(batch.len());
+                }
+                Action::Close { .. } => closed = true,
+                _ => {}
+            }
+        }
+        if !s.is_waiting() {
+            submitted = None;
+        }
     }
 }
 

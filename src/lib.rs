@@ -29,11 +29,12 @@
 //!           fanout      hub (the tick; owns the source), worker (clients; handler injected),
 //!                       queue (slow-consumer policy), stats
 //!             source    sim, relay, replay
-//!               access, packet, command, ws, telemetry, runtime, log_limit, dashboard
+//!               profile protocol v2's profiles: the registry, and the tick's keyframes/deltas
+//!                 access, packet, command, ws, telemetry, runtime, log_limit, dashboard
 //! ```
 //!
-//! [`session`], [`telemetry`], [`packet`], [`command`], [`ws`], [`access`], [`fanout::queue`]
-//! and [`log_limit`] perform no I/O and know nothing of compio; they are unit-tested with plain bytes
+//! [`session`], [`profile`], [`telemetry`], [`packet`], [`command`], [`ws`], [`access`],
+//! [`fanout::queue`] and [`log_limit`] perform no I/O and know nothing of compio; they are unit-tested with plain bytes
 //! and fuzzed (`fuzz/`). Sockets are opened in [`net`] (clients), [`source::relay`] and
 //! [`record`] (upstream bridges), and [`server`] (binding the listeners; waking the acceptors at
 //! shutdown). [`fanout::worker`] owns clients and their queues but never a socket: the connection

@@ -75,6 +75,33 @@
 //! unit-tested with plain bytes, and the WebSocket session is fuzzed with arbitrary input and
 //! time steps (it never panics, every reply is JSON, a Close is the last thing it ever says).
 //!
+//! # Session protocol v2: profiles built once, shared by refcount
+//! v2 ([`crate::session::v2`], contract in `docs/protocol-v2.md`) lets a client choose a subset,
+//! a rate and deltas, without giving up the one rule that makes fan-out cheap: bytes are built
+//! once and shared. A subscription is canonicalised into a profile (variable set in wire order,
+//! `every`, mode; [`crate::profile`]); equal subscriptions are one profile, refcounted server-wide
+//! and bounded by `--v2-max-profiles`. Each tick the hub builds one message per profile due on that
+//! frame and frames it once per transport (WebSocket, line, length-prefixed); workers push an
+//! `Arc` of it into each subscriber's queue. Tick work grows with profiles, never with clients.
+//!
+//! - **Values are copied, not encoded again.** The v1 encoder records where each value's text
+//!   sits in the frame; profiles copy those bytes, and deltas compare them with the keyframe's.
+//!   A rebuilt state therefore equals the v1 frame byte for byte, and no float formatting can
+//!   differ between the two protocols (`loadtest --v2` checks every message).
+//! - **Deltas are against the last keyframe, not the previous delta.** Latest-wins skipping
+//!   never breaks a chain: any one delta plus its base rebuilds the state. Each delta holds its
+//!   base keyframe's `Arc`, and the queue ([`crate::fanout::queue`]) sends that keyframe first to
+//!   a client that has not had it (new subscriber, or one whose keyframe was skipped). It is the
+//!   same pre-built packet: nothing is re-encoded per client.
+//! - **Latest wins per stream.** The queue's overflow rule keeps the newest item of each stream
+//!   (v1, or each profile), so a slow client with two subscriptions keeps both.
+//! - **The switch happens at a frame boundary.** `hello` on a v1 connection drops the waiting v1
+//!   frames but lets the one in flight finish, so no client ever sees a torn line.
+//! - **Resume** parks a session's subscriptions (and so their profiles) for
+//!   `--v2-resume-window`; `hello` with `resume` takes them back and queues each profile's
+//!   current keyframe at once (it is kept for exactly this), so a reconnecting client has state
+//!   within a broadcast period without waiting for the next keyframe.
+//!
 //! # WebSocket replies
 //! Text messages are commands. Replies go only to commands with an `"id"`, as their own text
 //! message, so upstream clients (no ids, every message parsed as telemetry) never see one.

@@ -753,3 +753,47 @@ fn the_readme_python_client_rebuilds_and_prints_values() {
         "10 Hz of 50: {seqs:?}"
     );
 }
+
+#[test]
+fn websocket_without_the_subprotocol_switches_in_band_and_full_mode_sends_keyframes_only() {
+    let server = Server::start(&[]);
+    let mut ws = RawWs::connect(server.ws());
+    assert!(!ws.head.contains("Sec-WebSocket-Protocol"), "{}", ws.head);
+    // v1 telemetry first.
+    assert_eq!(
+        parse(&ws.frame().payload)["schema"],
+        "aerofly-bridge-telemetry"
+    );
+    ws.send_text(r#"{"op":"hello","protocol":2,"id":"h"}"#);
+    let mut c = V2 {
+        conn: Conn::Ws(ws),
+        welcome: Value::Null,
+    };
+    // Frames already queued finish; then the welcome, and no more v1 frames.
+    let welcome = loop {
+        let v = c.recv();
+        if v.get("schema").is_none() {
+            break v;
+        }
+    };
+    assert_eq!(
+        (welcome["op"].as_str(), welcome["id"].as_str()),
+        (Some("welcome"), Some("h"))
+    );
+    let ack =
+        c.request(json!({"op":"sub","id":2,"vars":["Aircraft.Altitude","Aircraft.Name"],"hz":25}));
+    assert_eq!(ack["mode"], "full", "full is the default");
+    for _ in 0..15 {
+        let m = c.recv();
+        assert!(
+            m.get("schema").is_none(),
+            "no v1 frames after the welcome: {m}"
+        );
+        if m["op"] == "hb" {
+            continue;
+        }
+        assert_eq!(m["op"], "key", "{m}");
+        assert_eq!(m["v"].as_array().unwrap().len(), 2);
+        assert_eq!(m["seq"].as_u64().unwrap() % 2, 0);
+    }
+}

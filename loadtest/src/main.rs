@@ -104,7 +104,7 @@ struct Args {
     #[arg(long)]
     v2: Option<usize>,
     /// v2 variable sets, separated by ';' (names or Prefix.* separated by ','; `all`: every
-    /// variable). Example: "all;Aircraft.*;Controls.Throttle1,Aircraft.Altitude".
+    /// variable; `-Name` leaves one out). Example: "all;Aircraft.*;Controls.Throttle1,Aircraft.Altitude".
     #[arg(long)]
     v2_vars: Option<String>,
     /// v2 rates in Hz, separated by ',' (default: the broadcast rate). Example: 10,25.

@@ -22,7 +22,8 @@ pub enum Scenario {
     /// and delta; WebSocket and TCP) beside 20 v1 TCP clients, 5 s. Every rebuilt state is
     /// checked against the v1 frame of the same update_counter.
     V2,
-    /// 5 000 v2 clients at 10 Hz over 12 profiles (WebSocket and TCP) beside 20 v1 TCP clients,
+    /// 5 000 v2 clients at 10 Hz over 6 profiles (three variable sets, full and delta; WebSocket
+    /// and TCP) beside 20 v1 TCP clients,
     /// 20 s.
     V2Stress,
 }

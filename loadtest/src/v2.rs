@@ -410,7 +410,19 @@ async fn connect(transport: Transport, shared: &Shared) -> io::Result<(TcpStream
 
 fn sub_request(profile: &Profile) -> String {
     let mut req = serde_json::json!({"op":"sub","id":1,"mode":profile.mode});
-    if !profile.vars.is_empty() {
+    if profile.vars.iter().any(|v| v.starts_with('-')) {
+        // `-Name` leaves a variable out of everything (or out of the names given): profiles of
+        // nearly the same size that are still distinct.
+        let (minus, plus): (Vec<&String>, Vec<&String>) =
+            profile.vars.iter().partition(|v| v.starts_with('-'));
+        let names: Vec<&str> = VARIABLES
+            .iter()
+            .map(|v| v.name)
+            .filter(|n| plus.is_empty() || plus.iter().any(|p| p.as_str() == *n))
+            .filter(|n| !minus.iter().any(|m| &m[1..] == *n))
+            .collect();
+        req["vars"] = serde_json::json!(names);
+    } else if !profile.vars.is_empty() {
         req["vars"] = serde_json::json!(profile.vars);
     }
     if let Some(hz) = profile.hz {

@@ -1,5 +1,5 @@
 //! The TCP command port's shell: moves bytes between the socket and a
-//! [`CommandPortSession`](crate::session::command_port::CommandPortSession), and hands batches to
+//! [`crate::session::command_port::CommandPortSession`], and hands batches to
 //! the tick. Every rule (parsing, gate, replies, floods, EOF) is the session's.
 
 use crate::app::Worker;
