@@ -24,7 +24,8 @@ fn dashboard_updates_and_sends_commands_in_headless_chromium() {
         root.join("tests/e2e/node_modules/playwright-core").exists(),
         "playwright-core missing: npm install --prefix tests/e2e --no-save playwright-core@1.65.1"
     );
-    let server = Server::start(&[]);
+    // A short idle rule: the page must keep its v2 session alive by itself (heartbeats).
+    let server = Server::start(&["--v2-idle-timeout", "3s"]);
     let shot = root.join("target/dashboard.png");
     let out = Command::new("node")
         .arg(root.join("tests/e2e/dashboard.mjs"))

@@ -337,6 +337,10 @@ fn tcp_hello_switches_at_a_frame_boundary_and_subsets_share_one_profile() {
         .find(|c| c["transport"] == "tcp" && c["protocol"] == 2)
         .unwrap_or_else(|| panic!("{connections}"));
     assert_eq!(tcp["client"], "efb/1.3");
+    // Only a prefix of the session id: the whole id would let anyone resume the session.
+    let shown = tcp["session"].as_str().unwrap();
+    let full = a.welcome["session"].as_str().unwrap();
+    assert_eq!(shown, format!("{}…", &full[..8]));
     assert_eq!(tcp["framing"], "lines");
     assert_eq!(tcp["subscriptions"][0]["profile"], ack_a["profile"]);
     assert!(tcp["frames_sent"].as_u64().unwrap() >= 10, "{tcp}");
@@ -560,6 +564,8 @@ fn errors_and_limits_are_answered_and_the_connection_stays() {
         "{e}"
     );
     let e = c.request(json!({"op":"sub","id":3,"hz":"fast"}));
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let e = c.request(json!({"op":"sub","id":3,"vars":[]}));
     assert_eq!(e["code"], "bad_request", "{e}");
     let e = c.request(json!({"op":"sub","id":4,"vars":["Aircraft.Altitude","Nope.X","Zzz*"]}));
     assert_eq!(e["ok"], false);

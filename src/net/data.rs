@@ -24,44 +24,42 @@ impl Answered for DataSession {
 /// Serves one telemetry client until it leaves or is closed.
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     let client = worker.register(Transport::Tcp, peer);
-    super::run_client(stream, worker, &client, read(worker, stream, &client, peer)).await
+    super::run_client(stream, worker, &client, read(worker, stream, &client)).await
 }
 
 /// Reads what the client sends. While it sends nothing (the usual case) no buffer is held: the
-/// reader waits for readability, and only then borrows the worker's scratch buffer.
-async fn read(
-    worker: &Worker,
-    stream: &TcpStream,
-    client: &Client,
-    peer: SocketAddr,
-) -> Disconnect {
-    // Boxed: only a client that talks pays for its session's memory... but every client may say
-    // hello, so the session is small until it does (no buffers while idle).
-    let mut session = Box::new(DataSession::new(
-        Arc::clone(&worker.app.sessions),
-        peer,
-        Instant::now(),
-    ));
+/// reader waits for readability, and only then borrows the worker's scratch buffer. Its session
+/// exists only once it has sent something: most upstream clients never do.
+async fn read(worker: &Worker, stream: &TcpStream, client: &Client) -> Disconnect {
+    let mut session: Option<Box<DataSession>> = None;
     let mut actions = Vec::new();
     loop {
-        if let Some(reason) = super::act(worker, client, &mut *session, &mut actions).await {
-            return reason;
+        if let Some(s) = session.as_deref_mut().filter(|_| !actions.is_empty()) {
+            // Boxed, like the timed wait below: an idle client's task stays small.
+            if let Some(reason) = Box::pin(super::act(worker, client, s, &mut actions)).await {
+                return reason;
+            }
         }
         let readable = super::io::readable(stream);
-        let ready = match session.deadline() {
+        let ready = match session.as_ref().and_then(|s| s.deadline()) {
             // v1: no timer at all.
             None => Some(readable.await),
             Some(deadline) => {
                 let wait = deadline.saturating_duration_since(Instant::now());
-                compio::time::timeout(wait.max(Duration::from_millis(1)), readable)
-                    .await
-                    .ok()
+                Box::pin(compio::time::timeout(
+                    wait.max(Duration::from_millis(1)),
+                    readable,
+                ))
+                .await
+                .ok()
             }
         };
         match ready {
             None => {
-                session.set_clock(super::clock(worker, client));
-                session.on_timeout(Instant::now(), &mut actions);
+                if let Some(s) = session.as_deref_mut() {
+                    s.set_clock(super::clock(worker, client));
+                    s.on_timeout(Instant::now(), &mut actions);
+                }
             }
             Some(Err(_)) => return Disconnect::IoError,
             Some(Ok(())) => {
@@ -71,8 +69,15 @@ async fn read(
                     Ok(_) => {
                         let now = Instant::now();
                         client.info.touch(now);
-                        session.set_clock(super::clock(worker, client));
-                        session.on_bytes(&buf, now, &mut actions);
+                        let s = session.get_or_insert_with(|| {
+                            Box::new(DataSession::new(
+                                Arc::clone(&worker.app.sessions),
+                                client.info.peer,
+                                now,
+                            ))
+                        });
+                        s.set_clock(super::clock(worker, client));
+                        s.on_bytes(&buf, now, &mut actions);
                         None
                     }
                     Err(_) => Some(Disconnect::IoError),

@@ -156,8 +156,13 @@ async fn read_messages(
     session.set_clock(super::clock(worker, client));
     session.start(&mut actions);
     loop {
-        if let Some(reason) = super::act(worker, client, &mut session, &mut actions).await {
-            return reason;
+        if !actions.is_empty() {
+            // Boxed: an idle client's task does not carry this state machine.
+            if let Some(reason) =
+                Box::pin(super::act(worker, client, &mut session, &mut actions)).await
+            {
+                return reason;
+            }
         }
         let wait = session.deadline().saturating_duration_since(Instant::now());
         match compio::time::timeout(wait, super::io::readable(stream)).await {

@@ -22,7 +22,8 @@ use std::time::Instant;
 pub struct Messages {
     settings: Arc<Settings>,
     commands: Commands,
-    v2: Option<V2>,
+    /// Boxed: most connections never say hello, and stay small.
+    v2: Option<Box<V2>>,
     /// Replies' framing in v1 (v2 frames its own).
     framing: Framing,
     /// v1 text is commands (WebSocket) or ignored (TCP data port).
@@ -71,12 +72,12 @@ impl Messages {
 
     /// The v2 session id, once in v2.
     pub fn session_id(&self) -> Option<&str> {
-        self.v2.as_ref().map(V2::session)
+        self.v2.as_deref().map(V2::session)
     }
 
     /// Whether a batch is with the tick.
     pub fn is_waiting(&self) -> bool {
-        self.commands.is_waiting() || self.v2.as_ref().is_some_and(V2::is_waiting)
+        self.commands.is_waiting() || self.v2.as_deref().is_some_and(V2::is_waiting)
     }
 
     /// Whether the last action was a Close.
@@ -86,19 +87,19 @@ impl Messages {
 
     /// v2's timer (heartbeat, idle), once in v2.
     pub fn deadline(&self) -> Option<Instant> {
-        self.v2.as_ref().map(V2::deadline)
+        self.v2.as_deref().map(V2::deadline)
     }
 
     /// Enters v2 without a `hello` (WebSocket subprotocol `aerobridge.v2`).
     pub fn enter_v2(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.v2.is_none() {
-            self.v2 = Some(V2::start(
+            self.v2 = Some(Box::new(V2::start(
                 &self.settings,
                 self.framing,
                 Hello::default(),
                 now,
                 out,
-            ));
+            )));
         }
     }
 
@@ -248,7 +249,13 @@ impl Messages {
             (_, Some(f)) => f,
             (_, None) => Framing::Lines,
         };
-        self.v2 = Some(V2::start(&self.settings, framing, hello, now, out));
+        self.v2 = Some(Box::new(V2::start(
+            &self.settings,
+            framing,
+            hello,
+            now,
+            out,
+        )));
     }
 
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
@@ -290,7 +297,7 @@ impl Messages {
     }
 
     fn framing_now(&self) -> Framing {
-        self.v2.as_ref().map_or(self.framing, V2::framing)
+        self.v2.as_deref().map_or(self.framing, V2::framing)
     }
 
     fn check_flood(&mut self, out: &mut Vec<Action>) {

@@ -393,6 +393,10 @@ impl V2 {
                 "heartbeat_ms",
                 self.settings.limits.heartbeat.as_millis() as u64,
             )
+            .uint(
+                "idle_timeout_ms",
+                self.settings.limits.idle_timeout.as_millis() as u64,
+            )
             .str("catalog", catalog_hash());
         j.key("limits");
         j.0.extend_from_slice(b"{\"subscriptions\":");
@@ -526,8 +530,10 @@ impl V2 {
 
     fn describe(&self, out: &mut Vec<Action>) {
         let mut d = Vec::new();
+        // A prefix only: the page is open to anyone who can reach the port, and a whole id
+        // would let them take over the session's subscriptions with `resume`.
         d.extend_from_slice(b"\"session\":");
-        write_json_string(&mut d, &self.session);
+        write_json_string(&mut d, &format!("{}…", &self.session[..8]));
         if let Some(c) = &self.client {
             d.extend_from_slice(b",\"client\":");
             write_json_string(&mut d, c);
@@ -654,8 +660,12 @@ impl V2 {
         let vars: Vec<u16> = match obj.get("vars") {
             None => (0..VARIABLES.len() as u16).collect(),
             Some(v) => {
-                let Some(list) = v.as_array() else {
-                    return bad(self, "'vars' must be an array of names", out);
+                let Some(list) = v.as_array().filter(|l| !l.is_empty()) else {
+                    return bad(
+                        self,
+                        "'vars' must be a non-empty array of names (leave it out for every variable)",
+                        out,
+                    );
                 };
                 let mut vars = Vec::new();
                 let mut unknown: Vec<String> = Vec::new();

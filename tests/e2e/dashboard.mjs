@@ -41,8 +41,12 @@ try {
   await page.waitForFunction(() => document.getElementById("cfg").textContent.includes("down"), null, { timeout: 15000 });
   await page.click("#send-throttle");
   await page.waitForFunction(() => document.querySelectorAll("#log .ok").length >= 2, null, { timeout: 5000 });
-  await page.waitForTimeout(2000); // let the track grow a little for the picture
+  // Longer than the server's idle timeout in the test (3 s): still live, no error.
+  await page.waitForTimeout(4000);
+  if ((await page.textContent("#state")) !== "live") fail(`not live after 4 s: ${await page.textContent("#state")}`);
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
+  const refused = await page.$$eval("#log .err", (els) => els.map((e) => e.textContent));
+  if (refused.length) fail(`errors in the command log: ${refused.join("; ")}`);
   await page.screenshot({ path: screenshot });
   console.log(`dashboard ok: ${proto}, ${kbps} kB/s, frames ${first}→${second}, ${fps} messages/s, reply "${reply}", gear down, screenshot ${screenshot}`);
 } finally {
