@@ -131,5 +131,49 @@ fn publish(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, codec, publish);
+/// A tick's v2 work: every profile due builds one message (keyframe or delta), whatever the
+/// number of clients; `n` profiles of all variables but one, in delta mode, every frame.
+fn profiles(c: &mut Criterion) {
+    use aerobridge::profile::build::Frame;
+    use aerobridge::profile::{Mode, ProfileBuilder, ProfileKey, Profiles};
+    use aerobridge::telemetry::VARIABLE_COUNT;
+    let mut g = c.benchmark_group("v2_profiles_per_tick");
+    for n in [1usize, 20] {
+        let table = Profiles::new(256);
+        let _held: Vec<_> = (0..n)
+            .map(|skip| {
+                let vars = (0..VARIABLE_COUNT as u16)
+                    .filter(|&v| v as usize != skip)
+                    .collect();
+                table
+                    .acquire(ProfileKey::new(vars, 1, Mode::Delta))
+                    .unwrap()
+            })
+            .collect();
+        let mut builder = ProfileBuilder::new(Arc::clone(&table), 50.0);
+        let mut sim = Sim::new();
+        let mut enc = FrameEncoder::new();
+        let mut seq = 0u64;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                seq += 1;
+                sim.advance(SystemTime::now(), Duration::from_millis(20));
+                let mut h = header();
+                h.update_counter = seq;
+                let payload = enc.encode(&h, sim.variables()).to_vec();
+                black_box(builder.build(&Frame {
+                    seq,
+                    timestamp_us: h.timestamp_us,
+                    valid: true,
+                    built: Instant::now(),
+                    payload: &payload,
+                    spans: enc.value_spans(),
+                }))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encode, codec, publish, profiles);
 criterion_main!(benches);

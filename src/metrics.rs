@@ -78,6 +78,15 @@ pub fn render(shared: &View<'_>) -> String {
         &[(String::new(), profiles.len() as f64)],
     );
     family(
+        "v2_messages_last_tick",
+        "gauge",
+        "v2 profile messages (keyframes and deltas) the last tick built, once each for all clients.",
+        &[(
+            String::new(),
+            shared.hub.last_profile_msgs.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    family(
         "v2_parked_sessions",
         "gauge",
         "v2 sessions whose connection ended, kept for resume.",

@@ -177,11 +177,12 @@ impl Server {
         }
 
         let logger = {
-            let (stats, hs, stop, every) = (
+            let (stats, hs, stop, every, parked) = (
                 stats.clone(),
                 Arc::clone(&hub_stats),
                 Arc::clone(&stop),
                 config.stats_interval,
+                Arc::clone(&app.sessions.v2.parked),
             );
             std::thread::Builder::new()
                 .name("aerobridge-stats".into())
@@ -193,6 +194,9 @@ impl Server {
                             next += every;
                             log_totals(&stats, &hs, false);
                             crate::log_limit::flush_all();
+                            // Expired v2 sessions let their profiles go even when nobody
+                            // connects or scrapes.
+                            parked.sweep(Instant::now());
                         }
                     }
                 })?

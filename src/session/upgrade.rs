@@ -162,7 +162,8 @@ impl Upgrade {
             };
         }
         tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
-        let v2 = request.protocols.iter().any(|p| p == V2_SUBPROTOCOL);
+        // Echo mode (Autobahn) speaks no session protocol.
+        let v2 = !self.settings.echo && request.protocols.iter().any(|p| p == V2_SUBPROTOCOL);
         Step::Upgraded {
             response: switching_protocols(&request.accept, v2.then_some(V2_SUBPROTOCOL)),
             v2,
