@@ -72,7 +72,7 @@ fn codec(c: &mut Criterion) {
             let (req, _) = handshake::parse_upgrade(black_box(request), 8192)
                 .unwrap()
                 .unwrap();
-            black_box(handshake::switching_protocols(&req.accept, None))
+            black_box(handshake::switching_protocols(&req.accept, None, None))
         })
     });
     let line = br#"{"variable": "Controls.Throttle", "value": 0.75, "id": 17}"#;
@@ -150,7 +150,8 @@ fn profiles(c: &mut Criterion) {
                     .unwrap()
             })
             .collect();
-        let mut builder = ProfileBuilder::new(Arc::clone(&table), 50.0);
+        let mut builder =
+            ProfileBuilder::new(Arc::clone(&table), 50.0, aerobridge::ws::deflate::Mode::Off);
         let mut sim = Sim::new();
         let mut enc = FrameEncoder::new();
         let mut seq = 0u64;

@@ -116,6 +116,11 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_BACKLOG", default_value_t = 1024)]
     pub backlog: u32,
 
+    /// permessage-deflate on WebSocket: `shared` (each tick compressed once on its own and once
+    /// against the previous frame, for everyone), `standalone` (on its own only), or `off`.
+    #[arg(long, env = "AEROBRIDGE_WS_COMPRESSION", value_enum, default_value_t = crate::ws::deflate::Mode::Shared)]
+    pub ws_compression: crate::ws::deflate::Mode,
+
     /// Protocol v2: most subscriptions one connection may hold (more: `too_many_subscriptions`).
     #[arg(long, env = "AEROBRIDGE_V2_MAX_SUBSCRIPTIONS", default_value_t = 16)]
     pub v2_max_subscriptions: usize,
@@ -349,6 +354,8 @@ pub struct Config {
     pub backlog: u32,
     /// Protocol v2 limits and timers.
     pub v2: V2Limits,
+    /// permessage-deflate mode.
+    pub ws_compression: crate::ws::deflate::Mode,
     /// Stats log period.
     pub stats_interval: Duration,
     /// How long a closing connection may take to flush what it owes (frame in flight, Close).
@@ -468,6 +475,7 @@ impl Cli {
             ws_ping_interval: self.ws_ping_interval,
             ws_ping_timeout: self.ws_ping_timeout,
             backlog: self.backlog.max(1),
+            ws_compression: self.ws_compression,
             v2: V2Limits {
                 max_subscriptions: self.v2_max_subscriptions.max(1),
                 max_profiles: self.v2_max_profiles.max(1),

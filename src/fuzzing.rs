@@ -56,7 +56,7 @@ pub fn upgrade_request(data: &[u8]) {
         Ok(Some((req, len))) => {
             assert!(len <= data.len());
             assert_eq!(req.accept.len(), 28);
-            let resp = switching_protocols(&req.accept, None);
+            let resp = switching_protocols(&req.accept, None, None);
             assert!(resp.starts_with(b"HTTP/1.1 101 "));
             let _ = crate::access::presented_token(req.authorization.as_deref(), &req.target);
             let _ = crate::access::origin_allowed(req.origin.as_deref(), req.host.as_deref(), &[]);
@@ -163,6 +163,10 @@ pub fn session(data: &[u8]) {
         "127.0.0.1:9".parse().unwrap(),
         now,
         (mode >> 3) & 1 == 1,
+        ((mode >> 2) & 1 == 1).then_some(crate::ws::deflate::Agreed {
+            server_no_context_takeover: true,
+            server_window_bits: 15,
+        }),
     );
     let mut all: Vec<Action> = Vec::new();
     let mut submitted: Option<usize> = None;

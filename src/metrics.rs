@@ -133,6 +133,52 @@ pub fn render(shared: &View<'_>) -> String {
             })
             .collect::<Vec<_>>(),
     );
+    family(
+        "deflate_raw_bytes_total",
+        "counter",
+        "permessage-deflate clients: telemetry bytes before compression.",
+        &[(String::new(), sum(&|s| s.deflate_raw_bytes.get()) as f64)],
+    );
+    family(
+        "deflate_wire_bytes_total",
+        "counter",
+        "permessage-deflate clients: telemetry bytes as sent.",
+        &[(String::new(), sum(&|s| s.deflate_wire_bytes.get()) as f64)],
+    );
+    family(
+        "deflate_messages_total",
+        "counter",
+        "permessage-deflate clients: telemetry messages by form (dictionary: compressed against the previous message, which the client holds).",
+        &[
+            (
+                "{variant=\"standalone\"}".into(),
+                sum(&|s| s.deflate_variants[0].get()) as f64,
+            ),
+            (
+                "{variant=\"dictionary\"}".into(),
+                sum(&|s| s.deflate_variants[1].get()) as f64,
+            ),
+            (
+                "{variant=\"raw\"}".into(),
+                sum(&|s| s.deflate_variants[2].get()) as f64,
+            ),
+        ],
+    );
+    family(
+        "deflate_frame_bytes",
+        "gauge",
+        "Size of the last v1 frame compressed, by variant.",
+        &[
+            (
+                "{variant=\"standalone\"}".into(),
+                shared.hub.last_deflate_bytes[0].load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "{variant=\"dictionary\"}".into(),
+                shared.hub.last_deflate_bytes[1].load(Ordering::Relaxed) as f64,
+            ),
+        ],
+    );
     let hub = shared.hub;
     family(
         "frames_built_total",
@@ -237,6 +283,12 @@ pub fn render(shared: &View<'_>) -> String {
         "gauge",
         "1 while the source delivers valid data.",
         &[(String::new(), (up == 200) as u8 as f64)],
+    );
+    histogram(
+        &mut out,
+        "deflate_seconds",
+        "permessage-deflate: time to compress a tick's packets once for everyone (both variants, v1 and v2).",
+        &[&hub.compress_time],
     );
     histogram(
         &mut out,

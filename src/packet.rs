@@ -18,6 +18,8 @@ pub struct Packet {
     pub tcp: Bytes,
     /// WebSocket text frame: server header + the same payload bytes.
     pub ws: Bytes,
+    /// permessage-deflate variants of the WebSocket frame (compressed once, for everyone).
+    pub deflate: Option<crate::ws::deflate::Compressed>,
 }
 
 impl Packet {
@@ -37,6 +39,7 @@ impl Packet {
             built,
             tcp,
             ws,
+            deflate: None,
         }
     }
 

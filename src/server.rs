@@ -129,6 +129,7 @@ impl Server {
                 workers: worker_txs.clone(),
                 commands: cmd_rx,
                 profiles: Arc::clone(&app.sessions.v2.profiles),
+                compression: config.ws_compression,
                 stop: Arc::clone(&stop),
                 stats: Arc::clone(&hub_stats),
             };

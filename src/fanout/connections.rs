@@ -36,6 +36,8 @@ pub struct ConnectionInfo {
     pub last_activity_ms: AtomicU64,
     /// v2: session id, client name, framing and subscriptions, as a JSON object's members.
     pub detail: Mutex<String>,
+    /// permessage-deflate: 0 none, 1 without server context takeover, 2 with (shared).
+    pub deflate: AtomicU8,
 }
 
 impl ConnectionInfo {
@@ -88,6 +90,11 @@ impl ConnectionInfo {
             self.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
             idle_ms.map_or("null".to_string(), |ms| ms.to_string()),
         );
+        out.push_str(match self.deflate.load(Ordering::Relaxed) {
+            1 => ",\"extensions\":\"permessage-deflate; client_no_context_takeover; server_no_context_takeover\"",
+            2 => ",\"extensions\":\"permessage-deflate; client_no_context_takeover\"",
+            _ => ",\"extensions\":null",
+        });
         let detail = self.detail.lock().expect("poisoned");
         if !detail.is_empty() {
             out.push(',');
@@ -121,6 +128,7 @@ impl Connections {
             lag_us: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(0),
             detail: Mutex::new(String::new()),
+            deflate: AtomicU8::new(0),
         });
         self.all
             .lock()

@@ -72,6 +72,11 @@ pub struct HubStats {
     pub last_build_ns: AtomicU64,
     /// v2 profile messages built in the last tick.
     pub last_profile_msgs: AtomicU64,
+    /// permessage-deflate: time to compress each tick's packets (v1 frame and v2 messages, both
+    /// variants).
+    pub compress_time: crate::fanout::stats::Histogram,
+    /// Size of the last v1 frame's compressed variants (standalone, dictionary), bytes.
+    pub last_deflate_bytes: [AtomicU64; 2],
 }
 
 impl Default for HubStats {
@@ -87,6 +92,8 @@ impl Default for HubStats {
             last_frame_bytes: AtomicU64::new(0),
             last_build_ns: AtomicU64::new(0),
             last_profile_msgs: AtomicU64::new(0),
+            compress_time: Default::default(),
+            last_deflate_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 }
@@ -103,6 +110,8 @@ pub struct TickSetup<C> {
     pub commands: flume::Receiver<CommandBatch>,
     /// v2 profiles to build each tick.
     pub profiles: Arc<Profiles>,
+    /// permessage-deflate: how packets are compressed (once, for everyone).
+    pub compression: crate::ws::deflate::Mode,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
     /// The hub's counters.
@@ -117,12 +126,16 @@ pub fn run<C>(setup: TickSetup<C>) {
         workers,
         commands,
         profiles,
+        compression,
         stop,
         stats,
     } = setup;
     let mut encoder = FrameEncoder::new();
     let rate_hz = 1.0 / period.as_secs_f64();
-    let mut profile_builder = ProfileBuilder::new(profiles, rate_hz);
+    let mut profile_builder = ProfileBuilder::new(profiles, rate_hz, compression);
+    use crate::ws::deflate::{Deflater, Mode};
+    let mut deflater = (compression != Mode::Off).then(Deflater::default);
+    let mut previous: Option<Arc<Packet>> = None;
     let start = Instant::now();
     // u64: at 200 Hz a u32 slot would overflow after 248 days.
     let mut slot: u64 = 0;
@@ -176,12 +189,29 @@ pub fn run<C>(setup: TickSetup<C>) {
             broadcast_rate_hz: rate_hz,
         };
         let payload = encoder.encode(&header, source.variables());
-        let packet = Arc::new(Packet::build(
-            counter,
-            header.timestamp_us,
-            build_start,
-            payload,
-        ));
+        let mut packet = Packet::build(counter, header.timestamp_us, build_start, payload);
+        let mut compress_ns = 0;
+        if let Some(d) = deflater.as_mut() {
+            let prev = previous
+                .as_ref()
+                .filter(|_| compression == Mode::Shared)
+                .map(|p| (&p.tcp[..], p.counter));
+            let c = d.packet(&packet.tcp, prev);
+            compress_ns += c.nanos;
+            for (slot, variant) in stats
+                .last_deflate_bytes
+                .iter()
+                .zip([&c.standalone, &c.dict])
+            {
+                slot.store(
+                    variant.as_ref().map_or(0, |b| b.len() as u64),
+                    Ordering::Relaxed,
+                );
+            }
+            packet.deflate = Some(c);
+        }
+        let packet = Arc::new(packet);
+        previous = Some(Arc::clone(&packet));
         let profiles = profile_builder.build(&Frame {
             seq: counter,
             timestamp_us: header.timestamp_us,
@@ -193,6 +223,17 @@ pub fn run<C>(setup: TickSetup<C>) {
         stats
             .last_profile_msgs
             .store(profiles.iter().flatten().count() as u64, Ordering::Relaxed);
+        if deflater.is_some() {
+            compress_ns += profiles
+                .iter()
+                .flatten()
+                .filter_map(|m| m.deflate.as_ref())
+                .map(|c| c.nanos)
+                .sum::<u64>();
+            stats
+                .compress_time
+                .observe(Duration::from_nanos(compress_ns));
+        }
         let tick = Arc::new(Tick { packet, profiles });
         if encoder.non_finite_count() != last_non_finite {
             last_non_finite = encoder.non_finite_count();

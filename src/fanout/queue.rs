@@ -81,6 +81,13 @@ impl Frame {
         }
     }
 
+    fn compressed(&self) -> Option<&crate::ws::deflate::Compressed> {
+        match self {
+            Frame::Full(p) => p.deflate.as_ref(),
+            Frame::Profile(m) => m.deflate.as_ref(),
+        }
+    }
+
     /// Latest-wins applies within a stream: the v1 stream (0) or one profile (its id).
     fn stream(&self) -> u32 {
         match self {
@@ -117,9 +124,23 @@ pub enum Next {
     Finished,
 }
 
+/// Which form of a telemetry message went to a permessage-deflate client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Compressed on its own.
+    Standalone,
+    /// Compressed against the previous message of its stream, which the client's window holds.
+    Dictionary,
+    /// Uncompressed (compressing did not make it smaller).
+    Raw,
+}
+
 /// The result of writing one item.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Completed {
+    /// For a telemetry message to a permessage-deflate client: the form sent and the size it
+    /// had uncompressed.
+    pub deflate: Option<(Variant, u64)>,
     /// 1 if the item was a telemetry frame.
     pub frames: u64,
     /// Bytes written.
@@ -137,6 +158,17 @@ struct InFlight {
     built: Option<Instant>,
     counter: u64,
     len: usize,
+    deflate: Option<(Variant, u64)>,
+}
+
+/// A permessage-deflate client's window, as far as the queue needs to know it.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Dictionary variants allowed (the server may take context over).
+    shared: bool,
+    /// (stream, seq) of the last compressed message the client was sent: dictionary variants
+    /// refer to exactly that.
+    last: Option<(u32, u64)>,
 }
 
 /// One client's queue.
@@ -151,6 +183,8 @@ pub struct SendQueue {
     in_flight: Option<InFlight>,
     /// v2: per profile, the seq of the last keyframe handed to the writer.
     keys: Vec<(u32, u64)>,
+    /// permessage-deflate, when agreed.
+    window: Option<Window>,
     closing: bool,
 }
 
@@ -166,8 +200,40 @@ impl SendQueue {
             control_bytes: 0,
             in_flight: None,
             keys: Vec::new(),
+            window: None,
             closing: false,
         }
+    }
+
+    /// permessage-deflate was agreed: telemetry goes compressed (the dictionary variant when
+    /// `shared` and the client's window holds its base).
+    pub fn set_deflate(&mut self, shared: bool) {
+        self.window = Some(Window { shared, last: None });
+    }
+
+    /// The bytes of `frame` for this client, and for a deflate client which form they are.
+    fn wire(&mut self, frame: &Frame) -> (Bytes, Option<(Variant, u64)>) {
+        let raw = frame.bytes(self.framing);
+        let (Some(window), Framing::WebSocket) = (self.window.as_mut(), self.framing) else {
+            return (raw.clone(), None);
+        };
+        let raw_len = raw.len() as u64;
+        let Some(c) = frame.compressed() else {
+            return (raw.clone(), Some((Variant::Raw, raw_len)));
+        };
+        let this = (frame.stream(), frame.counter());
+        if window.shared && window.last == Some((frame.stream(), c.base)) {
+            if let Some(dict) = &c.dict {
+                window.last = Some(this);
+                return (dict.clone(), Some((Variant::Dictionary, raw_len)));
+            }
+        }
+        if let Some(standalone) = &c.standalone {
+            window.last = Some(this);
+            return (standalone.clone(), Some((Variant::Standalone, raw_len)));
+        }
+        // Uncompressed messages do not enter the client's window.
+        (raw.clone(), Some((Variant::Raw, raw_len)))
     }
 
     /// How items are framed.
@@ -302,6 +368,7 @@ impl SendQueue {
                 built: None,
                 counter: 0,
                 len: bytes.len(),
+                deflate: None,
             });
             return Next::Write(bytes);
         }
@@ -329,23 +396,25 @@ impl SendQueue {
                 }
             };
             if let Some(base) = missing {
-                let bytes = Frame::Profile(base).bytes(self.framing).clone();
+                let (bytes, deflate) = self.wire(&Frame::Profile(base));
                 // Sent on the delta's behalf: its age is the delta's.
                 self.in_flight = Some(InFlight {
                     built: Some(built),
                     counter: seq,
                     len: bytes.len(),
+                    deflate,
                 });
                 return Next::Write(bytes);
             }
         }
         if let Some(frame) = self.frames.pop_front() {
-            let bytes = frame.bytes(self.framing).clone();
-            self.frame_bytes -= bytes.len();
+            self.frame_bytes -= frame.bytes(self.framing).len();
+            let (bytes, deflate) = self.wire(&frame);
             self.in_flight = Some(InFlight {
                 built: Some(frame.built()),
                 counter: frame.counter(),
                 len: bytes.len(),
+                deflate,
             });
             return Next::Write(bytes);
         }
@@ -363,6 +432,7 @@ impl SendQueue {
                 frames: f.built.is_some() as u64,
                 bytes: f.len as u64,
                 frame: f.built.map(|b| (f.counter, b)),
+                deflate: f.deflate,
             },
             None => Completed::default(),
         }
@@ -437,7 +507,8 @@ mod tests {
             Completed {
                 frames: 1,
                 bytes: 100,
-                frame: Some((1, t0))
+                frame: Some((1, t0)),
+                deflate: None,
             }
         );
         assert_eq!(counter_of(q.take_next()), 2);
@@ -538,7 +609,8 @@ mod tests {
             Completed {
                 frames: 0,
                 bytes: 4,
-                frame: None
+                frame: None,
+                deflate: None,
             }
         );
         let _ = q.take_next(); // frame 1 in flight

@@ -106,6 +106,12 @@ pub struct WorkerStats {
     pub send_pressure: Counter,
     /// Telemetry frames waiting in this worker's queues after the last tick.
     pub queued_frames: Counter,
+    /// permessage-deflate clients: telemetry bytes before compression.
+    pub deflate_raw_bytes: Counter,
+    /// permessage-deflate clients: telemetry bytes as sent.
+    pub deflate_wire_bytes: Counter,
+    /// permessage-deflate clients: messages sent per form (standalone, dictionary, raw).
+    pub deflate_variants: [Counter; 3],
     /// Time from a tick's build to the last write of that tick on this worker.
     pub tick_to_last_write: Histogram,
 }

@@ -223,6 +223,15 @@ impl<A> Worker<A> {
         }
     }
 
+    /// permessage-deflate was agreed with a WebSocket client.
+    pub fn enable_deflate(&self, client: &Client, agreed: crate::ws::deflate::Agreed) {
+        client.queue.borrow_mut().set_deflate(agreed.shared());
+        client
+            .info
+            .deflate
+            .store(if agreed.shared() { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
     /// Switches a client to v2 at the next frame boundary (the frame in flight finishes; waiting
     /// v1 frames are dropped): from now on it receives only its profiles, framed as `framing`.
     pub fn enter_v2(&self, client: &Client, framing: Framing) {

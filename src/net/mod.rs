@@ -214,6 +214,17 @@ pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) ->
                 let done = client.queue.borrow_mut().complete();
                 worker.stats.frames_sent.add(done.frames);
                 worker.stats.bytes_sent.add(done.bytes);
+                if let Some((variant, raw)) = done.deflate {
+                    use crate::fanout::queue::Variant;
+                    worker.stats.deflate_raw_bytes.add(raw);
+                    worker.stats.deflate_wire_bytes.add(done.bytes);
+                    worker.stats.deflate_variants[match variant {
+                        Variant::Standalone => 0,
+                        Variant::Dictionary => 1,
+                        Variant::Raw => 2,
+                    }]
+                    .add(1);
+                }
                 ConnectionInfo::add(&client.info.frames_sent, done.frames);
                 ConnectionInfo::add(&client.info.bytes_sent, done.bytes);
                 client.last_sent.set(Instant::now());

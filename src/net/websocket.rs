@@ -25,6 +25,9 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
         Err(reason) => return reason,
     };
     let client = worker.register(Transport::WebSocket, peer);
+    if let Some(agreed) = session.deflate() {
+        worker.enable_deflate(&client, agreed);
+    }
     super::run_client(
         stream,
         worker,
@@ -68,6 +71,7 @@ async fn upgrade(
                 token,
                 leftover,
                 v2,
+                deflate,
             } => {
                 let session = WsSession::new(
                     Arc::clone(&worker.app.sessions),
@@ -76,6 +80,7 @@ async fn upgrade(
                     peer,
                     Instant::now(),
                     v2,
+                    deflate,
                 );
                 (response, Duration::from_secs(2), Ok(session))
             }

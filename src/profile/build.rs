@@ -43,6 +43,8 @@ struct KeyState {
 struct Active {
     shared: Arc<ProfileShared>,
     key: Option<KeyState>,
+    /// The last message's JSON and seq: the dictionary of the next one (shared deflate).
+    previous: Option<(Vec<u8>, u64)>,
 }
 
 /// Builds every due profile's message, tick after tick (owned by the tick thread).
@@ -53,12 +55,15 @@ pub struct ProfileBuilder {
     slots: usize,
     key_frames: u64,
     json: Vec<u8>,
+    compression: crate::ws::deflate::Mode,
+    deflater: Option<crate::ws::deflate::Deflater>,
 }
 
 impl ProfileBuilder {
     /// A builder for `table`'s profiles at `rate_hz` (a keyframe at least every `rate_hz` frames
     /// and every [`KEY_INTERVAL`]).
-    pub fn new(table: Arc<Profiles>, rate_hz: f64) -> Self {
+    pub fn new(table: Arc<Profiles>, rate_hz: f64, compression: crate::ws::deflate::Mode) -> Self {
+        use crate::ws::deflate::{Deflater, Mode};
         Self {
             table,
             generation: u64::MAX,
@@ -66,6 +71,8 @@ impl ProfileBuilder {
             slots: 0,
             key_frames: rate_hz.ceil().max(1.0) as u64,
             json: Vec::with_capacity(16 * 1024),
+            compression,
+            deflater: (compression != Mode::Off).then(Deflater::default),
         }
     }
 
@@ -89,11 +96,15 @@ impl ProfileBuilder {
         let mut old = std::mem::take(&mut self.active);
         self.slots = live.iter().map(|s| s.slot + 1).max().unwrap_or(0);
         for shared in live {
-            let key = old
+            let (key, previous) = old
                 .iter_mut()
                 .find(|a| Arc::ptr_eq(&a.shared, &shared))
-                .and_then(|a| a.key.take());
-            self.active.push(Active { shared, key });
+                .map_or((None, None), |a| (a.key.take(), a.previous.take()));
+            self.active.push(Active {
+                shared,
+                key,
+                previous,
+            });
         }
     }
 
@@ -117,15 +128,32 @@ impl ProfileBuilder {
                         || frame.seq <= k.msg.seq
                 }
             };
+            let (deflater, compression) = (&mut self.deflater, self.compression);
+            let previous = &mut active.previous;
+            let mut compress = |json: &[u8], msg: &mut ProfileMsg| {
+                if let Some(d) = deflater.as_mut() {
+                    let prev = previous
+                        .as_ref()
+                        .filter(|_| compression == crate::ws::deflate::Mode::Shared)
+                        .map(|(p, seq)| (&p[..], *seq));
+                    msg.deflate = Some(d.packet(json, prev));
+                    let p = previous.get_or_insert_with(|| (Vec::new(), 0));
+                    p.0.clear();
+                    p.0.extend_from_slice(json);
+                    p.1 = frame.seq;
+                }
+            };
             let msg = if keyframe {
-                let state = encode_key(&mut self.json, &active.shared, frame);
+                let state = encode_key(&mut self.json, &active.shared, frame, &mut compress);
                 let msg = Arc::clone(&state.msg);
                 *active.shared.current_key.lock().expect("poisoned") = Some(Arc::clone(&msg));
                 active.key = Some(state);
                 msg
             } else {
                 let base = active.key.as_ref().expect("a keyframe before any delta");
-                Arc::new(encode_delta(&mut self.json, &active.shared, base, frame))
+                let mut msg = encode_delta(&mut self.json, &active.shared, base, frame);
+                compress(&self.json, &mut msg);
+                Arc::new(msg)
             };
             active
                 .shared
@@ -164,7 +192,12 @@ fn value<'a>(frame: &Frame<'a>, var: u16) -> &'a [u8] {
     &frame.payload[start as usize..end as usize]
 }
 
-fn encode_key(json: &mut Vec<u8>, shared: &ProfileShared, frame: &Frame<'_>) -> KeyState {
+fn encode_key(
+    json: &mut Vec<u8>,
+    shared: &ProfileShared,
+    frame: &Frame<'_>,
+    compress: &mut dyn FnMut(&[u8], &mut ProfileMsg),
+) -> KeyState {
     head(json, "key", shared.id, frame, None);
     json.extend_from_slice(b",\"v\":[");
     let mut values = Vec::with_capacity(shared.key.vars.len() * 8);
@@ -179,13 +212,9 @@ fn encode_key(json: &mut Vec<u8>, shared: &ProfileShared, frame: &Frame<'_>) -> 
         ends.push(values.len() as u32);
     }
     json.extend_from_slice(b"]}");
-    let msg = Arc::new(ProfileMsg::frame(
-        shared.id,
-        frame.seq,
-        frame.built,
-        MsgKind::Key,
-        json,
-    ));
+    let mut msg = ProfileMsg::frame(shared.id, frame.seq, frame.built, MsgKind::Key, json);
+    compress(json, &mut msg);
+    let msg = Arc::new(msg);
     KeyState {
         msg,
         values,
@@ -287,7 +316,7 @@ mod tests {
         let p = table
             .acquire(ProfileKey::new(vec![name, lat, alt], 2, Mode::Delta))
             .unwrap();
-        let mut b = ProfileBuilder::new(Arc::clone(&table), 50.0);
+        let mut b = ProfileBuilder::new(Arc::clone(&table), 50.0, crate::ws::deflate::Mode::Off);
         let mut t = Tick::new();
         t.vars.set_text(var::AIRCRAFT_NAME, "C172");
         let out = t.run(&mut b, 1);
@@ -326,7 +355,7 @@ mod tests {
         let table = Profiles::new(8);
         let all: Vec<u16> = (0..VARIABLE_COUNT as u16).collect();
         let p = table.acquire(ProfileKey::new(all, 1, Mode::Full)).unwrap();
-        let mut b = ProfileBuilder::new(Arc::clone(&table), 50.0);
+        let mut b = ProfileBuilder::new(Arc::clone(&table), 50.0, crate::ws::deflate::Mode::Off);
         let mut t = Tick::new();
         for seq in 1..4 {
             let out = t.run(&mut b, seq);

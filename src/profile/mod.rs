@@ -105,6 +105,8 @@ pub struct ProfileMsg {
     pub line: Bytes,
     /// 4-byte big-endian length, then the JSON (TCP, `framing: length`).
     pub length: Bytes,
+    /// permessage-deflate variants of the WebSocket frame (compressed once, for everyone).
+    pub deflate: Option<crate::ws::deflate::Compressed>,
 }
 
 impl PartialEq for ProfileMsg {
@@ -128,6 +130,7 @@ impl ProfileMsg {
             ws,
             line,
             length,
+            deflate: None,
         }
     }
 

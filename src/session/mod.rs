@@ -96,6 +96,8 @@ pub struct Settings {
     pub echo: bool,
     /// Protocol v2: limits, timers, the profile table, parked sessions.
     pub v2: v2::V2Settings,
+    /// permessage-deflate (`--ws-compression`).
+    pub compression: crate::ws::deflate::Mode,
 }
 
 impl Settings {
@@ -113,6 +115,7 @@ impl Settings {
             handshake_timeout: config.handshake_timeout,
             echo: config.echo,
             v2: v2::V2Settings::new(config.v2, 1.0 / config.broadcast.as_secs_f64()),
+            compression: config.ws_compression,
         }
     }
 }
@@ -148,5 +151,6 @@ pub(crate) fn test_settings(echo: bool) -> Settings {
         handshake_timeout: Duration::from_secs(5),
         echo,
         v2: v2::V2Settings::new(crate::config::Config::default().v2, 50.0),
+        compression: crate::ws::deflate::Mode::Shared,
     }
 }

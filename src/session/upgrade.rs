@@ -93,6 +93,8 @@ pub enum Step {
         leftover: Vec<u8>,
         /// It chose the subprotocol [`V2_SUBPROTOCOL`]: v2 from the start.
         v2: bool,
+        /// permessage-deflate, when agreed.
+        deflate: Option<crate::ws::deflate::Agreed>,
     },
 }
 
@@ -164,9 +166,21 @@ impl Upgrade {
         tracing::debug!(%peer, target = %request.target, "WebSocket upgraded");
         // Echo mode (Autobahn) speaks no session protocol.
         let v2 = !self.settings.echo && request.protocols.iter().any(|p| p == V2_SUBPROTOCOL);
+        // Echo mode compresses each message on its own, so any window size will do.
+        let deflate = crate::ws::deflate::negotiate(
+            &request.extensions,
+            self.settings.compression,
+            self.settings.echo,
+        );
+        let extensions = deflate.map(|d| d.response());
         Step::Upgraded {
-            response: switching_protocols(&request.accept, v2.then_some(V2_SUBPROTOCOL)),
+            response: switching_protocols(
+                &request.accept,
+                v2.then_some(V2_SUBPROTOCOL),
+                extensions.as_deref(),
+            ),
             v2,
+            deflate,
             token: presented_token(request.authorization.as_deref(), &request.target),
             leftover: self.buf[consumed..].to_vec(),
         }
@@ -213,6 +227,7 @@ mod tests {
             token,
             leftover,
             v2: false,
+            deflate: None,
         } = u.on_bytes(b"\r\n\x81\x80")
         else {
             panic!()

@@ -33,6 +33,8 @@ pub struct WsSession {
     peer: SocketAddr,
     /// Chose the subprotocol: v2 from the start.
     v2: bool,
+    /// permessage-deflate, when agreed.
+    deflate: Option<crate::ws::deflate::Agreed>,
 }
 
 impl WsSession {
@@ -46,9 +48,11 @@ impl WsSession {
         peer: SocketAddr,
         now: Instant,
         v2: bool,
+        deflate: Option<crate::ws::deflate::Agreed>,
     ) -> Self {
         Self {
-            reader: MessageReader::new(settings.ws_max_message),
+            reader: MessageReader::new(settings.ws_max_message).with_deflate(deflate.is_some()),
+            deflate,
             messages: Messages::new(
                 Arc::clone(&settings),
                 presented,
@@ -81,6 +85,11 @@ impl WsSession {
     /// Whether the session has ended (its last action was a Close).
     pub fn is_closed(&self) -> bool {
         self.closed || self.messages.is_closed()
+    }
+
+    /// permessage-deflate, when agreed (the shell sets up the client's queue with it).
+    pub fn deflate(&self) -> Option<crate::ws::deflate::Agreed> {
+        self.deflate
     }
 
     /// Whether the connection speaks v2.
@@ -187,11 +196,11 @@ impl WsSession {
     fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
         match event {
             Event::Text(data) if self.settings.echo => out.push(Action::Send {
-                bytes: frame::server_frame(OpCode::Text, &data),
+                bytes: self.echo(OpCode::Text, &data),
                 unread: "echoes not read",
             }),
             Event::Binary(data) if self.settings.echo => out.push(Action::Send {
-                bytes: frame::server_frame(OpCode::Binary, &data),
+                bytes: self.echo(OpCode::Binary, &data),
                 unread: "echoes not read",
             }),
             Event::Text(text) => self.messages.on_message(&text, self.received, out),
@@ -213,6 +222,14 @@ impl WsSession {
                 out,
             ),
         }
+    }
+
+    /// An echoed message, compressed on its own when permessage-deflate was agreed and that
+    /// makes it smaller.
+    fn echo(&self, opcode: OpCode, data: &[u8]) -> bytes::Bytes {
+        self.deflate
+            .and_then(|d| crate::ws::deflate::echo_frame(opcode, data, d.server_window_bits))
+            .unwrap_or_else(|| frame::server_frame(opcode, data))
     }
 
     fn close(&mut self, reason: Disconnect, code: u16, text: &str, out: &mut Vec<Action>) {
@@ -246,6 +263,7 @@ pub(crate) mod tests {
             "127.0.0.1:1".parse().unwrap(),
             now,
             false,
+            None,
         )
     }
 

@@ -22,6 +22,8 @@ pub struct UpgradeRequest {
     pub authorization: Option<String>,
     /// `Sec-WebSocket-Protocol`: the subprotocols offered, in order.
     pub protocols: Vec<String>,
+    /// `Sec-WebSocket-Extensions` header values, in order.
+    pub extensions: Vec<String>,
 }
 
 /// Why an upgrade was refused; each maps to an HTTP status and a reason sent in the body.
@@ -184,6 +186,11 @@ pub fn parse_upgrade(
         .filter(|p| !p.is_empty())
         .take(16)
         .collect();
+    let extensions = header("Sec-WebSocket-Extensions")
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .map(|v| v.chars().take(1024).collect())
+        .take(8)
+        .collect();
     let request = UpgradeRequest {
         target: req.path.unwrap_or("/").to_string(),
         accept: accept_key(std::str::from_utf8(key).map_err(|_| HandshakeError::BadKey)?),
@@ -191,6 +198,7 @@ pub fn parse_upgrade(
         host,
         authorization,
         protocols,
+        extensions,
     };
     Ok(Some((request, len)))
 }
@@ -204,11 +212,18 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// The 101 response completing the upgrade, selecting `protocol` when the server chose one of
-/// the subprotocols offered.
-pub fn switching_protocols(accept: &str, protocol: Option<&str>) -> Vec<u8> {
-    let selected = protocol
+/// the subprotocols offered, and `extensions` when it agreed to some.
+pub fn switching_protocols(
+    accept: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
+    let mut selected = protocol
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
+    if let Some(e) = extensions {
+        selected.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+    }
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{selected}\r\n"
     )
@@ -257,7 +272,7 @@ mod tests {
         assert_eq!(req.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(req.target, "/chat");
         assert_eq!(req.origin.as_deref(), Some("http://example.com"));
-        let resp = String::from_utf8(switching_protocols(&req.accept, None)).unwrap();
+        let resp = String::from_utf8(switching_protocols(&req.accept, None, None)).unwrap();
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }

@@ -11,8 +11,11 @@
 //! - [`reader`]: turns client bytes into messages and control events (fragments, limits, rules).
 //! - [`handshake`]: the HTTP/1.1 upgrade (httparse, sha1, base64).
 //! - [`close`]: close codes, including aerobridge's own.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, the shared compressor, bounded
+//!   inflation of client messages.
 
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

@@ -50,6 +50,8 @@ pub enum ProtocolError {
     InvalidClosePayload,
     /// A close code a peer may not send.
     InvalidCloseCode(u16),
+    /// A compressed message (permessage-deflate) that does not inflate.
+    BadCompression,
 }
 
 impl ProtocolError {
@@ -57,7 +59,7 @@ impl ProtocolError {
     pub fn close_code(self) -> u16 {
         match self {
             ProtocolError::MessageTooBig { .. } => close::MESSAGE_TOO_BIG,
-            ProtocolError::InvalidUtf8 => close::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::BadCompression => close::INVALID_PAYLOAD,
             _ => close::PROTOCOL_ERROR,
         }
     }
@@ -78,6 +80,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8 in text message",
             ProtocolError::InvalidClosePayload => "close payload of one byte",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::BadCompression => "compressed message does not inflate",
         }
     }
 }
@@ -104,6 +107,10 @@ pub struct MessageReader {
     fragments: Vec<u8>,
     fragment_opcode: Option<OpCode>,
     utf8: Utf8Validator,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// The message being reassembled is compressed.
+    compressed: bool,
 }
 
 impl MessageReader {
@@ -114,7 +121,16 @@ impl MessageReader {
             fragments: Vec::new(),
             fragment_opcode: None,
             utf8: Utf8Validator::default(),
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated: accept RSV1 on the first frame of a data message and
+    /// inflate those messages (bounded by the message limit).
+    pub fn with_deflate(mut self, on: bool) -> Self {
+        self.deflate = on;
+        self
     }
 
     /// The largest message accepted.
@@ -137,10 +153,12 @@ impl MessageReader {
         let Some(h) = decode_header(input) else {
             return Ok(None);
         };
-        if h.rsv != 0 {
+        let opcode = OpCode::from_u8(h.opcode).ok_or(ProtocolError::UnknownOpcode(h.opcode))?;
+        // RSV1 is permessage-deflate's, on the first frame of a data message only.
+        let rsv1 = h.rsv == 0x4 && self.deflate && matches!(opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv != 0 && !rsv1 {
             return Err(ProtocolError::ReservedBits);
         }
-        let opcode = OpCode::from_u8(h.opcode).ok_or(ProtocolError::UnknownOpcode(h.opcode))?;
         let mask = h.mask.ok_or(ProtocolError::Unmasked)?;
         if opcode.is_control() {
             if !h.fin {
@@ -175,6 +193,7 @@ impl MessageReader {
             OpCode::Ping => Some(Event::Ping(payload.to_vec())),
             OpCode::Pong => Some(Event::Pong(payload.to_vec())),
             OpCode::Close => Some(parse_close(payload)?),
+            OpCode::Text | OpCode::Binary if h.fin && rsv1 => Some(self.inflated(opcode, payload)?),
             OpCode::Text | OpCode::Binary if h.fin => {
                 if opcode == OpCode::Text && std::str::from_utf8(payload).is_err() {
                     return Err(ProtocolError::InvalidUtf8);
@@ -187,6 +206,7 @@ impl MessageReader {
             }
             OpCode::Text | OpCode::Binary => {
                 self.fragment_opcode = Some(opcode);
+                self.compressed = rsv1;
                 self.fragments.clear();
                 self.utf8.reset();
                 self.append_fragment(payload, false)?;
@@ -196,9 +216,13 @@ impl MessageReader {
                 self.append_fragment(payload, h.fin)?;
                 if h.fin {
                     let data = std::mem::take(&mut self.fragments);
-                    match self.fragment_opcode.take() {
-                        Some(OpCode::Text) => Some(Event::Text(data)),
-                        _ => Some(Event::Binary(data)),
+                    let opcode = self.fragment_opcode.take().unwrap_or(OpCode::Binary);
+                    if std::mem::take(&mut self.compressed) {
+                        Some(self.inflated(opcode, &data)?)
+                    } else if opcode == OpCode::Text {
+                        Some(Event::Text(data))
+                    } else {
+                        Some(Event::Binary(data))
                     }
                 } else {
                     None
@@ -208,9 +232,28 @@ impl MessageReader {
         Ok(Some((end, event)))
     }
 
+    /// A compressed message, inflated (at most the message limit) and, for text, validated.
+    fn inflated(&self, opcode: OpCode, compressed: &[u8]) -> Result<Event, ProtocolError> {
+        let data = super::deflate::inflate(compressed, self.max_message).map_err(|e| match e {
+            super::deflate::InflateError::TooBig => ProtocolError::MessageTooBig {
+                limit: self.max_message,
+            },
+            super::deflate::InflateError::Corrupt => ProtocolError::BadCompression,
+        })?;
+        if opcode == OpCode::Text {
+            if std::str::from_utf8(&data).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            Ok(Event::Text(data))
+        } else {
+            Ok(Event::Binary(data))
+        }
+    }
+
     fn append_fragment(&mut self, payload: &[u8], fin: bool) -> Result<(), ProtocolError> {
         self.fragments.extend_from_slice(payload);
-        if self.fragment_opcode == Some(OpCode::Text) {
+        // Compressed text is validated once inflated.
+        if self.fragment_opcode == Some(OpCode::Text) && !self.compressed {
             self.utf8
                 .check(&self.fragments, fin)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -415,5 +458,58 @@ mod tests {
         let mut r = MessageReader::new(1024);
         let mut buf = client_frame(false, 1, &[b'a', 0xc0, 0x80], M);
         assert_eq!(r.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn compressed_messages_inflate_and_bombs_get_1009() {
+        let mut d = crate::ws::deflate::Deflater::default();
+        let z = d
+            .compress(br#"{"variable":"Controls.Gear","value":1}"#, None)
+            .to_vec();
+        let mut frame = client_frame(true, 1, &z, [9, 8, 7, 6]);
+        frame[0] |= 0x40;
+        let mut plain = MessageReader::new(1024);
+        assert_eq!(
+            plain.decode(&mut frame.clone()),
+            Err(ProtocolError::ReservedBits),
+            "without the extension RSV1 is an error"
+        );
+        let mut r = MessageReader::new(1024).with_deflate(true);
+        let (_, ev) = r.decode(&mut frame.clone()).unwrap().unwrap();
+        assert_eq!(
+            ev,
+            Some(Event::Text(
+                br#"{"variable":"Controls.Gear","value":1}"#.to_vec()
+            ))
+        );
+        // Fragmented: RSV1 on the first frame only.
+        let (a, b) = z.split_at(z.len() / 2);
+        let mut first = client_frame(false, 1, a, [1, 1, 1, 1]);
+        first[0] |= 0x40;
+        assert_eq!(r.decode(&mut first).unwrap().unwrap().1, None);
+        let mut bad = client_frame(true, 0, b, [1, 1, 1, 1]);
+        bad[0] |= 0x40;
+        assert_eq!(
+            r.decode(&mut bad.clone()),
+            Err(ProtocolError::ReservedBits),
+            "RSV1 on a continuation"
+        );
+        let mut last = client_frame(true, 0, b, [1, 1, 1, 1]);
+        let (_, ev) = r.decode(&mut last).unwrap().unwrap();
+        assert!(matches!(ev, Some(Event::Text(t)) if t.ends_with(b"1}")));
+        // A ping may not be compressed.
+        let mut ping = client_frame(true, 9, b"x", [1, 1, 1, 1]);
+        ping[0] |= 0x40;
+        assert_eq!(r.decode(&mut ping), Err(ProtocolError::ReservedBits));
+        // 64 KiB of zeros in a few hundred bytes, against a 1 KiB limit.
+        let bomb = d.compress(&vec![0u8; 64 * 1024], None).to_vec();
+        assert!(bomb.len() < 1024);
+        let mut f = client_frame(true, 2, &bomb, [3, 3, 3, 3]);
+        f[0] |= 0x40;
+        let e = r.decode(&mut f).unwrap_err();
+        assert_eq!(e.close_code(), 1009);
+        let mut junk = client_frame(true, 1, b"\xff\xfe\xfd", [3, 3, 3, 3]);
+        junk[0] |= 0x40;
+        assert_eq!(r.decode(&mut junk), Err(ProtocolError::BadCompression));
     }
 }
