@@ -94,6 +94,7 @@ fn upgrade(mut s: TcpStream) -> Option<TcpStream> {
             s.write_all(&aerobridge::ws::handshake::switching_protocols(
                 &req.accept,
                 None,
+                None,
             ))
             .ok()?;
             s.set_nodelay(true).ok()?;
