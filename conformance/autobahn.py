@@ -44,7 +44,10 @@ def main():
     proc, addr = start_echo(a.binary)
     out = tempfile.mkdtemp(prefix="autobahn-")
     try:
-        run = subprocess.run(["kosoku", "-p", "4", "-o", out, addr], capture_output=True, text=True, timeout=1200)
+        # kosoku through a wrapper that fixes its permessage-deflate cases (sections 12, 13).
+        runner = os.path.join(HERE, "kosoku_run.py")
+        run = subprocess.run([sys.executable, runner, "-p", "8", "-o", out, addr],
+                             capture_output=True, text=True, timeout=1500)
     finally:
         proc.terminate()
         proc.wait(5)

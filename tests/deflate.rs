@@ -13,7 +13,10 @@ use std::time::Duration;
 fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
     let server = Server::start(&["--queue-frames", "2", "--send-buffer", "8192"]);
     let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/deflate_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/deflate_client.py"
+        ))
         .arg(format!("ws://{}/", server.ws()))
         .output()
         .expect("python3");
@@ -24,10 +27,17 @@ fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(v["extensions"], serde_json::json!(["PerMessageDeflate"]), "{v}");
+    assert_eq!(
+        v["extensions"],
+        serde_json::json!(["PerMessageDeflate"]),
+        "{v}"
+    );
     assert_eq!(v["messages"], 300);
     assert_eq!(v["backwards"], 0, "{v}");
-    assert!(v["skipped"].as_u64().unwrap() > 0, "the pauses made it skip: {v}");
+    assert!(
+        v["skipped"].as_u64().unwrap() > 0,
+        "the pauses made it skip: {v}"
+    );
     assert_eq!(v["reply"]["ok"], true, "{v}");
     assert_eq!(v["reply"]["id"], "z-1");
     let m = |s: &str| server.metric(s);
@@ -39,6 +49,30 @@ fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
     let ratio = m("deflate_wire_bytes_total") / m("deflate_raw_bytes_total");
     assert!(ratio < 0.3, "wire/raw {ratio}");
     assert!(m("frames_skipped_total") > 0.0);
+}
+
+#[test]
+fn standalone_mode_sends_only_standalone_messages() {
+    let server = Server::start(&["--ws-compression", "standalone"]);
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/deflate_client.py"
+        ))
+        .arg(format!("ws://{}/", server.ws()))
+        .arg("50")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.metric("deflate_messages_total{variant=\"standalone\"}") >= 50.0);
+    assert_eq!(
+        server.metric("deflate_messages_total{variant=\"dictionary\"}"),
+        0.0
+    );
 }
 
 #[test]
@@ -89,8 +123,7 @@ fn a_decompression_bomb_gets_1009_and_the_server_stays_small() {
     z.compress_vec(&vec![0u8; 16 << 20], &mut bomb, flate2::FlushCompress::Sync)
         .unwrap();
     assert!(bomb.len() < 32 << 10, "{}", bomb.len());
-    let mut frame =
-        aerobridge::ws::reader::client_frame(true, 1, &bomb, [0x12, 0x34, 0x56, 0x78]);
+    let mut frame = aerobridge::ws::reader::client_frame(true, 1, &bomb, [0x12, 0x34, 0x56, 0x78]);
     frame[0] |= 0x40;
     ws.stream.write_all(&frame).unwrap();
     // Telemetry (compressed) until the Close.

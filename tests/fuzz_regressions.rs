@@ -38,7 +38,7 @@ fn fuzz_seeds_and_past_crashes_pass() {
         ("upgrade_request", upgrade_request, 3),
         ("commands", commands, 5),
         ("line_splitter", line_splitter, 1),
-        ("session", session, 12),
+        ("session", session, 16),
         ("data_port", data_port, 4),
     ];
     for (target, check, min_seeds) in targets {

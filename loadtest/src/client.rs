@@ -65,6 +65,10 @@ pub struct Shared {
     pub slow_rate: u64,
     /// SO_RCVBUF of slow and stalled clients.
     pub laggard_rcvbuf: usize,
+    /// WebSocket clients negotiate permessage-deflate and inflate every message.
+    pub deflate: bool,
+    /// Messages that failed to inflate (measuring or not).
+    pub inflate_errors: AtomicU64,
     pub command_rate: f64,
     pub bytes: AtomicU64,
 }
@@ -212,6 +216,7 @@ pub async fn run_client(spec: ClientSpec, shared: Arc<Shared>, stats: Stats) {
                 spec.role,
                 spec.index,
                 shared.laggard_rcvbuf,
+                shared.deflate,
             )
             .await
         }
@@ -268,9 +273,16 @@ async fn connect_ws(
     role: Role,
     index: usize,
     rcvbuf: usize,
+    deflate: bool,
 ) -> io::Result<(TcpStream, Vec<u8>)> {
     let stream = connect_tcp(addr, role, rcvbuf).await?;
-    upgrade(stream, addr, index, "").await
+    let offer = if deflate {
+        // Chromium's offer.
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
+    upgrade(stream, addr, index, offer).await
 }
 
 /// A healthy WebSocket connection whose upgrade request carries `extra_headers` (each ending in
@@ -308,6 +320,10 @@ async fn upgrade(
             }
             if !head.contains(&aerobridge::ws::handshake::accept_key(&key)) {
                 return Err(io::Error::other("bad Sec-WebSocket-Accept"));
+            }
+            if extra_headers.contains("permessage-deflate") && !head.contains("permessage-deflate")
+            {
+                return Err(io::Error::other("permessage-deflate declined"));
             }
             return Ok((stream, buf[end + 4..].to_vec()));
         }
@@ -347,6 +363,10 @@ async fn read_frames(
     let mut buf = leftover;
     buf.reserve(256 * 1024);
     let mut scratch = Vec::with_capacity(chunk);
+    // permessage-deflate: the server may take context over, so each client keeps its inflater.
+    let mut inflater = (shared.deflate && spec.transport == Transport::Ws)
+        .then(|| flate2::Decompress::new_with_window_bits(false, 15));
+    let mut inflated: Vec<u8> = Vec::new();
     loop {
         // Handle everything complete in the buffer.
         let mut pos = 0;
@@ -366,6 +386,41 @@ async fn read_frames(
                     }
                     let payload = pos + h.header_len..end;
                     match h.opcode {
+                        0x1 if h.fin && h.rsv & 0x4 != 0 => {
+                            let Some(z) = inflater.as_mut() else {
+                                stats.borrow_mut().group(spec.role).torn += 1;
+                                pos = end;
+                                continue;
+                            };
+                            let mut input = buf[payload].to_vec();
+                            input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+                            inflated.clear();
+                            inflated.reserve(64 * 1024);
+                            let ok = loop {
+                                let before = z.total_in();
+                                match z.decompress_vec(
+                                    &input,
+                                    &mut inflated,
+                                    flate2::FlushDecompress::Sync,
+                                ) {
+                                    Err(_) => break false,
+                                    Ok(_) => {
+                                        input.drain(..(z.total_in() - before) as usize);
+                                        if input.is_empty() && inflated.len() < inflated.capacity()
+                                        {
+                                            break true;
+                                        }
+                                        inflated.reserve(64 * 1024);
+                                    }
+                                }
+                            };
+                            if ok {
+                                tracker.on_frame(&mut inflated, shared, stats);
+                            } else {
+                                shared.inflate_errors.fetch_add(1, Ordering::Relaxed);
+                                stats.borrow_mut().group(spec.role).torn += 1;
+                            }
+                        }
                         0x1 if h.fin => tracker.on_frame(&mut buf[payload], shared, stats),
                         0x8 => {
                             let p = &buf[payload];

@@ -117,6 +117,12 @@ struct Args {
     #[arg(long, value_enum)]
     v2_transport: Option<scenario::V2Transport>,
 
+    /// WebSocket clients offer permessage-deflate (as Chromium does), fail if it is declined,
+    /// inflate every message with their own context-takeover window and check it as usual.
+    /// Bytes figures are then wire bytes.
+    #[arg(long)]
+    deflate: bool,
+
     /// Start a release aerobridge on free ports, run, stop it (fails if it does not exit 0).
     #[arg(long)]
     spawn_server: bool,
@@ -218,6 +224,9 @@ fn plan_of(a: &Args) -> Plan {
     if let Some(t) = a.v2_transport {
         p.v2_transport = t;
     }
+    if a.deflate {
+        p.deflate = true;
+    }
     p
 }
 
@@ -307,6 +316,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         };
         let floor_plan = Plan {
             command_rate: 0.0,
+            // The floor is the uncompressed reference.
+            deflate: false,
             ..plan.clone()
         };
         let r = measure::run("floor", &floor_plan, targets, Some(f.pid()), progress, true)?;

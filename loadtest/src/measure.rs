@@ -73,6 +73,8 @@ pub fn run(
         },
         slow_rate: plan.slow_rate,
         laggard_rcvbuf: plan.laggard_rcvbuf,
+        deflate: plan.deflate,
+        inflate_errors: AtomicU64::new(0),
         command_rate: plan.command_rate,
         bytes: AtomicU64::new(0),
     });
@@ -261,7 +263,8 @@ pub fn run(
         plan.command_rate > 0.0,
     )
     .with_v2(plan.v2_profiles())
-    .with_tick_build(tick_build))
+    .with_tick_build(tick_build)
+    .with_inflate_errors(shared.inflate_errors.load(Ordering::Relaxed)))
 }
 
 /// `aerobridge_tick_build_seconds` buckets (upper bound, cumulative count) from the server's
@@ -428,6 +431,12 @@ fn merge(
         server,
         loadtest_cpu_pct: 100.0 * own_cpu.0 / own_cpu.1.max(1e-9) / all_cores,
         server_ok: true,
+        bytes_per_client_s: if v1_clients > 0 {
+            bytes as f64 / v1_clients as f64 / window
+        } else {
+            0.0
+        },
+        inflate_errors: 0,
         v2: v2_report,
         tick_build: None,
     }

@@ -130,6 +130,13 @@ pub struct RunReport {
     /// False when a spawned server exited badly.
     #[serde(default = "yes")]
     pub server_ok: bool,
+    /// Bytes received per healthy or slow client per second (wire bytes: compressed with
+    /// --deflate).
+    #[serde(default)]
+    pub bytes_per_client_s: f64,
+    /// Compressed messages that failed to inflate (--deflate).
+    #[serde(default)]
+    pub inflate_errors: u64,
     /// Session protocol v2 clients, when there were any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v2: Option<V2Report>,
@@ -139,6 +146,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Attaches the count of messages that failed to inflate.
+    pub fn with_inflate_errors(mut self, n: u64) -> Self {
+        self.inflate_errors = n;
+        self
+    }
+
     /// Attaches the server's tick build time over the window.
     pub fn with_tick_build(mut self, t: Option<TickBuild>) -> Self {
         self.tick_build = t;
@@ -294,6 +307,17 @@ pub fn print_summary(report: &Report) {
                 c.reply_us.p99 / 1000.0,
                 c.visible_us.p50 / 1000.0,
                 c.visible_us.p99 / 1000.0
+            );
+        }
+        if run.bytes_per_client_s > 0.0 {
+            println!(
+                "  wire bytes per client-second: {:.0}{}",
+                run.bytes_per_client_s,
+                if run.inflate_errors > 0 {
+                    format!("; {} messages failed to inflate", run.inflate_errors)
+                } else {
+                    String::new()
+                }
             );
         }
         if let Some(v) = &run.v2 {

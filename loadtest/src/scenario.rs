@@ -95,6 +95,9 @@ pub struct Plan {
     /// Transport of v2 clients.
     #[serde(default)]
     pub v2_transport: V2Transport,
+    /// WebSocket clients negotiate permessage-deflate and inflate (and verify) every message.
+    #[serde(default)]
+    pub deflate: bool,
 }
 
 /// Which transport v2 clients use.
@@ -166,6 +169,7 @@ impl Scenario {
             v2_hz: Vec::new(),
             v2_mode: Vec::new(),
             v2_transport: V2Transport::Ws,
+            deflate: false,
         };
         match self {
             Scenario::Smoke => Plan {

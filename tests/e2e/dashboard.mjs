@@ -26,6 +26,9 @@ try {
   // Session protocol v2: a subset as deltas, a few kB/s instead of v1's ~570 kB/s.
   const proto = await page.textContent("#proto");
   if (!proto.startsWith("v2 · profile")) fail(`not on protocol v2: ${proto}`);
+  // Chromium offers permessage-deflate; the server compresses each profile's message once.
+  const extensions = await page.evaluate(() => ws.extensions);
+  if (!extensions.startsWith("permessage-deflate")) fail(`no compression negotiated: "${extensions}"`);
   const kbps = Number(await page.textContent("#rate"));
   if (!(kbps > 0 && kbps < 50)) fail(`received ${kbps} kB/s`);
   // The throttle slider shows the aircraft's throttle, not a made-up default.

@@ -4,7 +4,7 @@ default and keeps its context). The client reads slowly at times, so the server 
 parse. Then a command goes out compressed (client_no_context_takeover) and its reply comes back.
 Prints one JSON line the Rust test asserts on.
 
-Usage: python3 deflate_client.py ws://HOST:PORT/
+Usage: python3 deflate_client.py ws://HOST:PORT/ [MESSAGES]   (default 300; pauses every 60)
 """
 import asyncio
 import json
@@ -15,7 +15,7 @@ import urllib.parse
 import websockets
 
 
-async def main(url: str) -> None:
+async def main(url: str, want: int) -> None:
     u = urllib.parse.urlparse(url)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # falls behind quickly
@@ -23,7 +23,7 @@ async def main(url: str) -> None:
     async with websockets.connect(url, sock=sock, max_size=1 << 20) as ws:
         extensions = [type(e).__name__ for e in ws.protocol.extensions]
         counters, pauses = [], 0
-        while len(counters) < 300:
+        while len(counters) < want:
             msg = await asyncio.wait_for(ws.recv(), 5)
             frame = json.loads(msg)
             counters.append(frame["update_counter"])
@@ -43,4 +43,4 @@ async def main(url: str) -> None:
                           "backwards": backwards, "skipped": skipped, "reply": reply}))
 
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 300))
