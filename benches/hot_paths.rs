@@ -176,5 +176,35 @@ fn profiles(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, codec, publish, profiles);
+/// permessage-deflate of a full frame, once per tick for everyone: standalone, and against the
+/// previous frame (flate2 on zlib-rs, level 1).
+fn deflate(c: &mut Criterion) {
+    use aerobridge::ws::deflate::Deflater;
+    let mut sim = Sim::new();
+    let mut enc = FrameEncoder::new();
+    sim.advance(SystemTime::now(), Duration::from_millis(20));
+    let prev = enc.encode(&header(), sim.variables()).to_vec();
+    sim.advance(SystemTime::now(), Duration::from_millis(20));
+    let frame = enc.encode(&header(), sim.variables()).to_vec();
+    let mut d = Deflater::default();
+    let standalone = d.compress(&frame, None).len();
+    let dict = d.compress(&frame, Some(&prev)).len();
+    eprintln!(
+        "deflate: frame {} B, standalone {standalone} B ({:.3}), with the previous frame {dict} B ({:.3})",
+        frame.len(),
+        standalone as f64 / frame.len() as f64,
+        dict as f64 / frame.len() as f64
+    );
+    let mut g = c.benchmark_group("deflate_frame");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("standalone", |b| {
+        b.iter(|| black_box(d.compress(black_box(&frame), None).len()))
+    });
+    g.bench_function("dictionary", |b| {
+        b.iter(|| black_box(d.compress(black_box(&frame), Some(&prev)).len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode, codec, publish, profiles, deflate);
 criterion_main!(benches);

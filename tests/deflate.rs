@@ -100,6 +100,19 @@ fn negotiation_answers_and_declines() {
     // Telemetry is compressed once for all with a 15-bit window: smaller windows are declined.
     assert_eq!(ext("permessage-deflate; server_max_window_bits=10"), None);
     assert_eq!(ext("permessage-deflate; bogus"), None);
+    // /connections shows what a live client agreed.
+    let (_held, _) = RawWs::upgrade(
+        server.ws(),
+        &RawWs::request("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+    );
+    server.wait_until("listed", Duration::from_secs(5), |s| {
+        let mut c = std::net::TcpStream::connect(s.ws()).unwrap();
+        c.write_all(b"GET /connections HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        std::io::Read::read_to_string(&mut c, &mut page).unwrap();
+        page.contains("\"extensions\":\"permessage-deflate; client_no_context_takeover\"")
+    });
     let off = Server::start(&["--ws-compression", "off"]);
     let (ws, status) = RawWs::upgrade(
         off.ws(),
