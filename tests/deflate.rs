@@ -11,7 +11,15 @@ use std::time::Duration;
 
 #[test]
 fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
-    let server = Server::start(&["--queue-frames", "2", "--send-buffer", "8192"]);
+    // Compressed messages are small (~0.4 KB): a long pause, and a lag limit that allows it.
+    let server = Server::start(&[
+        "--queue-frames",
+        "2",
+        "--send-buffer",
+        "8192",
+        "--max-lag",
+        "10s",
+    ]);
     let out = std::process::Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -32,7 +40,7 @@ fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
         serde_json::json!(["PerMessageDeflate"]),
         "{v}"
     );
-    assert_eq!(v["messages"], 300);
+    assert_eq!(v["messages"], 150);
     assert_eq!(v["backwards"], 0, "{v}");
     assert!(
         v["skipped"].as_u64().unwrap() > 0,
@@ -44,7 +52,7 @@ fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
     // Mostly the dictionary variant; standalone after every skip (and for the first frame).
     let dict = m("deflate_messages_total{variant=\"dictionary\"}");
     let standalone = m("deflate_messages_total{variant=\"standalone\"}");
-    assert!(dict > 150.0, "dictionary {dict}");
+    assert!(dict > 100.0, "dictionary {dict}");
     assert!(standalone >= 2.0, "standalone {standalone}");
     let ratio = m("deflate_wire_bytes_total") / m("deflate_raw_bytes_total");
     assert!(ratio < 0.3, "wire/raw {ratio}");

@@ -47,6 +47,21 @@ try {
   // Longer than the server's idle timeout in the test (3 s): still live, no error.
   await page.waitForTimeout(4000);
   if ((await page.textContent("#state")) !== "live") fail(`not live after 4 s: ${await page.textContent("#state")}`);
+  // A plain v1 client in the same browser: the full frames arrive compressed once per tick for
+  // everyone, and every one of them parses, in order.
+  const v1 = await page.evaluate(() => new Promise((resolve) => {
+    const s = new WebSocket(`ws://${location.host}/`);
+    const counters = [];
+    s.onmessage = (e) => {
+      counters.push(JSON.parse(e.data).update_counter);
+      if (counters.length === 150) { s.close(); resolve({ extensions: s.extensions, counters }); }
+    };
+    s.onerror = () => resolve({ error: true });
+  }));
+  if (v1.error) fail("v1 WebSocket failed");
+  if (!v1.extensions.startsWith("permessage-deflate")) fail(`v1: no compression: "${v1.extensions}"`);
+  const steps = v1.counters.slice(1).map((c, i) => c - v1.counters[i]);
+  if (steps.some((d) => d !== 1)) fail(`v1 counters not consecutive: ${v1.counters.join(",")}`);
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   const refused = await page.$$eval("#log .err", (els) => els.map((e) => e.textContent));
   if (refused.length) fail(`errors in the command log: ${refused.join("; ")}`);
