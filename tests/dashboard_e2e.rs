@@ -24,24 +24,27 @@ fn dashboard_updates_and_sends_commands_in_headless_chromium() {
         root.join("tests/e2e/node_modules/playwright-core").exists(),
         "playwright-core missing: npm install --prefix tests/e2e --no-save playwright-core@1.65.1"
     );
-    // A short idle rule: the page must keep its v2 session alive by itself (heartbeats).
-    let server = Server::start(&["--v2-idle-timeout", "3s"]);
-    let shot = root.join("target/dashboard.png");
-    let out = Command::new("node")
-        .arg(root.join("tests/e2e/dashboard.mjs"))
-        .arg(format!("http://{}/", server.ws()))
-        .arg(&shot)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("dashboard ok"), "{stdout}");
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "screenshot saved"
-    );
+    for compression in ["shared", "off"] {
+        // A short idle rule: the page must keep its v2 session alive by itself (heartbeats).
+        let server = Server::start(&["--v2-idle-timeout", "3s", "--ws-compression", compression]);
+        let shot = root.join(format!("target/dashboard-{compression}.png"));
+        let out = Command::new("node")
+            .arg(root.join("tests/e2e/dashboard.mjs"))
+            .arg(format!("http://{}/", server.ws()))
+            .arg(&shot)
+            .env("COMPRESSION", compression)
+            .output()
+            .expect("node");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "--ws-compression {compression}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("dashboard ok"), "{stdout}");
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "screenshot saved"
+        );
+    }
 }
