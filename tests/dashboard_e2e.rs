@@ -1,6 +1,8 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`) driven by
 //! playwright-core loads `GET /`, sees values update, clicks "Gear down", sees the reply and the
-//! gear come down, and saves a screenshot to `target/dashboard.png`.
+//! gear come down, and saves a screenshot to `target/dashboard-{shared,off}.png`. It runs twice:
+//! with permessage-deflate (Chromium offers it) and with `--ws-compression off`; each time the
+//! page also opens a plain v1 WebSocket and checks every frame parses, in order.
 //!
 //! Needs `/usr/bin/chromium` and `tests/e2e/node_modules/playwright-core`, so it is `#[ignore]`d
 //! in a plain `cargo test` (which reports it as ignored, never as passed). CI installs both and
