@@ -162,14 +162,17 @@ fn profiles(c: &mut Criterion) {
                 let mut h = header();
                 h.update_counter = seq;
                 let payload = enc.encode(&h, sim.variables()).to_vec();
-                black_box(builder.build(&Frame {
-                    seq,
-                    timestamp_us: h.timestamp_us,
-                    valid: true,
-                    built: Instant::now(),
-                    payload: &payload,
-                    spans: enc.value_spans(),
-                }))
+                black_box(builder.build(
+                    false,
+                    &Frame {
+                        seq,
+                        timestamp_us: h.timestamp_us,
+                        valid: true,
+                        built: Instant::now(),
+                        payload: &payload,
+                        spans: enc.value_spans(),
+                    },
+                ))
             })
         });
     }

@@ -130,6 +130,7 @@ impl Server {
                 commands: cmd_rx,
                 profiles: Arc::clone(&app.sessions.v2.profiles),
                 compression: config.ws_compression,
+                deflate_clients: Arc::clone(&admission.deflate_clients),
                 stop: Arc::clone(&stop),
                 stats: Arc::clone(&hub_stats),
             };

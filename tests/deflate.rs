@@ -160,3 +160,21 @@ fn a_decompression_bomb_gets_1009_and_the_server_stays_small() {
         s.metric("disconnects_total{reason=\"protocol_error\"}") >= 1.0
     });
 }
+
+#[test]
+fn nothing_is_compressed_until_a_client_agrees_to_it() {
+    let server = Server::start(&[]);
+    let mut tcp = TcpLines::connect(server.data);
+    for _ in 0..20 {
+        tcp.frame();
+    }
+    assert_eq!(server.metric("deflate_seconds_count"), 0.0, "no one to compress for");
+    let (_ws, status) = RawWs::upgrade(
+        server.ws(),
+        &RawWs::request("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+    );
+    assert_eq!(status, 101);
+    server.wait_until("compressing", Duration::from_secs(5), |s| {
+        s.metric("deflate_seconds_count") > 0.0
+    });
+}

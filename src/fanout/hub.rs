@@ -112,6 +112,8 @@ pub struct TickSetup<C> {
     pub profiles: Arc<Profiles>,
     /// permessage-deflate: how packets are compressed (once, for everyone).
     pub compression: crate::ws::deflate::Mode,
+    /// Clients that agreed permessage-deflate (nothing is compressed while there are none).
+    pub deflate_clients: Arc<std::sync::atomic::AtomicUsize>,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
     /// The hub's counters.
@@ -127,6 +129,7 @@ pub fn run<C>(setup: TickSetup<C>) {
         commands,
         profiles,
         compression,
+        deflate_clients,
         stop,
         stats,
     } = setup;
@@ -191,7 +194,10 @@ pub fn run<C>(setup: TickSetup<C>) {
         let payload = encoder.encode(&header, source.variables());
         let mut packet = Packet::build(counter, header.timestamp_us, build_start, payload);
         let mut compress_ns = 0;
-        if let Some(d) = deflater.as_mut() {
+        // Dictionaries are the previous packets' payloads, kept either way, so compression can
+        // start at any tick.
+        let compressing = deflate_clients.load(Ordering::Relaxed) > 0;
+        if let Some(d) = deflater.as_mut().filter(|_| compressing) {
             let prev = previous
                 .as_ref()
                 .filter(|_| compression == Mode::Shared)
@@ -212,18 +218,21 @@ pub fn run<C>(setup: TickSetup<C>) {
         }
         let packet = Arc::new(packet);
         previous = Some(Arc::clone(&packet));
-        let profiles = profile_builder.build(&Frame {
-            seq: counter,
-            timestamp_us: header.timestamp_us,
-            valid,
-            built: build_start,
-            payload: &packet.tcp,
-            spans: encoder.value_spans(),
-        });
+        let profiles = profile_builder.build(
+            compressing,
+            &Frame {
+                seq: counter,
+                timestamp_us: header.timestamp_us,
+                valid,
+                built: build_start,
+                payload: &packet.tcp,
+                spans: encoder.value_spans(),
+            },
+        );
         stats
             .last_profile_msgs
             .store(profiles.iter().flatten().count() as u64, Ordering::Relaxed);
-        if deflater.is_some() {
+        if deflater.is_some() && compressing {
             compress_ns += profiles
                 .iter()
                 .flatten()

@@ -39,6 +39,8 @@ pub struct Admission {
     pub load: Vec<AtomicUsize>,
     /// Every telemetry connection's standing (`GET /connections`).
     pub connections: Connections,
+    /// Clients that agreed permessage-deflate: while there are none, the tick compresses nothing.
+    pub deflate_clients: Arc<AtomicUsize>,
 }
 
 impl Admission {
@@ -49,6 +51,7 @@ impl Admission {
             connected: AtomicUsize::new(0),
             load: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             connections: Connections::default(),
+            deflate_clients: Arc::default(),
         }
     }
 
@@ -216,6 +219,11 @@ impl<A> Worker<A> {
             if client.v2.get() {
                 self.stats.v2_clients.sub(1);
             }
+            if client.info.deflate.load(Ordering::Relaxed) != 0 {
+                self.admission
+                    .deflate_clients
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             self.admission.connections.remove(client.info.id);
             for p in client.profiles.take() {
                 p.shared().clients.fetch_sub(1, Ordering::Relaxed);
@@ -226,6 +234,9 @@ impl<A> Worker<A> {
     /// permessage-deflate was agreed with a WebSocket client.
     pub fn enable_deflate(&self, client: &Client, agreed: crate::ws::deflate::Agreed) {
         client.queue.borrow_mut().set_deflate(agreed.shared());
+        self.admission
+            .deflate_clients
+            .fetch_add(1, Ordering::Relaxed);
         client
             .info
             .deflate

@@ -108,8 +108,9 @@ impl ProfileBuilder {
         }
     }
 
-    /// The messages for `frame`: one per profile due on it.
-    pub fn build(&mut self, frame: &Frame<'_>) -> ProfileFrames {
+    /// The messages for `frame`: one per profile due on it; `compress`: add permessage-deflate
+    /// variants (some client agreed to it).
+    pub fn build(&mut self, compress_now: bool, frame: &Frame<'_>) -> ProfileFrames {
         self.sync();
         if self.active.is_empty() {
             return Box::new([]);
@@ -132,11 +133,13 @@ impl ProfileBuilder {
             let previous = &mut active.previous;
             let mut compress = |json: &[u8], msg: &mut ProfileMsg| {
                 if let Some(d) = deflater.as_mut() {
-                    let prev = previous
-                        .as_ref()
-                        .filter(|_| compression == crate::ws::deflate::Mode::Shared)
-                        .map(|(p, seq)| (&p[..], *seq));
-                    msg.deflate = Some(d.packet(json, prev));
+                    if compress_now {
+                        let prev = previous
+                            .as_ref()
+                            .filter(|_| compression == crate::ws::deflate::Mode::Shared)
+                            .map(|(p, seq)| (&p[..], *seq));
+                        msg.deflate = Some(d.packet(json, prev));
+                    }
                     let p = previous.get_or_insert_with(|| (Vec::new(), 0));
                     p.0.clear();
                     p.0.extend_from_slice(json);
@@ -295,14 +298,17 @@ mod tests {
                 broadcast_rate_hz: 50.0,
             };
             let payload = self.enc.encode(&header, &self.vars).to_vec();
-            b.build(&Frame {
-                seq,
-                timestamp_us: header.timestamp_us,
-                valid: true,
-                built: self.t0 + Duration::from_millis(20 * seq),
-                payload: &payload,
-                spans: self.enc.value_spans(),
-            })
+            b.build(
+                false,
+                &Frame {
+                    seq,
+                    timestamp_us: header.timestamp_us,
+                    valid: true,
+                    built: self.t0 + Duration::from_millis(20 * seq),
+                    payload: &payload,
+                    spans: self.enc.value_spans(),
+                },
+            )
         }
     }
 
