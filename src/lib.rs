@@ -10,6 +10,12 @@
 //! commands: net ──> command (parse + validate) ──> hub ──> source   (reply ──> the client's queue)
 //! ```
 //!
+//! Protocol v2 clients receive [`profile`] messages instead of the full frame: the tick builds one
+//! keyframe or delta per profile due, framed once per transport, from the frame's own bytes. Each
+//! packet and message is also compressed once (permessage-deflate, [`ws::deflate`]): on its own,
+//! and against the previous one of its stream. The queue hands each client the variant its
+//! window can decode.
+//!
 //! Where to start reading: [`manual`] for the design decisions, then [`fanout::hub`] (the tick),
 //! [`fanout::queue`] (the slow-consumer policy), and [`net`] (the thin I/O layer).
 //!
