@@ -168,7 +168,11 @@ fn nothing_is_compressed_until_a_client_agrees_to_it() {
     for _ in 0..20 {
         tcp.frame();
     }
-    assert_eq!(server.metric("deflate_seconds_count"), 0.0, "no one to compress for");
+    assert_eq!(
+        server.metric("deflate_seconds_count"),
+        0.0,
+        "no one to compress for"
+    );
     let (_ws, status) = RawWs::upgrade(
         server.ws(),
         &RawWs::request("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
