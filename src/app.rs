@@ -24,6 +24,8 @@ pub struct App {
     pub socket_send_buffer: Option<usize>,
     /// What every connection's session needs of the configuration.
     pub sessions: Arc<crate::session::Settings>,
+    /// `--nats-publish`: the origin's counters.
+    pub nats: Arc<crate::fanout::stats::NatsStats>,
 }
 
 impl App {
@@ -36,6 +38,7 @@ impl App {
             echo: self.config.echo,
             profiles: &self.sessions.v2.profiles,
             parked_sessions: self.sessions.v2.parked.sweep(std::time::Instant::now()),
+            nats: self.config.nats_publish.is_some().then_some(&*self.nats),
         }
     }
 }

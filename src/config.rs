@@ -152,6 +152,15 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_SOURCE", default_value = "sim")]
     pub source: String,
 
+    /// Publish every frame to a NATS server (`nats://HOST:PORT`) as feed `--feed`, and answer
+    /// commands requested on it: this instance becomes an origin for `--source nats://…` edges.
+    #[arg(long, env = "AEROBRIDGE_NATS_PUBLISH")]
+    pub nats_publish: Option<String>,
+
+    /// The feed name for `--nats-publish` (subjects `aerobridge.FEED.frames`, `.commands`).
+    #[arg(long, env = "AEROBRIDGE_FEED", default_value = "default")]
+    pub feed: String,
+
     /// With a relay source: where accepted commands go (default: the relay host, port 12346).
     #[arg(long, env = "AEROBRIDGE_RELAY_COMMANDS")]
     pub relay_commands: Option<String>,
@@ -225,6 +234,13 @@ pub enum SourceSpec {
         /// Its command port.
         commands: String,
     },
+    /// An edge of a NATS feed.
+    Nats {
+        /// `nats://HOST:PORT`.
+        server: String,
+        /// The feed name.
+        feed: String,
+    },
     /// Replay a recording.
     Replay {
         /// The file.
@@ -258,6 +274,11 @@ impl Cli {
                 };
                 Ok(SourceSpec::Relay { upstream, commands })
             }
+            s if s.starts_with("nats://") => {
+                let (server, feed) = crate::source::nats::parse_url(s)
+                    .map_err(|e| err(format!("--source: {e}")))?;
+                Ok(SourceSpec::Nats { server, feed })
+            }
             s if s.starts_with("replay:") => {
                 if !(self.speed.is_finite() && self.speed > 0.0) {
                     return Err(err(format!(
@@ -272,7 +293,7 @@ impl Cli {
                 })
             }
             other => Err(err(format!(
-                "--source {other:?}: expected sim, relay:tcp://HOST:PORT or replay:FILE"
+                "--source {other:?}: expected sim, relay:tcp://HOST:PORT, nats://HOST:PORT/FEED or replay:FILE"
             ))),
         }
     }
@@ -354,6 +375,8 @@ pub struct Config {
     pub backlog: u32,
     /// Protocol v2 limits and timers.
     pub v2: V2Limits,
+    /// `--nats-publish`: (server URL, feed).
+    pub nats_publish: Option<(String, String)>,
     /// permessage-deflate mode.
     pub ws_compression: crate::ws::deflate::Mode,
     /// Stats log period.
@@ -476,6 +499,17 @@ impl Cli {
             ws_ping_timeout: self.ws_ping_timeout,
             backlog: self.backlog.max(1),
             ws_compression: self.ws_compression,
+            nats_publish: match &self.nats_publish {
+                None => None,
+                Some(url) => Some(
+                    crate::source::nats::parse_url(&format!(
+                        "{}/{}",
+                        url.trim_end_matches('/'),
+                        self.feed
+                    ))
+                    .map_err(|e| ConfigError(format!("--nats-publish: {e}")))?,
+                ),
+            },
             v2: V2Limits {
                 max_subscriptions: self.v2_max_subscriptions.max(1),
                 max_profiles: self.v2_max_profiles.max(1),

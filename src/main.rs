@@ -67,6 +67,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        SourceSpec::Nats { server, feed } => match aerobridge::source::nats::start(server, feed) {
+            Ok(r) => Box::new(r),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
         SourceSpec::Relay { upstream, commands } => match Relay::start(upstream, commands) {
             Ok(r) => Box::new(r),
             Err(e) => {

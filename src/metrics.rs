@@ -22,6 +22,8 @@ pub struct View<'a> {
     pub profiles: &'a crate::profile::Profiles,
     /// v2 sessions kept for resume.
     pub parked_sessions: usize,
+    /// `--nats-publish`: the origin's counters (`None`: not an origin).
+    pub nats: Option<&'a crate::fanout::stats::NatsStats>,
 }
 
 /// The metrics page.
@@ -179,6 +181,36 @@ pub fn render(shared: &View<'_>) -> String {
             ),
         ],
     );
+    if let Some(n) = shared.nats {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        family(
+            "nats_connected",
+            "gauge",
+            "NATS origin: 1 while connected to the NATS server.",
+            &[(String::new(), get(&n.connected))],
+        );
+        family(
+            "nats_frames_published_total",
+            "counter",
+            "NATS origin: frames published on the feed.",
+            &[(String::new(), get(&n.published))],
+        );
+        family(
+            "nats_frames_dropped_total",
+            "counter",
+            "NATS origin: frames not published (the client was disconnected or could not keep up).",
+            &[(
+                String::new(),
+                get(&n.dropped) + shared.hub.nats_dropped.get() as f64,
+            )],
+        );
+        family(
+            "nats_command_requests_total",
+            "counter",
+            "NATS origin: command requests answered.",
+            &[(String::new(), get(&n.requests))],
+        );
+    }
     let hub = shared.hub;
     family(
         "frames_built_total",

@@ -78,6 +78,7 @@ impl Server {
             commands: cmd_tx,
             admission: Arc::clone(&admission),
             sessions: Arc::new(crate::session::Settings::from_config(&config)),
+            nats: Arc::default(),
             config: config.clone(),
         });
         let limits = WorkerLimits {
@@ -131,6 +132,15 @@ impl Server {
                 profiles: Arc::clone(&app.sessions.v2.profiles),
                 compression: config.ws_compression,
                 deflate_clients: Arc::clone(&admission.deflate_clients),
+                publish: match &config.nats_publish {
+                    None => None,
+                    Some((server, feed)) => Some(crate::net::nats::start(
+                        server.clone(),
+                        feed.clone(),
+                        Arc::clone(&app),
+                        Arc::clone(&app.nats),
+                    )?),
+                },
                 stop: Arc::clone(&stop),
                 stats: Arc::clone(&hub_stats),
             };

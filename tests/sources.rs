@@ -93,7 +93,7 @@ fn bad_recordings_are_skipped_line_by_line_or_refused_clearly() {
         ("relay:udp://x".to_string(), "expected tcp://HOST:PORT"),
         (
             "telepathy".to_string(),
-            "expected sim, relay:tcp://HOST:PORT or replay:FILE",
+            "expected sim, relay:tcp://HOST:PORT, nats://HOST:PORT/FEED or replay:FILE",
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_aerobridge"))

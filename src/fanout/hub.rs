@@ -77,6 +77,8 @@ pub struct HubStats {
     pub compress_time: crate::fanout::stats::Histogram,
     /// Size of the last v1 frame's compressed variants (standalone, dictionary), bytes.
     pub last_deflate_bytes: [AtomicU64; 2],
+    /// Frames not handed to the NATS publisher (it could not keep up).
+    pub nats_dropped: Counter,
 }
 
 impl Default for HubStats {
@@ -94,6 +96,7 @@ impl Default for HubStats {
             last_profile_msgs: AtomicU64::new(0),
             compress_time: Default::default(),
             last_deflate_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            nats_dropped: Counter::default(),
         }
     }
 }
@@ -114,6 +117,8 @@ pub struct TickSetup<C> {
     pub compression: crate::ws::deflate::Mode,
     /// Clients that agreed permessage-deflate (nothing is compressed while there are none).
     pub deflate_clients: Arc<std::sync::atomic::AtomicUsize>,
+    /// `--nats-publish`: every frame's payload goes here (dropped, and counted, when full).
+    pub publish: Option<flume::Sender<bytes::Bytes>>,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
     /// The hub's counters.
@@ -130,6 +135,7 @@ pub fn run<C>(setup: TickSetup<C>) {
         profiles,
         compression,
         deflate_clients,
+        publish,
         stop,
         stats,
     } = setup;
@@ -180,6 +186,10 @@ pub fn run<C>(setup: TickSetup<C>) {
         }
         let wall = SystemTime::now();
         let valid = source.advance(wall, build_start - last);
+        if let Some(upstream) = source.frame_counter() {
+            // An edge keeps the origin's counter, so gaps are measured across the hop.
+            counter = upstream;
+        }
         last = build_start;
         let header = FrameHeader {
             timestamp_us: source.frame_timestamp_us().unwrap_or_else(|| {
@@ -218,6 +228,11 @@ pub fn run<C>(setup: TickSetup<C>) {
         }
         let packet = Arc::new(packet);
         previous = Some(Arc::clone(&packet));
+        if let Some(p) = &publish {
+            if p.try_send(packet.tcp.clone()).is_err() {
+                stats.nats_dropped.add(1);
+            }
+        }
         let profiles = profile_builder.build(
             compressing,
             &Frame {

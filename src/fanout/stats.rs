@@ -217,3 +217,16 @@ impl Totals {
         }
     }
 }
+
+/// What a NATS origin (`--nats-publish`) counts.
+#[derive(Debug, Default)]
+pub struct NatsStats {
+    /// 1 while connected.
+    pub connected: std::sync::atomic::AtomicU64,
+    /// Frames published.
+    pub published: std::sync::atomic::AtomicU64,
+    /// Frames the client refused (disconnected, or its buffer full).
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Command requests answered.
+    pub requests: std::sync::atomic::AtomicU64,
+}

@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod data;
 pub mod io;
+pub mod nats;
 pub mod websocket;
 
 pub use self::io::{read_some, write_bytes};

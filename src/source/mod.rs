@@ -2,6 +2,7 @@
 //! advances it, and encodes its [`Variables`]. The fan-out never sees the source, so a relay or a
 //! replay plugs in here without touching anything downstream.
 
+pub mod nats;
 pub mod relay;
 pub mod replay;
 pub mod sim;
@@ -47,6 +48,12 @@ pub trait Source: Send + 'static {
     /// The `timestamp` for the frame, when the source has a wall-clock one (µs since the UNIX
     /// epoch) that should pass through, e.g. a relayed aerobridge's. `None`: stamp it now.
     fn frame_timestamp_us(&self) -> Option<u64> {
+        None
+    }
+
+    /// The `update_counter` for the frame, when the source passes one through (a NATS feed keeps
+    /// the origin's, so gaps and latency are measured across the hop). `None`: count our own.
+    fn frame_counter(&self) -> Option<u64> {
         None
     }
 }

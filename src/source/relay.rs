@@ -18,14 +18,16 @@ const STALE_AFTER: Duration = Duration::from_secs(1);
 const MAX_LINE: u64 = 4 << 20;
 
 #[derive(Default)]
-struct Latest {
-    vars: Option<Variables>,
+pub(crate) struct Latest {
+    pub(crate) vars: Option<Variables>,
     /// The upstream frame's own `timestamp`.
-    timestamp_us: Option<u64>,
-    version: u64,
-    received: Option<Instant>,
-    connected: bool,
-    bad_lines: u64,
+    pub(crate) timestamp_us: Option<u64>,
+    /// The upstream frame's own `update_counter`.
+    pub(crate) counter: Option<u64>,
+    pub(crate) version: u64,
+    pub(crate) received: Option<Instant>,
+    pub(crate) connected: bool,
+    pub(crate) bad_lines: u64,
 }
 
 /// The relay source.
@@ -35,6 +37,9 @@ pub struct Relay {
     version: u64,
     vars: Variables,
     timestamp_us: Option<u64>,
+    /// Pass upstream's `update_counter` through (a NATS feed: gaps are the origin's).
+    keep_counter: bool,
+    counter: Option<u64>,
     commands: flume::Sender<(String, flume::Sender<Result<(), CommandError>>)>,
     updates: flume::Receiver<()>,
 }
@@ -74,11 +79,52 @@ impl Relay {
             }
         })?;
         Ok(Relay {
-            upstream,
+            upstream: format!("relay of tcp://{upstream}"),
             latest,
             version: 0,
             vars: Variables::new(),
             timestamp_us: None,
+            keep_counter: false,
+            counter: None,
+            commands: tx,
+            updates,
+        })
+    }
+
+    /// A relay whose frames come from `reader` (run on its own thread, it fills the shared
+    /// latest state and wakes the tick) and whose commands go through `forward` (one line, on a
+    /// thread of its own). `describe` names it in the startup log; `keep_counter` passes the
+    /// upstream `update_counter` through.
+    pub(crate) fn start_with(
+        describe: String,
+        keep_counter: bool,
+        reader: impl FnOnce(Arc<Mutex<Latest>>, flume::Sender<()>) + Send + 'static,
+        forward: impl Fn(&str) -> Result<(), CommandError> + Send + 'static,
+    ) -> anyhow::Result<Relay> {
+        let latest = Arc::new(Mutex::new(Latest::default()));
+        let (updated, updates) = flume::bounded(1);
+        {
+            let latest = Arc::clone(&latest);
+            std::thread::Builder::new()
+                .name("aerobridge-feed".into())
+                .spawn(move || reader(latest, updated))?;
+        }
+        let (tx, rx) = flume::bounded::<(String, flume::Sender<Result<(), CommandError>>)>(256);
+        std::thread::Builder::new()
+            .name("aerobridge-feed-commands".into())
+            .spawn(move || {
+                for (line, answer) in rx.iter() {
+                    let _ = answer.send(forward(&line));
+                }
+            })?;
+        Ok(Relay {
+            upstream: describe,
+            latest,
+            version: 0,
+            vars: Variables::new(),
+            timestamp_us: None,
+            keep_counter,
+            counter: None,
             commands: tx,
             updates,
         })
@@ -211,7 +257,7 @@ fn plain(e: &std::io::Error) -> String {
 
 impl Source for Relay {
     fn describe(&self) -> String {
-        format!("relay of tcp://{}", self.upstream)
+        self.upstream.clone()
     }
 
     fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
@@ -222,6 +268,7 @@ impl Source for Relay {
             }
             self.version = l.version;
             self.timestamp_us = l.timestamp_us;
+            self.counter = l.counter;
         }
         l.connected && l.received.is_some_and(|t| t.elapsed() < STALE_AFTER)
     }
@@ -246,6 +293,10 @@ impl Source for Relay {
             .ok()?
             .as_micros() as u64;
         self.timestamp_us.filter(|t| t.abs_diff(now) < 60_000_000)
+    }
+
+    fn frame_counter(&self) -> Option<u64> {
+        self.counter.filter(|_| self.keep_counter)
     }
 
     /// Relayed commands are answered by [`submit`](Source::submit) once upstream has them.
