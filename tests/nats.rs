@@ -19,6 +19,11 @@ impl Drop for Nats {
 }
 
 fn nats_server() -> Option<Nats> {
+    nats_server_on(None)
+}
+
+/// Starts nats-server (on `port`, or a free one).
+fn nats_server_on(port: Option<u16>) -> Option<Nats> {
     if Command::new("nats-server")
         .arg("--version")
         .output()
@@ -31,11 +36,13 @@ fn nats_server() -> Option<Nats> {
         eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = port.unwrap_or_else(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -118,4 +125,65 @@ fn an_edge_serves_the_origins_frames_and_its_commands_reach_the_origin() {
         "{\"variable\":\"Controls.Throttle\",\"value\":7,\"id\":8}\n",
     );
     assert_eq!(reply[0]["ok"], false, "{reply:?}");
+}
+
+#[test]
+fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
+    let Some(nats) = nats_server() else { return };
+    let port = nats.1;
+    let url = format!("nats://127.0.0.1:{port}");
+    let _origin = Server::start(&["--nats-publish", &url, "--feed", "t2"]);
+    let edge = Server::start(&["--source", &format!("{url}/t2")]);
+    // A client reads the edge throughout; it records (counter, data_valid) and must never be
+    // disconnected.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
+    let reader = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let mut c = TcpLines::connect(edge.data);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = parse(&c.frame());
+                seen.lock()
+                    .unwrap()
+                    .push((f["update_counter"].as_u64().unwrap(), f["data_valid"] == 1));
+            }
+        })
+    };
+    let valid_since = |from: usize| {
+        let s = seen.lock().unwrap();
+        s.len() > from + 10 && s[s.len() - 10..].iter().all(|(_, v)| *v)
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("the edge gets the feed", &|| valid_since(0));
+    drop(nats); // NATS goes away for 3 s
+    let away = seen.lock().unwrap().len();
+    wait("the edge goes stale", &|| {
+        seen.lock().unwrap()[away..].iter().any(|(_, v)| !*v)
+    });
+    edge.wait_until("healthz says why", Duration::from_secs(5), |s| {
+        let mut c = std::net::TcpStream::connect(s.ws()).unwrap();
+        std::io::Write::write_all(&mut c, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut page = String::new();
+        std::io::Read::read_to_string(&mut c, &mut page).unwrap();
+        page.starts_with("HTTP/1.1 503") && page.contains("data_valid=0")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let back = nats_server_on(Some(port)).expect("nats-server again");
+    let resumed = seen.lock().unwrap().len();
+    wait("the edge recovers by itself", &|| valid_since(resumed));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().expect("the client was never disconnected");
+    let s = seen.lock().unwrap();
+    assert!(
+        s.windows(2).all(|w| w[1].0 > w[0].0),
+        "counters never repeat or go back, stale frames included"
+    );
+    drop(back);
 }

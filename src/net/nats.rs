@@ -64,6 +64,11 @@ pub fn start(
                 while let Ok(frame) = rx.recv_async().await {
                     let up = client.connection_state() == async_nats::connection::State::Connected;
                     stats.connected.store(up as u64, Ordering::Relaxed);
+                    if !up {
+                        // Latest wins: frames from an outage are not worth flushing later.
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     match client
                         .publish_with_headers(frames.clone(), headers.clone(), frame)
                         .await

@@ -39,6 +39,8 @@ pub struct Relay {
     timestamp_us: Option<u64>,
     /// Pass upstream's `update_counter` through (a NATS feed: gaps are the origin's).
     keep_counter: bool,
+    /// The upstream counter of the frame being built, when it is a new upstream frame (a stale
+    /// re-broadcast counts on from it, so counters never repeat).
     counter: Option<u64>,
     commands: flume::Sender<(String, flume::Sender<Result<(), CommandError>>)>,
     updates: flume::Receiver<()>,
@@ -262,6 +264,7 @@ impl Source for Relay {
 
     fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
         let l = self.latest.lock().unwrap();
+        self.counter = None;
         if l.version != self.version {
             if let Some(v) = &l.vars {
                 self.vars.clone_from(v);
