@@ -130,7 +130,7 @@ pub fn line_splitter(data: &[u8]) {
 /// it ever produces; it asks for the tick only with commands, and only one batch at a time.
 pub fn session(data: &[u8]) {
     use crate::session::websocket::WsSession;
-    use crate::session::{Action, Applied};
+    use crate::session::Action;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -182,19 +182,7 @@ pub fn session(data: &[u8]) {
                 s.on_timeout(now, &mut out);
             }
             2 => {
-                let result = submitted.map(|n| Applied {
-                    frame: 1,
-                    results: (0..n)
-                        .map(|i| {
-                            if chunk.get(i).is_some_and(|b| b & 1 == 1) {
-                                Err(crate::command::CommandError::Busy)
-                            } else {
-                                Ok(())
-                            }
-                        })
-                        .collect(),
-                    relayed: op & 8 == 8,
-                });
+                let result = scripted_result(submitted, chunk, *op);
                 s.applied(result, op & 4 == 4, &mut out);
             }
             _ => s.applied(None, false, &mut out),
@@ -233,7 +221,7 @@ pub fn data_port(data: &[u8]) {
     use crate::packet::Framing;
     use crate::session::data_port::DataSession;
     use crate::session::v2::Clock;
-    use crate::session::{Action, Applied};
+    use crate::session::Action;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -279,19 +267,7 @@ pub fn data_port(data: &[u8]) {
                 s.on_timeout(now, &mut out);
             }
             2 => {
-                let result = submitted.map(|n| Applied {
-                    frame: 1,
-                    results: (0..n)
-                        .map(|i| {
-                            if chunk.get(i).is_some_and(|b| b & 1 == 1) {
-                                Err(crate::command::CommandError::Busy)
-                            } else {
-                                Ok(())
-                            }
-                        })
-                        .collect(),
-                    relayed: op & 8 == 8,
-                });
+                let result = scripted_result(submitted, chunk, *op);
                 s.applied(result, op & 4 == 4, now, &mut out);
             }
             _ => s.applied(None, false, now, &mut out),
@@ -339,6 +315,28 @@ pub fn data_port(data: &[u8]) {
             submitted = None;
         }
     }
+}
+
+/// The tick's answer to a submitted batch of `n` commands as a fuzz script describes it: the
+/// chunk's odd bytes refuse their command, bit 3 of the op says relayed.
+fn scripted_result(
+    submitted: Option<usize>,
+    chunk: &[u8],
+    op: u8,
+) -> Option<crate::session::Applied> {
+    submitted.map(|n| crate::session::Applied {
+        frame: 1,
+        results: (0..n)
+            .map(|i| {
+                if chunk.get(i).is_some_and(|b| b & 1 == 1) {
+                    Err(crate::command::CommandError::Busy)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect(),
+        relayed: op & 8 == 8,
+    })
 }
 
 /// Whether `bytes` is one JSON value (simd-json, so the fuzz build needs no JSON dev-dependency).

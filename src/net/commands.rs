@@ -57,10 +57,27 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
 /// Hands a batch to the tick (applied at the start of the next tick) and waits for the result;
 /// `None` when the queue to the tick is full or the tick is gone.
 pub async fn submit(worker: &Worker, commands: Vec<crate::command::Command>) -> Option<Applied> {
+    submit_to(&worker.app, commands, |answer| async move {
+        compio::time::timeout(RELAY_ANSWER_TIMEOUT, answer.recv_async())
+            .await
+            .ok()?
+            .ok()
+    })
+    .await
+}
+
+/// [`submit`] on any runtime: `within` waits for a relay's answer (compio on the workers, tokio on
+/// the NATS thread) for [`RELAY_ANSWER_TIMEOUT`], and answers `None` when it passes.
+pub async fn submit_to<F>(
+    app: &crate::app::App,
+    commands: Vec<crate::command::Command>,
+    within: impl Fn(flume::Receiver<Result<(), CommandError>>) -> F,
+) -> Option<Applied>
+where
+    F: std::future::Future<Output = Option<Result<(), CommandError>>>,
+{
     let (tx, rx) = flume::bounded(1);
-    worker
-        .app
-        .commands
+    app.commands
         .try_send(CommandBatch {
             commands,
             reply: tx,
@@ -76,12 +93,11 @@ pub async fn submit(worker: &Worker, commands: Vec<crate::command::Command>) -> 
                 // The relay's forwarder gives up after its own timeouts (connect, write, read:
                 // 2 s each); this bound only guards against a forwarder that died.
                 relayed = true;
-                match compio::time::timeout(RELAY_ANSWER_TIMEOUT, answer.recv_async()).await {
-                    Ok(Ok(result)) => result,
-                    _ => Err(CommandError::UpstreamUnavailable(
+                within(answer).await.unwrap_or_else(|| {
+                    Err(CommandError::UpstreamUnavailable(
                         "upstream did not answer in time".into(),
-                    )),
-                }
+                    ))
+                })
             }
         });
     }
@@ -93,7 +109,7 @@ pub async fn submit(worker: &Worker, commands: Vec<crate::command::Command>) -> 
 }
 
 /// Longest wait for a relay to report what became of a forwarded command.
-const RELAY_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const RELAY_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counts command outcomes (an [`Action::Tally`]).
 pub fn count(worker: &Worker, accepted: u64, rejected: &[crate::command::Reason]) {

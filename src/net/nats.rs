@@ -9,11 +9,9 @@
 //! keep up, frames are dropped there (counted), never queued without bound.
 
 use crate::app::App;
-use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::NatsStats;
 use crate::session::command_port::CommandPortSession;
-use crate::session::{Action, Applied};
-use crate::source::Applying;
+use crate::session::Action;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
@@ -117,7 +115,16 @@ async fn run_commands(app: &App, payload: &[u8]) -> Vec<u8> {
             match action {
                 Action::Send { bytes, .. } => reply.extend_from_slice(&bytes),
                 Action::Submit(batch) => {
-                    let result = submit(app, batch).await;
+                    let result = super::commands::submit_to(app, batch, |answer| {
+                        Box::pin(async move {
+                            let wait = super::commands::RELAY_ANSWER_TIMEOUT;
+                            tokio::time::timeout(wait, answer.recv_async())
+                                .await
+                                .ok()?
+                                .ok()
+                        })
+                    })
+                    .await;
                     session.applied(result, false, &mut actions);
                 }
                 _ => {}
@@ -125,36 +132,4 @@ async fn run_commands(app: &App, payload: &[u8]) -> Vec<u8> {
         }
     }
     reply
-}
-
-async fn submit(app: &App, commands: Vec<crate::command::Command>) -> Option<Applied> {
-    let (tx, rx) = flume::bounded(1);
-    app.commands
-        .try_send(CommandBatch {
-            commands,
-            reply: tx,
-        })
-        .ok()?;
-    let r = rx.recv_async().await.ok()?;
-    let mut results = Vec::with_capacity(r.results.len());
-    let mut relayed = false;
-    for applying in r.results {
-        results.push(match applying {
-            Applying::Done(result) => result,
-            Applying::Relayed(answer) => {
-                relayed = true;
-                match tokio::time::timeout(Duration::from_secs(10), answer.recv_async()).await {
-                    Ok(Ok(result)) => result,
-                    _ => Err(crate::command::CommandError::UpstreamUnavailable(
-                        "upstream did not answer in time".into(),
-                    )),
-                }
-            }
-        });
-    }
-    Some(Applied {
-        frame: r.frame,
-        results,
-        relayed,
-    })
 }

@@ -230,19 +230,7 @@ impl Messages {
         };
         match hello.protocol {
             None | Some(2) => {}
-            Some(p) => {
-                let msg =
-                    format!("protocol {p} is not spoken here; the connection stays as it was");
-                return self.send(
-                    error_json(
-                        id,
-                        code::UNSUPPORTED_PROTOCOL,
-                        &msg,
-                        b",\"supported\":[1,2]",
-                    ),
-                    out,
-                );
-            }
+            Some(p) => return self.send(super::v2::unsupported_protocol(id, p, "as it was"), out),
         }
         let framing = match (self.framing, hello.framing) {
             (Framing::WebSocket, _) => Framing::WebSocket,

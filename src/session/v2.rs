@@ -237,6 +237,17 @@ impl Json {
     }
 }
 
+/// The error for a `hello` asking for protocol `p`; `stays` says what the connection stays at.
+pub fn unsupported_protocol(id: Option<&str>, p: u64, stays: &str) -> Vec<u8> {
+    let msg = format!("protocol {p} is not spoken here; the connection stays {stays}");
+    error_json(
+        id,
+        code::UNSUPPORTED_PROTOCOL,
+        &msg,
+        b",\"supported\":[1,2]",
+    )
+}
+
 /// `{"op":"error","id":…,"code":…,"message":…}` (+ `extra` members, rendered).
 pub fn error_json(id: Option<&str>, code: &str, message: &str, extra: &[u8]) -> Vec<u8> {
     let mut j = Json::op("error");
@@ -616,18 +627,7 @@ impl V2 {
                 Err(msg) => self.bad_request(id, &msg, out),
                 Ok(Hello {
                     protocol: Some(p), ..
-                }) if p != 2 => {
-                    let msg = format!("protocol {p} is not spoken here; the connection stays at 2");
-                    self.send(
-                        error_json(
-                            id,
-                            code::UNSUPPORTED_PROTOCOL,
-                            &msg,
-                            b",\"supported\":[1,2]",
-                        ),
-                        out,
-                    )
-                }
+                }) if p != 2 => self.send(unsupported_protocol(id, p, "at 2"), out),
                 Ok(hello) => self.hello(hello, now, out),
             },
             "sub" => self.subscribe(obj, id, out),
