@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
@@ -28,17 +29,32 @@ def start(args):
         for kind in ("tcp-data", "tcp-command", "websocket"):
             if f"({kind})" in line:
                 addrs[kind] = line.split("listening on ")[1].split()[0]
+    # Keep reading its log, so a full pipe never blocks the server.
+    threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
     return p, addrs
 
 
-def measure(addrs, pid, clients):
+def launch(addrs, pid, clients, duration="8s", extra=()):
+    """Starts loadtest against a running server (half TCP, half WebSocket); returns (process, report path)."""
     out = tempfile.mktemp(suffix=".json")
     port = lambda k: addrs[k].rsplit(":", 1)[1]
-    subprocess.run([os.path.join(BIN, "loadtest"), "--tcp-port", port("tcp-data"), "--ws-port", port("websocket"),
-                    "--command-port", port("tcp-command"), "--tcp", str(clients // 2), "--ws", str(clients // 2),
-                    "--duration", "8s", "--validate-rate", "0.1", "--server-pid", str(pid), "--quiet", "--json", out],
-                   check=True, stdout=subprocess.DEVNULL)
-    run = json.load(open(out))["run"]
+    p = subprocess.Popen([os.path.join(BIN, "loadtest"), "--tcp-port", port("tcp-data"), "--ws-port", port("websocket"),
+                          "--command-port", port("tcp-command"), "--tcp", str(clients // 2), "--ws", str(clients // 2),
+                          "--duration", duration, "--validate-rate", "0.1", "--server-pid", str(pid), "--quiet",
+                          "--json", out, *extra], stdout=subprocess.DEVNULL)
+    return p, out
+
+
+def result(launched):
+    """Waits for a launched loadtest; returns its report's run section."""
+    p, out = launched
+    if p.wait() != 0:
+        sys.exit("loadtest failed")
+    return json.load(open(out))["run"]
+
+
+def measure(addrs, pid, clients):
+    run = result(launch(addrs, pid, clients))
     return run["latency_us"]["all"]["p50"] / 1000, run["latency_us"]["all"]["p99"] / 1000, run["healthy"]["gaps"]
 
 
@@ -62,4 +78,5 @@ def main():
     print(f"relay adds {c50 - d50:+.2f} ms at the median ({a.clients} clients, medians of {a.runs} runs)")
 
 
-main()
+if __name__ == "__main__":
+    main()

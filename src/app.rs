@@ -25,7 +25,9 @@ pub struct App {
     /// What every connection's session needs of the configuration.
     pub sessions: Arc<crate::session::Settings>,
     /// `--nats-publish`: the origin's counters.
-    pub nats: Arc<crate::fanout::stats::NatsStats>,
+    pub nats_origin: Option<Arc<crate::nats::NatsStats>>,
+    /// `--source nats://…`: the edge's counters.
+    pub nats_edge: Option<Arc<crate::nats::NatsStats>>,
 }
 
 impl App {
@@ -38,7 +40,8 @@ impl App {
             echo: self.config.echo,
             profiles: &self.sessions.v2.profiles,
             parked_sessions: self.sessions.v2.parked.sweep(std::time::Instant::now()),
-            nats: self.config.nats_publish.is_some().then_some(&*self.nats),
+            nats_origin: self.nats_origin.as_deref(),
+            nats_edge: self.nats_edge.as_deref(),
         }
     }
 }

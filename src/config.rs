@@ -161,6 +161,29 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_FEED", default_value = "default")]
     pub feed: String,
 
+    /// NATS: a credentials file (user JWT and NKey seed), for `--nats-publish` and
+    /// `--source nats://…`. A user and password or a token may also be given in the URL
+    /// (`nats://USER:PASS@HOST:PORT`); credentials are never logged.
+    #[arg(long, env = "AEROBRIDGE_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+
+    /// NATS: an authentication token (prefer the environment variable: command lines are visible
+    /// to every local user).
+    #[arg(long, env = "AEROBRIDGE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// NATS: root certificates (PEM) to trust; requires TLS. A `tls://` URL requires TLS too.
+    #[arg(long, env = "AEROBRIDGE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+
+    /// NATS: a client certificate (PEM), with `--nats-tls-key`; requires TLS.
+    #[arg(long, env = "AEROBRIDGE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<std::path::PathBuf>,
+
+    /// NATS: the client certificate's private key (PEM).
+    #[arg(long, env = "AEROBRIDGE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<std::path::PathBuf>,
+
     /// With a relay source: where accepted commands go (default: the relay host, port 12346).
     #[arg(long, env = "AEROBRIDGE_RELAY_COMMANDS")]
     pub relay_commands: Option<String>,
@@ -274,8 +297,8 @@ impl Cli {
                 };
                 Ok(SourceSpec::Relay { upstream, commands })
             }
-            s if s.starts_with("nats://") => {
-                let (server, feed) = crate::source::nats::parse_url(s)
+            s if s.starts_with("nats://") || s.starts_with("tls://") => {
+                let (server, feed) = crate::nats::parse_url(s)
                     .map_err(|e| err(format!("--source: {e}")))?;
                 Ok(SourceSpec::Nats { server, feed })
             }
@@ -293,7 +316,8 @@ impl Cli {
                 })
             }
             other => Err(err(format!(
-                "--source {other:?}: expected sim, relay:tcp://HOST:PORT, nats://HOST:PORT/FEED or replay:FILE"
+                "--source {:?}: expected sim, relay:tcp://HOST:PORT, nats://HOST:PORT/FEED or replay:FILE",
+                crate::nats::redact(other)
             ))),
         }
     }
@@ -377,6 +401,8 @@ pub struct Config {
     pub v2: V2Limits,
     /// `--nats-publish`: (server URL, feed).
     pub nats_publish: Option<(String, String)>,
+    /// NATS credentials and TLS (origin and edge).
+    pub nats_security: crate::nats::Security,
     /// permessage-deflate mode.
     pub ws_compression: crate::ws::deflate::Mode,
     /// Stats log period.
@@ -502,13 +528,15 @@ impl Cli {
             nats_publish: match &self.nats_publish {
                 None => None,
                 Some(url) => Some(
-                    crate::source::nats::parse_url(&format!(
-                        "{}/{}",
-                        url.trim_end_matches('/'),
-                        self.feed
-                    ))
-                    .map_err(|e| ConfigError(format!("--nats-publish: {e}")))?,
+                    crate::nats::parse_url(&format!("{}/{}", url.trim_end_matches('/'), self.feed))
+                        .map_err(|e| ConfigError(format!("--nats-publish: {e}")))?,
                 ),
+            },
+            nats_security: crate::nats::Security {
+                creds: self.nats_creds.clone(),
+                token: self.nats_token.clone(),
+                tls_ca: self.nats_tls_ca.clone(),
+                tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
             },
             v2: V2Limits {
                 max_subscriptions: self.v2_max_subscriptions.max(1),

@@ -36,13 +36,16 @@
 //!                       queue (slow-consumer policy), stats
 //!             source    sim, relay, replay
 //!               profile protocol v2's profiles: the registry, and the tick's keyframes/deltas
-//!                 access, packet, command, ws, telemetry, runtime, log_limit, dashboard
+//!                 access, packet, command, ws, telemetry, runtime, log_limit, dashboard,
+//!                 nats (feed URLs, credentials, counters, which origin an edge follows),
+//!                 counters (single-writer counters and histograms)
 //! ```
 //!
 //! [`session`], [`profile`], [`telemetry`], [`packet`], [`command`], [`ws`], [`access`],
-//! [`fanout::queue`] and [`log_limit`] perform no I/O and know nothing of compio; they are unit-tested with plain bytes
-//! and fuzzed (`fuzz/`). Sockets are opened in [`net`] (clients), [`source::relay`] and
-//! [`record`] (upstream bridges), and [`server`] (binding the listeners; waking the acceptors at
+//! [`fanout::queue`], [`nats`] and [`log_limit`] perform no I/O and know nothing of compio; they
+//! are unit-tested with plain bytes and fuzzed (`fuzz/`). Sockets are opened in [`net`] (clients),
+//! [`source::relay`] and [`record`] (upstream bridges), async-nats in [`net::nats`] (an origin)
+//! and [`source::nats`] (an edge), each on its own side thread, and [`server`] (binding the listeners; waking the acceptors at
 //! shutdown). [`fanout::worker`] owns clients and their queues but never a socket: the connection
 //! handler ([`net::handle`]) is injected by [`server`], and the application context ([`app::App`])
 //! rides along as a type parameter it never looks into.
@@ -55,6 +58,7 @@ pub mod access;
 pub mod app;
 pub mod command;
 pub mod config;
+pub mod counters;
 pub mod dashboard;
 pub mod fanout;
 #[doc(hidden)]
@@ -62,6 +66,7 @@ pub mod fuzzing;
 pub mod log_limit;
 pub mod manual;
 pub mod metrics;
+pub mod nats;
 pub mod net;
 pub mod packet;
 pub mod profile;

@@ -42,8 +42,16 @@ pub static COMMAND_REJECTED: Throttle = Throttle::new("rejected commands");
 /// `accept` failures (EMFILE and friends).
 pub static ACCEPT: Throttle = Throttle::new("accept failures");
 
+/// NATS feed messages that are not telemetry frames.
+pub static NATS_FEED: Throttle = Throttle::new("invalid NATS feed messages");
+
+/// Failed connection attempts to NATS (the client retries on its own).
+pub static NATS_LINK: Throttle = Throttle::new("failed NATS connection attempts");
+
 /// Every throttle, for [`flush_all`].
-pub static ALL: [&Throttle; 7] = [
+pub static ALL: [&Throttle; 9] = [
+    &NATS_FEED,
+    &NATS_LINK,
     &SERVER_FULL,
     &HANDSHAKE,
     &SLOW_CONSUMER,

@@ -15,6 +15,12 @@ fn main() -> ExitCode {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .unwrap_or_else(|| cli.log.clone());
+    // async-nats narrates every connection attempt at info; our own lines say what matters.
+    let filter = if filter.contains("async_nats") {
+        filter
+    } else {
+        format!("{filter},async_nats=warn")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -67,13 +73,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        SourceSpec::Nats { server, feed } => match aerobridge::source::nats::start(server, feed) {
-            Ok(r) => Box::new(r),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
+        SourceSpec::Nats { server, feed } => {
+            match aerobridge::source::nats::start(server, feed, &config.nats_security) {
+                Ok(r) => Box::new(r),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         SourceSpec::Relay { upstream, commands } => match Relay::start(upstream, commands) {
             Ok(r) => Box::new(r),
             Err(e) => {

@@ -152,6 +152,27 @@
 //! when upstream stamps wall-clock time (another aerobridge), so latency is measured end to end
 //! across a chain; against upstream's boot-relative timer we stamp our own.
 //!
+//! # NATS: origins and edges
+//! See [`crate::nats`]. An origin publishes each frame's bytes once; NATS does the fan-out to
+//! edges, and each edge to its own clients, so the origin's cost does not grow with clients.
+//! - **Core NATS, not JetStream.** At-most-once suits latest-wins telemetry: a frame not
+//!   delivered in time is worthless later, so nothing is stored or redelivered. An origin drops
+//!   frames while disconnected instead of letting the client buffer flush them late.
+//! - **The origin's counters pass through.** An edge's clients see the origin's `update_counter`
+//!   and `timestamp`, so gaps and latency are measured end to end. A frame built in a silence
+//!   (two of the origin's periods, estimated from its frames) is stale and takes the next number;
+//!   the origin's frame with that number, if it arrives after all, is dropped as late. That keeps
+//!   the counters the origin's instead of shifting them by one per hiccup.
+//! - **One origin per feed, followed by id.** Counters never go back for a connected client. When
+//!   the followed origin is replaced (restart, failover), a new origin's lower counter is shifted
+//!   to continue ours. Frames of a second origin publishing the same feed are dropped and logged
+//!   loudly, on the edges and on both origins (which listen on their own feed with `no_echo`).
+//! - **Latest wins on the way in too.** What has already arrived when the edge's reader gets to it
+//!   is reduced to the newest frame that decodes: a burst after a slow stretch costs one decode.
+//! - **Secrets stay out of logs.** URLs are logged with `***` for credentials; the token has no
+//!   `Debug`. async-nats does not read credentials from a URL, so they are split off and passed
+//!   as options.
+//!
 //! # Access control
 //! See [`crate::access`]. Commands can be gated by a token (constant-time comparison, never
 //! logged), switched off (`--read-only`), and rate-limited per connection (token bucket, bursts

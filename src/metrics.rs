@@ -23,7 +23,9 @@ pub struct View<'a> {
     /// v2 sessions kept for resume.
     pub parked_sessions: usize,
     /// `--nats-publish`: the origin's counters (`None`: not an origin).
-    pub nats: Option<&'a crate::fanout::stats::NatsStats>,
+    pub nats_origin: Option<&'a crate::nats::NatsStats>,
+    /// `--source nats://…`: the edge's counters (`None`: not an edge).
+    pub nats_edge: Option<&'a crate::nats::NatsStats>,
 }
 
 /// The metrics page.
@@ -181,34 +183,81 @@ pub fn render(shared: &View<'_>) -> String {
             ),
         ],
     );
-    if let Some(n) = shared.nats {
+    // One series per role this instance plays (an edge may also publish its own feed).
+    let nats: Vec<(&str, &crate::nats::NatsStats)> =
+        [("origin", shared.nats_origin), ("edge", shared.nats_edge)]
+            .into_iter()
+            .filter_map(|(role, n)| Some((role, n?)))
+            .collect();
+    if !nats.is_empty() {
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        let per_role = |f: &dyn Fn(&str, &crate::nats::NatsStats) -> f64| {
+            nats.iter()
+                .map(|(role, n)| (format!("{{role=\"{role}\"}}"), f(role, n)))
+                .collect::<Vec<_>>()
+        };
         family(
             "nats_connected",
             "gauge",
-            "NATS origin: 1 while connected to the NATS server.",
-            &[(String::new(), get(&n.connected))],
+            "NATS: 1 while connected to the NATS server.",
+            &per_role(&|_, n| get(&n.connected)),
         );
         family(
-            "nats_frames_published_total",
+            "nats_reconnects_total",
             "counter",
-            "NATS origin: frames published on the feed.",
-            &[(String::new(), get(&n.published))],
+            "NATS: connections after the first (the client reconnects by itself).",
+            &per_role(&|_, n| get(&n.reconnects)),
         );
+        if let Some(n) = shared.nats_origin {
+            family(
+                "nats_frames_published_total",
+                "counter",
+                "NATS origin: frames published on the feed.",
+                &[("{role=\"origin\"}".into(), get(&n.published))],
+            );
+        }
+        if let Some(n) = shared.nats_edge {
+            family(
+                "nats_frames_received_total",
+                "counter",
+                "NATS edge: frames received on the feed.",
+                &[("{role=\"edge\"}".into(), get(&n.received))],
+            );
+            family(
+                "nats_origin_changes_total",
+                "counter",
+                "NATS edge: times it began following another origin (a restart or a failover).",
+                &[("{role=\"edge\"}".into(), get(&n.origin_changes))],
+            );
+        }
+        let mut dropped = Vec::new();
+        for (role, n) in &nats {
+            for why in crate::nats::Dropped::iter() {
+                let mut v = get(&n.dropped[why as usize]);
+                if *role == "origin" && why == crate::nats::Dropped::Busy {
+                    v += shared.hub.nats_dropped.get() as f64;
+                }
+                let reason: &str = why.into();
+                dropped.push((format!("{{role=\"{role}\",reason=\"{reason}\"}}"), v));
+            }
+        }
         family(
             "nats_frames_dropped_total",
             "counter",
-            "NATS origin: frames not published (the client was disconnected or could not keep up).",
-            &[(
-                String::new(),
-                get(&n.dropped) + shared.hub.nats_dropped.get() as f64,
-            )],
+            "NATS: frames not published (origin) or not re-broadcast (edge), by reason.",
+            &dropped,
         );
         family(
             "nats_command_requests_total",
             "counter",
-            "NATS origin: command requests answered.",
-            &[(String::new(), get(&n.requests))],
+            "NATS: command requests answered (origin) or sent (edge).",
+            &per_role(&|_, n| get(&n.requests)),
+        );
+        family(
+            "nats_command_failures_total",
+            "counter",
+            "NATS edge: command requests without an answer (timeout, or no origin).",
+            &per_role(&|_, n| get(&n.request_failures)),
         );
     }
     let hub = shared.hub;
@@ -339,28 +388,62 @@ pub fn render(shared: &View<'_>) -> String {
         "Time from a frame's build to its last complete write, per worker and tick.",
         &workers,
     );
+    let nats: Vec<(String, Vec<&Histogram>)> =
+        [("origin", shared.nats_origin), ("edge", shared.nats_edge)]
+            .into_iter()
+            .filter_map(|(role, n)| Some((format!("role=\"{role}\""), vec![&n?.request_time])))
+            .collect();
+    if !nats.is_empty() {
+        let series: Vec<(&str, Vec<&Histogram>)> =
+            nats.iter().map(|(l, h)| (l.as_str(), h.clone())).collect();
+        histograms(
+            &mut out,
+            "nats_command_seconds",
+            "NATS: time to answer a command request (origin), or its round trip (edge).",
+            &series,
+        );
+    }
     out
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, parts: &[&Histogram]) {
-    let mut buckets = vec![0u64; BUCKETS.len()];
-    let (mut count, mut sum) = (0u64, 0f64);
-    for h in parts {
-        let (b, c, s) = h.snapshot();
-        for (acc, v) in buckets.iter_mut().zip(b) {
-            *acc += v;
-        }
-        count += c;
-        sum += s;
-    }
+    histograms(out, name, help, &[("", parts.to_vec())]);
+}
+
+/// One histogram family, a series per label set (`role="edge"`, or `""` for none).
+fn histograms(out: &mut String, name: &str, help: &str, series: &[(&str, Vec<&Histogram>)]) {
     let _ = writeln!(out, "# HELP aerobridge_{name} {help}");
     let _ = writeln!(out, "# TYPE aerobridge_{name} histogram");
-    for (le, v) in BUCKETS.iter().zip(&buckets) {
-        let _ = writeln!(out, "aerobridge_{name}_bucket{{le=\"{le}\"}} {v}");
+    for (labels, parts) in series {
+        let mut buckets = vec![0u64; BUCKETS.len()];
+        let (mut count, mut sum) = (0u64, 0f64);
+        for h in parts {
+            let (b, c, s) = h.snapshot();
+            for (acc, v) in buckets.iter_mut().zip(b) {
+                *acc += v;
+            }
+            count += c;
+            sum += s;
+        }
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (le, v) in BUCKETS.iter().zip(&buckets) {
+            let _ = writeln!(
+                out,
+                "aerobridge_{name}_bucket{{{labels}{sep}le=\"{le}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "aerobridge_{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}"
+        );
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "aerobridge_{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "aerobridge_{name}_count{braced} {count}");
     }
-    let _ = writeln!(out, "aerobridge_{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "aerobridge_{name}_sum {sum}");
-    let _ = writeln!(out, "aerobridge_{name}_count {count}");
 }
 
 /// `(200, "ok …")` while the source is live; `(503, reason)` otherwise.

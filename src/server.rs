@@ -78,7 +78,8 @@ impl Server {
             commands: cmd_tx,
             admission: Arc::clone(&admission),
             sessions: Arc::new(crate::session::Settings::from_config(&config)),
-            nats: Arc::default(),
+            nats_origin: config.nats_publish.as_ref().map(|_| Arc::default()),
+            nats_edge: source.nats_stats(),
             config: config.clone(),
         });
         let limits = WorkerLimits {
@@ -138,7 +139,6 @@ impl Server {
                         server.clone(),
                         feed.clone(),
                         Arc::clone(&app),
-                        Arc::clone(&app.nats),
                     )?),
                 },
                 stop: Arc::clone(&stop),

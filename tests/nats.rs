@@ -1,15 +1,27 @@
-//! Beyond one machine: an origin publishes its frames on NATS (`--nats-publish`), an edge
-//! (`--source nats://…/FEED`) re-broadcasts them with the origin's counters, and commands sent
-//! to the edge are applied at the origin. Needs Debian's `nats-server`: CI installs it (a missing
-//! one fails there); elsewhere the test says so and passes without running.
+//! Beyond one machine: an origin publishes its frames on NATS (`--nats-publish`), edges
+//! (`--source nats://…/FEED`) re-broadcast them with the origin's counters, and commands sent
+//! to an edge are applied at the origin. Every test runs a real `nats-server` (Debian's): CI
+//! installs it (a missing one fails there); elsewhere each test says so and passes without running.
 
 mod common;
 
 use common::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Nats(Child, u16);
+
+impl Nats {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.1)
+    }
+}
 
 impl Drop for Nats {
     fn drop(&mut self) {
@@ -19,11 +31,11 @@ impl Drop for Nats {
 }
 
 fn nats_server() -> Option<Nats> {
-    nats_server_on(None)
+    nats_server_with(None, &[])
 }
 
-/// Starts nats-server (on `port`, or a free one).
-fn nats_server_on(port: Option<u16>) -> Option<Nats> {
+/// Starts nats-server on `port` (or a free one) with extra arguments.
+fn nats_server_with(port: Option<u16>, args: &[&str]) -> Option<Nats> {
     if Command::new("nats-server")
         .arg("--version")
         .output()
@@ -37,7 +49,7 @@ fn nats_server_on(port: Option<u16>) -> Option<Nats> {
         return None;
     }
     let port = port.unwrap_or_else(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
+        TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
@@ -45,145 +57,657 @@ fn nats_server_on(port: Option<u16>) -> Option<Nats> {
     });
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     Some(Nats(child, port))
 }
 
-#[test]
-fn an_edge_serves_the_origins_frames_and_its_commands_reach_the_origin() {
-    let Some(nats) = nats_server() else { return };
-    let url = format!("nats://127.0.0.1:{}", nats.1);
-    let origin = Server::start(&["--nats-publish", &url, "--feed", "t1"]);
-    let edge = Server::start(&["--source", &format!("{url}/t1")]);
-    let mut at_origin = TcpLines::connect(origin.data);
-    let mut at_edge = TcpLines::connect(edge.data);
-    // Wait until the edge delivers valid frames.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let f = parse(&at_edge.frame());
-        if f["data_valid"] == 1 {
-            break;
+/// What a client saw of one frame.
+#[derive(Debug, Clone)]
+struct Seen {
+    counter: u64,
+    valid: bool,
+    variables: Value,
+}
+
+fn seen(frame: &Value) -> Seen {
+    Seen {
+        counter: frame["update_counter"].as_u64().expect("update_counter"),
+        valid: frame["data_valid"] == 1,
+        variables: frame["variables"].clone(),
+    }
+}
+
+/// Reads a server's telemetry until told to stop, keeping every frame (whole JSON, or the test
+/// fails: a torn frame cannot parse).
+struct Recorder {
+    frames: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Recorder {
+    fn tcp(addr: std::net::SocketAddr) -> Recorder {
+        let mut lines = TcpLines::connect(addr);
+        Self::start(move || Some(parse(&lines.frame())))
+    }
+
+    fn ws(addr: std::net::SocketAddr) -> Recorder {
+        let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).unwrap();
+        Self::start(
+            move || match ws.read().expect("the edge keeps the WebSocket open") {
+                tungstenite::Message::Text(t) => {
+                    Some(serde_json::from_str(&t).expect("whole JSON"))
+                }
+                _ => None,
+            },
+        )
+    }
+
+    fn start(mut next: impl FnMut() -> Option<Value> + Send + 'static) -> Recorder {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (frames, stop) = (frames.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(f) = next() {
+                        frames.lock().unwrap().push(seen(&f));
+                    }
+                }
+            })
+        };
+        Recorder {
+            frames,
+            stop,
+            thread,
         }
-        assert!(Instant::now() < deadline, "the edge never got the feed");
     }
-    // The edge's frames carry the origin's counters, in order, with the origin's values. Both
-    // ends are read at once, so neither falls behind (and skips).
-    let edge_reader = std::thread::spawn(move || {
-        let frames: Vec<_> = (0..50).map(|_| parse(&at_edge.frame())).collect();
-        (at_edge, frames)
-    });
-    let mut from_origin = std::collections::HashMap::new();
-    for _ in 0..70 {
-        let f = parse(&at_origin.frame());
-        from_origin.insert(f["update_counter"].as_u64().unwrap(), f);
+
+    fn len(&self) -> usize {
+        self.frames.lock().unwrap().len()
     }
-    let (mut at_edge, edge_frames) = edge_reader.join().unwrap();
-    let mut last = None;
+
+    /// Waits until `cond` holds for the frames seen since `from`.
+    fn wait(&self, what: &str, from: usize, cond: impl Fn(&[Seen]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let frames = self.frames.lock().unwrap();
+            if cond(&frames[from.min(frames.len())..]) {
+                return;
+            }
+            drop(frames);
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for `n` valid frames in a row after `from`.
+    fn wait_valid(&self, what: &str, from: usize, n: usize) {
+        self.wait(what, from, |s| {
+            s.len() >= n && s[s.len() - n..].iter().all(|f| f.valid)
+        });
+    }
+
+    /// Stops (the client was never disconnected, or the thread panicked) and returns the frames.
+    fn finish(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .expect("the client was never disconnected and every frame was whole JSON");
+        Arc::try_unwrap(self.frames).unwrap().into_inner().unwrap()
+    }
+}
+
+fn healthz(server: &Server) -> String {
+    let mut c = TcpStream::connect(server.ws()).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    c.read_to_string(&mut page).unwrap();
+    page
+}
+
+fn edge_metric(server: &Server, name: &str) -> f64 {
+    server.metric(&format!("{name}{{role=\"edge\"}}"))
+}
+
+fn dropped(server: &Server, role: &str, reason: &str) -> f64 {
+    server.metric(&format!(
+        "nats_frames_dropped_total{{role=\"{role}\",reason=\"{reason}\"}}"
+    ))
+}
+
+/// Counters only go up, whatever happens upstream (stale frames included).
+fn assert_monotonic(frames: &[Seen], who: &str) {
+    for w in frames.windows(2) {
+        assert!(
+            w[1].counter > w[0].counter,
+            "{who}: counter {} after {}",
+            w[1].counter,
+            w[0].counter
+        );
+    }
+}
+
+/// Valid frames carry exactly the origin's values for their counter; returns how many matched.
+fn assert_origin_values(frames: &[Seen], origin: &HashMap<u64, Seen>, who: &str) -> usize {
     let mut matched = 0;
-    for f in &edge_frames {
-        let c = f["update_counter"].as_u64().unwrap();
-        if let Some(l) = last {
-            assert_eq!(c, l + 1, "no gaps across the hop");
-        }
-        last = Some(c);
-        if let Some(o) = from_origin.get(&c) {
-            assert_eq!(o["timestamp"], f["timestamp"]);
-            assert_eq!(o["variables"], f["variables"], "frame {c}");
+    for f in frames.iter().filter(|f| f.valid) {
+        if let Some(o) = origin.get(&f.counter) {
+            assert_eq!(o.variables, f.variables, "{who}: frame {}", f.counter);
             matched += 1;
         }
     }
-    assert!(matched > 10, "frames seen at both ends: {matched}");
-    // A command at the edge is applied at the origin and shows everywhere.
+    matched
+}
+
+#[test]
+fn two_edges_serve_the_origins_frames_and_route_commands_back() {
+    let Some(nats) = nats_server() else { return };
+    let feed = format!("{}/t1", nats.url());
+    let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t1"]);
+    let edges = [
+        Server::start(&["--source", &feed]),
+        Server::start(&["--source", &feed]),
+    ];
+    // The origin's own client starts first, so it has every counter the edges' clients see.
+    let at_origin = Recorder::tcp(origin.data);
+    let clients: Vec<(String, Recorder)> = edges
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            [
+                (format!("edge {i} tcp"), Recorder::tcp(e.data)),
+                (format!("edge {i} ws"), Recorder::ws(e.ws())),
+            ]
+        })
+        .collect();
+    for (who, c) in &clients {
+        c.wait_valid(&format!("{who} gets the feed"), 0, 5);
+    }
+    let from: Vec<usize> = clients.iter().map(|(_, c)| c.len()).collect();
+    for ((who, c), from) in clients.iter().zip(&from) {
+        c.wait(&format!("{who}: 60 frames"), *from, |s| s.len() >= 60);
+    }
+
+    // Commands: one over an edge's command port, one over the other edge's WebSocket. Each is
+    // applied at the origin, and its reply comes back to the sender.
     let reply = command_oneshot(
-        edge.command,
+        edges[0].command,
         "{\"variable\":\"Navigation.SelectedCourse2\",\"value\":1.25,\"id\":7}\n",
     );
     assert_eq!(reply[0]["ok"], true, "{reply:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for lines in [&mut at_origin, &mut at_edge] {
-        loop {
-            let f = parse(&lines.frame());
-            if f["variables"]["Navigation.SelectedCourse2"] == 1.25 {
-                break;
+    assert_eq!(reply[0]["id"], 7, "{reply:?}");
+    let (mut ws, _) = tungstenite::connect(format!("ws://{}/", edges[1].ws())).unwrap();
+    ws.send(tungstenite::Message::text(
+        "{\"variable\":\"Navigation.SelectedCourse1\",\"value\":2.5,\"id\":9}",
+    ))
+    .unwrap();
+    let reply = loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v.get("schema").is_none() {
+                break v;
             }
-            assert!(Instant::now() < deadline, "the command never showed");
         }
+    };
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["id"], 9, "{reply}");
+    let applied = |s: &[Seen]| {
+        s.iter().any(|f| {
+            f.variables["Navigation.SelectedCourse2"] == 1.25
+                && f.variables["Navigation.SelectedCourse1"] == 2.5
+        })
+    };
+    at_origin.wait("the origin applied both commands", 0, applied);
+    for (who, c) in &clients {
+        c.wait(&format!("{who} shows both commands"), 0, applied);
     }
-    assert!(origin.metric("nats_frames_published_total") > 50.0);
-    assert!(origin.metric("nats_command_requests_total") >= 1.0);
-    // A refusal at the origin comes back in its words.
+    // A command the origin refuses comes back refused, with its reason.
     let reply = command_oneshot(
-        edge.command,
-        "{\"variable\":\"Controls.Throttle\",\"value\":7,\"id\":8}\n",
+        edges[1].command,
+        "{\"variable\":\"Aircraft.Altitude\",\"value\":1000,\"id\":8}\n",
     );
     assert_eq!(reply[0]["ok"], false, "{reply:?}");
+    assert!(
+        reply[0]["error"].as_str().unwrap().contains("read-only"),
+        "{reply:?}"
+    );
+
+    let origin_frames: HashMap<u64, Seen> = at_origin
+        .finish()
+        .into_iter()
+        .map(|f| (f.counter, f))
+        .collect();
+    for ((who, c), from) in clients.into_iter().zip(from) {
+        let frames = c.finish();
+        let window = &frames[from..];
+        assert!(window.iter().all(|f| f.valid), "{who}: all valid");
+        for w in window.windows(2) {
+            assert_eq!(w[1].counter, w[0].counter + 1, "{who}: no gaps");
+        }
+        let matched = assert_origin_values(window, &origin_frames, &who);
+        assert!(
+            matched >= 60,
+            "{who}: {matched} frames matched the origin's"
+        );
+    }
+
+    assert!(origin.metric("nats_frames_published_total{role=\"origin\"}") > 60.0);
+    assert!(origin.metric("nats_command_requests_total{role=\"origin\"}") >= 2.0);
+    assert!(origin.metric("nats_command_seconds_count{role=\"origin\"}") >= 2.0);
+    assert_eq!(origin.metric("nats_connected{role=\"origin\"}"), 1.0);
+    assert_eq!(dropped(&origin, "origin", "other_origin"), 0.0);
+    for e in &edges {
+        assert_eq!(edge_metric(e, "nats_connected"), 1.0);
+        assert!(edge_metric(e, "nats_frames_received_total") > 60.0);
+        assert_eq!(dropped(e, "edge", "invalid"), 0.0);
+        assert_eq!(dropped(e, "edge", "other_origin"), 0.0);
+        assert!(edge_metric(e, "nats_command_seconds_count") >= 1.0);
+    }
 }
 
 #[test]
 fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
     let Some(nats) = nats_server() else { return };
     let port = nats.1;
-    let url = format!("nats://127.0.0.1:{port}");
-    let _origin = Server::start(&["--nats-publish", &url, "--feed", "t2"]);
-    let edge = Server::start(&["--source", &format!("{url}/t2")]);
-    // A client reads the edge throughout; it records (counter, data_valid) and must never be
-    // disconnected.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
-    let reader = {
-        let (stop, seen) = (stop.clone(), seen.clone());
-        let mut c = TcpLines::connect(edge.data);
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let f = parse(&c.frame());
-                seen.lock()
-                    .unwrap()
-                    .push((f["update_counter"].as_u64().unwrap(), f["data_valid"] == 1));
-            }
-        })
-    };
-    let valid_since = |from: usize| {
-        let s = seen.lock().unwrap();
-        s.len() > from + 10 && s[s.len() - 10..].iter().all(|(_, v)| *v)
-    };
-    let wait = |what: &str, cond: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !cond() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait("the edge gets the feed", &|| valid_since(0));
+    let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t2"]);
+    let edge = Server::start(&["--source", &format!("{}/t2", nats.url())]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge gets the feed", 0, 10);
     drop(nats); // NATS goes away for 3 s
-    let away = seen.lock().unwrap().len();
-    wait("the edge goes stale", &|| {
-        seen.lock().unwrap()[away..].iter().any(|(_, v)| !*v)
-    });
+    let away = client.len();
+    client.wait("the edge goes stale", away, |s| s.iter().any(|f| !f.valid));
     edge.wait_until("healthz says why", Duration::from_secs(5), |s| {
-        let mut c = std::net::TcpStream::connect(s.ws()).unwrap();
-        std::io::Write::write_all(&mut c, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut page = String::new();
-        std::io::Read::read_to_string(&mut c, &mut page).unwrap();
+        let page = healthz(s);
         page.starts_with("HTTP/1.1 503") && page.contains("data_valid=0")
     });
+    edge.wait_until("the edge sees NATS gone", Duration::from_secs(5), |s| {
+        edge_metric(s, "nats_connected") == 0.0
+    });
     std::thread::sleep(Duration::from_secs(3));
-    let back = nats_server_on(Some(port)).expect("nats-server again");
-    let resumed = seen.lock().unwrap().len();
-    wait("the edge recovers by itself", &|| valid_since(resumed));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    reader.join().expect("the client was never disconnected");
-    let s = seen.lock().unwrap();
+    let _back = nats_server_with(Some(port), &[]).expect("nats-server again");
+    let resumed = client.len();
+    client.wait_valid("the edge recovers by itself", resumed, 10);
+    assert!(healthz(&edge).starts_with("HTTP/1.1 200"));
+    edge.wait_until("both ends reconnected", Duration::from_secs(10), |e| {
+        edge_metric(e, "nats_reconnects_total") >= 1.0
+            && origin.metric("nats_reconnects_total{role=\"origin\"}") >= 1.0
+    });
+    assert!(dropped(&origin, "origin", "disconnected") > 0.0);
+    assert_monotonic(&client.finish(), "edge client");
+}
+
+#[test]
+fn a_second_origin_is_detected_and_a_restarted_origin_is_followed() {
+    let Some(nats) = nats_server() else { return };
+    let publish = ["--nats-publish", &nats.url(), "--feed", "t3"];
+    let first = Server::start(&publish);
+    let edge = Server::start(&["--source", &format!("{}/t3", nats.url())]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge follows the first origin", 0, 10);
+
+    // A second origin on the same feed: both origins and the edge say so loudly, and the edge
+    // keeps following the first one without a gap.
+    let second = Server::start(&publish);
+    edge.wait_for_log("TWO ORIGINS PUBLISH THIS FEED", Duration::from_secs(10));
+    second.wait_for_log("TWO ORIGINS PUBLISH THIS FEED", Duration::from_secs(10));
+    first.wait_for_log("TWO ORIGINS PUBLISH THIS FEED", Duration::from_secs(10));
+    let during = client.len();
+    client.wait("30 frames beside two origins", during, |s| s.len() >= 30);
+    {
+        let frames = client.frames.lock().unwrap();
+        for w in frames[during..].windows(2) {
+            assert_eq!(
+                w[1].counter,
+                w[0].counter + 1,
+                "the edge sticks to one origin"
+            );
+            assert!(w[1].valid);
+        }
+    }
+    assert!(dropped(&edge, "edge", "other_origin") > 0.0);
+    assert!(dropped(&first, "origin", "other_origin") > 0.0);
+
+    // The followed origin goes: the edge goes stale, then follows the other one.
+    drop(first);
+    let gone = client.len();
+    client.wait("stale without its origin", gone, |s| {
+        s.iter().any(|f| !f.valid)
+    });
+    client.wait_valid("the edge follows the second origin", gone, 10);
+    assert_eq!(edge_metric(&edge, "nats_origin_changes_total"), 1.0);
+
+    // An origin restart (a new process, a new id, its counter from 1): stale, then followed.
+    drop(second);
+    let gone = client.len();
+    client.wait("stale while the origin restarts", gone, |s| {
+        s.iter().any(|f| !f.valid)
+    });
+    edge.wait_until("healthz says why", Duration::from_secs(5), |s| {
+        healthz(s).starts_with("HTTP/1.1 503")
+    });
+    let _restarted = Server::start(&publish);
+    let back = client.len();
+    client.wait_valid("the edge follows the restarted origin", back, 20);
+    assert_eq!(edge_metric(&edge, "nats_origin_changes_total"), 2.0);
+    edge.wait_for_log("the origin changed", Duration::from_secs(1));
+    let frames = client.finish();
+    // Counters never repeat or go back, across both changes of origin; after the restart they
+    // continue from ours, one per origin frame.
+    assert_monotonic(&frames, "edge client");
+    let tail = &frames[frames.len() - 20..];
+    for w in tail.windows(2) {
+        assert_eq!(w[1].counter, w[0].counter + 1, "no gaps after the restart");
+    }
+}
+
+/// A link that holds everything the server sends for `hold`, then delivers it at once (a slow,
+/// bursty network, as Wi-Fi or a congested uplink gives).
+fn bursty_proxy(upstream: u16, hold: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            let held = Arc::new(Mutex::new(Vec::<u8>::new()));
+            let closed = Arc::new(AtomicBool::new(false));
+            {
+                let (held, closed, mut server) = (held.clone(), closed.clone(), server);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = server.read(&mut buf) {
+                        held.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    closed.store(true, Ordering::Relaxed);
+                });
+            }
+            std::thread::spawn(move || {
+                let mut client = client;
+                while !closed.load(Ordering::Relaxed) {
+                    std::thread::sleep(hold);
+                    let burst = std::mem::take(&mut *held.lock().unwrap());
+                    if client.write_all(&burst).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_edge_behind_a_bursty_link_skips_frames_latest_wins() {
+    let Some(nats) = nats_server() else { return };
+    let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t4"]);
+    let at_origin = Recorder::tcp(origin.data);
+    let slow = bursty_proxy(nats.1, Duration::from_millis(150));
+    let edge = Server::start(&["--source", &format!("nats://127.0.0.1:{slow}/t4")]);
+    let tcp = Recorder::tcp(edge.data);
+    let ws = Recorder::ws(edge.ws());
+    tcp.wait("valid frames through the slow link", 0, |s| {
+        s.iter().filter(|f| f.valid).count() >= 20
+    });
+    edge.wait_until("frames were skipped", Duration::from_secs(10), |e| {
+        dropped(e, "edge", "superseded") + dropped(e, "edge", "late") > 10.0
+    });
+    ws.wait("valid frames on the WebSocket too", 0, |s| {
+        s.iter().filter(|f| f.valid).count() >= 20
+    });
+    let origin_frames: HashMap<u64, Seen> = at_origin
+        .finish()
+        .into_iter()
+        .map(|f| (f.counter, f))
+        .collect();
+    for (who, c) in [("tcp", tcp), ("ws", ws)] {
+        let frames = c.finish();
+        // Whole frames (each parsed), in order, newer ones only; skipped ones leave gaps.
+        assert_monotonic(&frames, who);
+        let matched = assert_origin_values(&frames, &origin_frames, who);
+        assert!(
+            matched >= 20,
+            "{who}: {matched} valid frames matched the origin's"
+        );
+        let gaps = frames
+            .windows(2)
+            .filter(|w| w[1].counter > w[0].counter + 1)
+            .count();
+        assert!(gaps > 0, "{who}: frames were skipped, not queued");
+    }
+}
+
+#[test]
+fn credentials_work_and_are_never_logged() {
+    // User and password in the URL.
+    let Some(nats) = nats_server_with(None, &["--user", "bob", "--pass", "s3cret-pw"]) else {
+        return;
+    };
+    let good = format!("nats://bob:s3cret-pw@127.0.0.1:{}", nats.1);
+    let origin = Server::start(&["--nats-publish", &good, "--feed", "t5"]);
+    let edge = Server::start(&["--source", &format!("{good}/t5")]);
+    let wrong = Server::start(&[
+        "--source",
+        &format!("nats://bob:wr0ng-pw@127.0.0.1:{}/t5", nats.1),
+    ]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge authenticates and gets the feed", 0, 10);
+    // A wrong password: the edge serves stale frames, says why, and keeps trying.
+    wrong.wait_until("healthz 503", Duration::from_secs(5), |s| {
+        healthz(s).starts_with("HTTP/1.1 503")
+    });
+    wrong.wait_for_log("NATS: cannot connect", Duration::from_secs(10));
+    assert_eq!(edge_metric(&wrong, "nats_connected"), 0.0);
+    client.finish();
+
+    // A token from the environment.
+    let Some(nats2) = nats_server_with(None, &["--auth", "t0ken-xyz"]) else {
+        return;
+    };
+    let env = [("AEROBRIDGE_NATS_TOKEN", "t0ken-xyz")];
+    let origin2 = Server::start_with_env(&["--nats-publish", &nats2.url(), "--feed", "t6"], &env);
+    let edge2 = Server::start_with_env(&["--source", &format!("{}/t6", nats2.url())], &env);
+    let client = Recorder::tcp(edge2.data);
+    client.wait_valid("the edge authenticates with the token", 0, 10);
+    client.finish();
+
+    for (who, s) in [
+        ("origin", &origin),
+        ("edge", &edge),
+        ("wrong", &wrong),
+        ("origin2", &origin2),
+        ("edge2", &edge2),
+    ] {
+        let log = s.log().join("\n");
+        for secret in ["s3cret-pw", "wr0ng-pw", "t0ken-xyz"] {
+            assert!(!log.contains(secret), "{who} logged a secret:\n{log}");
+        }
+    }
     assert!(
-        s.windows(2).all(|w| w[1].0 > w[0].0),
-        "counters never repeat or go back, stale frames included"
+        edge.log()
+            .iter()
+            .any(|l| l.contains("nats://***@127.0.0.1")),
+        "the edge names its server, redacted"
     );
-    drop(back);
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("aerobridge-nats-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("server.pem"), cert.pem()).unwrap();
+    std::fs::write(path("server-key.pem"), key.serialize_pem()).unwrap();
+    let Some(nats) = nats_server_with(
+        None,
+        &[
+            "--tls",
+            "--tlscert",
+            &path("server.pem"),
+            "--tlskey",
+            &path("server-key.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let url = format!("tls://127.0.0.1:{}", nats.1);
+    let ca_file = path("ca.pem");
+    let trust = ["--nats-tls-ca", ca_file.as_str()];
+    let _origin = Server::start(&[&["--nats-publish", &url, "--feed", "t7"][..], &trust].concat());
+    let edge_url = format!("{url}/t7");
+    let edge = Server::start(&[&["--source", edge_url.as_str()][..], &trust].concat());
+    // Without the CA, the server's certificate is not trusted: no connection, stale frames.
+    let untrusting = Server::start(&["--source", &edge_url]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge gets the feed over TLS", 0, 10);
+    client.finish();
+    assert_eq!(edge_metric(&edge, "nats_connected"), 1.0);
+    untrusting.wait_until("healthz 503", Duration::from_secs(5), |s| {
+        healthz(s).starts_with("HTTP/1.1 503")
+    });
+    untrusting.wait_for_log("NATS: cannot connect", Duration::from_secs(10));
+    assert_eq!(edge_metric(&untrusting, "nats_connected"), 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes `payloads` on `subject` as `origin` (raw NATS protocol: HPUB with our header), and
+/// waits for the server to have them (PING/PONG).
+fn publish_raw(port: u16, subject: &str, origin: &str, payloads: &[&[u8]]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = b"CONNECT {\"verbose\":false,\"headers\":true}\r\n".to_vec();
+    let headers = format!("NATS/1.0\r\nAerobridge-Origin: {origin}\r\n\r\n");
+    for p in payloads {
+        out.extend_from_slice(
+            format!(
+                "HPUB {subject} {} {}\r\n{headers}",
+                headers.len(),
+                headers.len() + p.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"PING\r\n");
+    s.write_all(&out).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("PONG") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "nats-server closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        !String::from_utf8_lossy(&seen).contains("-ERR"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
+#[test]
+fn messages_that_are_not_frames_are_dropped_never_forwarded() {
+    let Some(nats) = nats_server() else { return };
+    let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t8"]);
+    let line = origin.wait_for_log("NATS: publishing the feed", Duration::from_secs(10));
+    let origin_id = line
+        .split("origin=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the origin's id in its log")
+        .to_string();
+    let at_origin = Recorder::tcp(origin.data);
+    let edge = Server::start(&["--source", &format!("{}/t8", nats.url())]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge gets the feed", 0, 10);
+    let from = client.len();
+    // Messages in the origin's name that are not telemetry frames: garbage, other JSON, a frame
+    // cut in half. Then the same again, many times over, while real frames keep coming.
+    let frame = TcpLines::connect(origin.data).frame();
+    let half = &frame[..frame.len() / 2];
+    let bad: [&[u8]; 3] = [b"not json at all", b"{\"schema\":\"something-else\"}", half];
+    for _ in 0..10 {
+        publish_raw(nats.1, "aerobridge.t8.frames", &origin_id, &bad);
+    }
+    edge.wait_until("every bad message counted", Duration::from_secs(10), |e| {
+        dropped(e, "edge", "invalid") >= 30.0
+    });
+    client.wait("20 more frames", from, |s| s.len() >= 20);
+    let origin_frames: HashMap<u64, Seen> = at_origin
+        .finish()
+        .into_iter()
+        .map(|f| (f.counter, f))
+        .collect();
+    let frames = client.finish();
+    let window = &frames[from..];
+    for w in window.windows(2) {
+        assert_eq!(w[1].counter, w[0].counter + 1, "bad messages cost no frame");
+    }
+    let matched = assert_origin_values(window, &origin_frames, "edge client");
+    assert!(matched >= 20, "{matched}");
+    assert!(window.iter().all(|f| f.valid));
+    assert_eq!(dropped(&edge, "edge", "invalid"), 30.0);
+    assert_eq!(dropped(&edge, "edge", "other_origin"), 0.0);
+}
+
+#[test]
+fn a_command_without_an_origin_gets_a_clear_error() {
+    let Some(nats) = nats_server() else { return };
+    let edge = Server::start(&["--source", &format!("{}/t9", nats.url())]);
+    edge.wait_until("the edge is connected", Duration::from_secs(10), |e| {
+        edge_metric(e, "nats_connected") == 1.0
+    });
+    let command = "{\"variable\":\"Controls.Throttle\",\"value\":0.5,\"id\":1}\n";
+    // Nobody answers on the feed: NATS says so at once.
+    let reply = command_oneshot(edge.command, command);
+    assert_eq!(reply[0]["ok"], false, "{reply:?}");
+    let error = reply[0]["error"].as_str().unwrap();
+    assert!(error.contains("origin unreachable"), "{error}");
+    // Something listens but never answers: the request times out, and the client hears why.
+    let mut mute = TcpStream::connect(("127.0.0.1", nats.1)).unwrap();
+    mute.write_all(b"CONNECT {\"verbose\":false}\r\nSUB aerobridge.t9.commands 1\r\nPING\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let mut got = String::new();
+    while !got.contains("PONG") {
+        let n = mute.read(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let reply = command_oneshot(edge.command, command);
+    assert_eq!(reply[0]["ok"], false, "{reply:?}");
+    let error = reply[0]["error"].as_str().unwrap();
+    assert!(error.contains("no answer from the origin"), "{error}");
+    assert_eq!(edge_metric(&edge, "nats_command_requests_total"), 2.0);
+    assert_eq!(edge_metric(&edge, "nats_command_failures_total"), 2.0);
 }

@@ -7,78 +7,123 @@
 //! The official `async-nats` client runs on a tokio runtime confined to one side thread; the tick
 //! hands it each frame's `Bytes` through a bounded channel (a refcount, no copy). When NATS cannot
 //! keep up, frames are dropped there (counted), never queued without bound.
+//!
+//! The origin also listens on its own feed, with `no_echo` (the server does not send it its own
+//! frames): anything heard there comes from a second origin publishing the same feed, which is
+//! logged loudly and counted.
 
 use crate::app::App;
-use crate::fanout::stats::NatsStats;
+use crate::nats::{Dropped, NatsStats, ORIGIN_HEADER};
 use crate::session::command_port::CommandPortSession;
 use crate::session::Action;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// The header naming the publishing origin (two origins on one feed are detected by it).
-pub const ORIGIN_HEADER: &str = "Aerobridge-Origin";
 
 /// Starts the origin's side thread; returns where the tick sends each frame.
-pub fn start(
-    server: String,
-    feed: String,
-    app: Arc<App>,
-    stats: Arc<NatsStats>,
-) -> anyhow::Result<flume::Sender<Bytes>> {
+pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flume::Sender<Bytes>> {
+    let stats = Arc::clone(
+        app.nats_origin
+            .as_ref()
+            .expect("an origin has NATS counters"),
+    );
     let (tx, rx) = flume::bounded::<Bytes>(64);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (frames, commands) = crate::source::nats::subjects(&feed);
+    let subjects = crate::nats::subjects(&feed);
     let origin_id = {
         let mut b = [0u8; 8];
         let _ = getrandom::fill(&mut b);
         b.iter().map(|x| format!("{x:02x}")).collect::<String>()
     };
+    let (url, options) = runtime.block_on(app.config.nats_security.connect_options(
+        &server,
+        "origin",
+        Arc::clone(&stats),
+    ))?;
     std::thread::Builder::new()
         .name("aerobridge-nats".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let client = match async_nats::ConnectOptions::new()
-                    .retry_on_initial_connect()
-                    .connection_timeout(Duration::from_secs(2))
-                    .connect(server.as_str())
-                    .await
-                {
+                let client = match options.no_echo().connect(url).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "NATS: cannot connect; not publishing");
                         return;
                     }
                 };
+                let frames = subjects.frames;
                 tracing::info!(subject = %frames, origin = %origin_id, "NATS: publishing the feed");
-                let responder =
-                    tokio::spawn(answer(client.clone(), commands, app, Arc::clone(&stats)));
+                let responder = tokio::spawn(answer(
+                    client.clone(),
+                    subjects.commands,
+                    Arc::clone(&app),
+                    Arc::clone(&stats),
+                ));
+                let watcher = tokio::spawn(watch_for_other_origins(
+                    client.clone(),
+                    frames.clone(),
+                    origin_id.clone(),
+                    Arc::clone(&stats),
+                ));
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(ORIGIN_HEADER, origin_id.as_str());
                 while let Ok(frame) = rx.recv_async().await {
                     let up = client.connection_state() == async_nats::connection::State::Connected;
-                    stats.connected.store(up as u64, Ordering::Relaxed);
                     if !up {
                         // Latest wins: frames from an outage are not worth flushing later.
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        stats.drop_frame(Dropped::Disconnected);
                         continue;
                     }
                     match client
                         .publish_with_headers(frames.clone(), headers.clone(), frame)
                         .await
                     {
-                        Ok(()) => stats.published.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => stats.dropped.fetch_add(1, Ordering::Relaxed),
+                        Ok(()) => NatsStats::add(&stats.published, 1),
+                        Err(_) => stats.drop_frame(Dropped::Busy),
                     };
                 }
                 responder.abort();
+                watcher.abort();
             });
         })?;
     Ok(tx)
+}
+
+/// Listens on the origin's own feed (the server does not echo its own frames): whatever arrives
+/// was published by another origin.
+async fn watch_for_other_origins(
+    client: async_nats::Client,
+    subject: String,
+    own: String,
+    stats: Arc<NatsStats>,
+) {
+    let Ok(mut sub) = client.subscribe(subject.clone()).await else {
+        return;
+    };
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(msg) = sub.next().await {
+        let other = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(ORIGIN_HEADER))
+            .map_or("(no origin header)", |v| v.as_str());
+        if other == own {
+            continue; // a server that echoes regardless
+        }
+        stats.drop_frame(Dropped::OtherOrigin);
+        if !seen.iter().any(|s| s == other) && seen.len() < 16 {
+            seen.push(other.to_string());
+            tracing::error!(
+                subject,
+                origin = %own,
+                other,
+                "TWO ORIGINS PUBLISH THIS FEED: this one ({own}) and {other}; edges follow one and drop the other's frames; give each origin its own --feed"
+            );
+        }
+    }
 }
 
 /// Answers command requests, each as the command port answers its lines.
@@ -96,9 +141,12 @@ async fn answer(client: async_nats::Client, subject: String, app: Arc<App>, stat
         };
         let (client, app, stats) = (client.clone(), Arc::clone(&app), Arc::clone(&stats));
         tokio::spawn(async move {
+            let start = std::time::Instant::now();
             let reply = run_commands(&app, &msg.payload).await;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
             let _ = client.publish(reply_to, reply.into()).await;
+            // One writer: every task runs on this runtime's single thread.
+            stats.request_time.observe(start.elapsed());
+            stats.requests.fetch_add(1, Ordering::Relaxed);
         });
     }
 }

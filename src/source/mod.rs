@@ -56,6 +56,11 @@ pub trait Source: Send + 'static {
     fn frame_counter(&self) -> Option<u64> {
         None
     }
+
+    /// A NATS edge's counters, for `/metrics`.
+    fn nats_stats(&self) -> Option<std::sync::Arc<crate::nats::NatsStats>> {
+        None
+    }
 }
 
 /// How the hub paces frames for a source.

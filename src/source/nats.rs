@@ -7,45 +7,28 @@
 //! NATS runs on the official `async-nats` client, on a tokio runtime confined to one side thread;
 //! it meets the tick through the same shared state and wake-up as the TCP relay
 //! ([`super::relay`]), so the compio workers and their hot path do not change.
+//!
+//! Latest wins on the way in: of the frames that have already arrived when the reader gets to
+//! them (a burst after a slow stretch of network), only the newest is decoded; the others are
+//! counted as superseded. Frames from a second origin on the feed, and messages that are not
+//! telemetry frames, are counted and dropped, never forwarded ([`crate::nats`]).
 
 use super::relay::{Latest, Relay};
 use crate::command::CommandError;
+use crate::nats::{Dropped, NatsStats, OriginTracker, OriginVerdict, PeriodEstimate, Security};
 use crate::telemetry::decode::FrameDecoder;
 use crate::telemetry::Variables;
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Subjects of one feed.
-pub fn subjects(feed: &str) -> (String, String) {
-    (
-        format!("aerobridge.{feed}.frames"),
-        format!("aerobridge.{feed}.commands"),
-    )
-}
-
-/// `nats://HOST:PORT/FEED` → (`nats://HOST:PORT`, FEED).
-pub fn parse_url(url: &str) -> anyhow::Result<(String, String)> {
-    let rest = url
-        .strip_prefix("nats://")
-        .ok_or_else(|| anyhow::anyhow!("expected nats://HOST:PORT/FEED, got {url:?}"))?;
-    let (server, feed) = rest.split_once('/').unwrap_or((rest, "default"));
-    let feed = if feed.is_empty() { "default" } else { feed };
-    anyhow::ensure!(
-        !server.is_empty()
-            && feed
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "expected nats://HOST:PORT/FEED (FEED: letters, digits, - and _), got {url:?}"
-    );
-    Ok((format!("nats://{server}"), feed.to_string()))
-}
 
 /// How long an edge waits for the origin to answer a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts an edge of `feed` on the NATS server at `server`.
-pub fn start(server: String, feed: String) -> anyhow::Result<Relay> {
+/// Starts an edge of `feed` on the NATS server at `server` (credentials in the URL or in
+/// `security`). Connecting goes on in the background: the edge serves stale frames until the
+/// feed arrives.
+pub fn start(server: String, feed: String, security: &Security) -> anyhow::Result<Relay> {
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -53,34 +36,54 @@ pub fn start(server: String, feed: String) -> anyhow::Result<Relay> {
             .enable_all()
             .build()?,
     );
-    let (frames, commands) = subjects(&feed);
-    let client = runtime.block_on(
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(server.as_str()),
-    )?;
-    let describe = format!("NATS feed {feed} at {server} ({frames})");
+    let stats = Arc::new(NatsStats::default());
+    let subjects = crate::nats::subjects(&feed);
+    let client = runtime.block_on(async {
+        let (url, options) = security
+            .connect_options(&server, "edge", Arc::clone(&stats))
+            .await?;
+        options.connect(url).await.map_err(anyhow::Error::from)
+    })?;
+    let describe = format!(
+        "NATS feed {feed} at {} ({})",
+        crate::nats::redact(&server),
+        subjects.frames
+    );
     let reader = {
-        let (runtime, client) = (Arc::clone(&runtime), client.clone());
+        let (runtime, client, stats) = (Arc::clone(&runtime), client.clone(), Arc::clone(&stats));
+        let frames = subjects.frames.clone();
         move |latest: Arc<Mutex<Latest>>, updated: flume::Sender<()>| {
-            runtime.block_on(read(client, frames, latest, updated));
+            runtime.block_on(read(client, frames, latest, updated, stats));
         }
     };
-    let forward = move |line: &str| -> Result<(), CommandError> {
-        let request = client.request(commands.clone(), line.to_string().into());
-        match runtime.block_on(async { tokio::time::timeout(COMMAND_TIMEOUT, request).await }) {
-            Err(_) => Err(CommandError::UpstreamUnavailable(format!(
-                "no answer from the origin on {commands} within {} s",
-                COMMAND_TIMEOUT.as_secs()
-            ))),
-            Ok(Err(e)) => Err(CommandError::UpstreamUnavailable(format!(
-                "origin unreachable on {commands} ({e})"
-            ))),
-            Ok(Ok(reply)) => reply_result(&reply.payload),
+    let forward = {
+        let stats = Arc::clone(&stats);
+        let commands = subjects.commands;
+        move |line: &str| -> Result<(), CommandError> {
+            let start = Instant::now();
+            let request = client.request(commands.clone(), line.to_string().into());
+            let answer =
+                runtime.block_on(async { tokio::time::timeout(COMMAND_TIMEOUT, request).await });
+            NatsStats::add(&stats.requests, 1);
+            stats.request_time.observe(start.elapsed());
+            let failed = |e: CommandError| {
+                NatsStats::add(&stats.request_failures, 1);
+                Err(e)
+            };
+            match answer {
+                Err(_) => failed(CommandError::UpstreamUnavailable(format!(
+                    "no answer from the origin on {commands} within {} s",
+                    COMMAND_TIMEOUT.as_secs()
+                ))),
+                Ok(Err(e)) => failed(CommandError::UpstreamUnavailable(format!(
+                    "origin unreachable on {commands} ({})",
+                    e.kind()
+                ))),
+                Ok(Ok(reply)) => reply_result(&reply.payload),
+            }
         }
     };
-    Relay::start_with(describe, true, reader, forward)
+    Relay::start_with(describe, Some(stats), reader, forward)
 }
 
 /// The origin's reply line, as a result: its own refusal in its words.
@@ -103,14 +106,29 @@ fn reply_result(reply: &[u8]) -> Result<(), CommandError> {
     }
 }
 
+/// The origin id a message carries (`""` without the header).
+fn origin_of(msg: &async_nats::Message) -> &str {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(crate::nats::ORIGIN_HEADER))
+        .map_or("", |v| v.as_str())
+}
+
+/// Receives the feed: picks the newest frame of the followed origin out of what has arrived,
+/// decodes it, and hands it to the tick.
 async fn read(
     client: async_nats::Client,
     subject: String,
     latest: Arc<Mutex<Latest>>,
     updated: flume::Sender<()>,
+    stats: Arc<NatsStats>,
 ) {
     let mut decoder = FrameDecoder::new();
     let mut vars = Variables::new();
+    let mut origins = OriginTracker::default();
+    let mut period = PeriodEstimate::default();
+    let mut epoch = 0u64;
+    let mut batch: Vec<async_nats::Message> = Vec::new();
     loop {
         let mut sub = match client.subscribe(subject.clone()).await {
             Ok(s) => s,
@@ -121,29 +139,88 @@ async fn read(
             }
         };
         tracing::info!(subject, "subscribed to the NATS feed");
-        while let Some(msg) = sub.next().await {
-            match decoder.decode(&msg.payload, &mut vars) {
-                Ok(info) => {
-                    let mut l = latest.lock().expect("poisoned");
-                    l.vars.get_or_insert_with(Variables::new).clone_from(&vars);
-                    l.timestamp_us = info.timestamp_us;
-                    l.counter = info.update_counter;
-                    l.version += 1;
-                    l.received = Some(Instant::now());
-                    l.connected = true;
-                    drop(l);
-                    let _ = updated.try_send(());
+        while let Some(first) = sub.next().await {
+            // Latest wins: of what has already arrived, only the newest frame of the followed
+            // origin that decodes is used; the older ones are superseded.
+            batch.clear();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                next = sub.next().now_or_never().flatten();
+                NatsStats::add(&stats.received, 1);
+                let origin = origin_of(&msg);
+                match origins.judge(origin, Instant::now()) {
+                    OriginVerdict::Follow => batch.push(msg),
+                    OriginVerdict::Switch { previous } => {
+                        epoch += 1;
+                        period.restart();
+                        match previous {
+                            None => tracing::info!(subject, origin, "following origin"),
+                            Some(previous) => {
+                                NatsStats::add(&stats.origin_changes, 1);
+                                tracing::warn!(
+                                    subject,
+                                    origin,
+                                    previous,
+                                    "the origin changed (a restart or a failover): following the new one; counters continue from ours"
+                                );
+                            }
+                        }
+                        for _ in batch.drain(..) {
+                            stats.drop_frame(Dropped::Superseded);
+                        }
+                        batch.push(msg);
+                    }
+                    OriginVerdict::Conflict { followed } => {
+                        stats.drop_frame(Dropped::OtherOrigin);
+                        if origins.first_conflict(origin) {
+                            tracing::error!(
+                                subject,
+                                followed = %followed,
+                                other = origin,
+                                "TWO ORIGINS PUBLISH THIS FEED: following {followed}, dropping every frame of {origin}; give each origin its own --feed"
+                            );
+                        }
+                    }
                 }
-                Err(e) => {
-                    // Never forwarded: counted and dropped.
-                    let mut l = latest.lock().expect("poisoned");
-                    l.bad_lines += 1;
-                    if l.bad_lines <= 5 {
-                        tracing::warn!(subject, error = %e, "dropping a feed message that is not a telemetry frame");
+            }
+            while let Some(msg) = batch.pop() {
+                match decoder.decode(&msg.payload, &mut vars) {
+                    Ok(info) => {
+                        for _ in batch.drain(..) {
+                            stats.drop_frame(Dropped::Superseded);
+                        }
+                        if let (Some(c), Some(t)) = (info.update_counter, info.timestamp_us) {
+                            period.observe(c, t);
+                        }
+                        let mut l = latest.lock().expect("poisoned");
+                        l.vars.get_or_insert_with(Variables::new).clone_from(&vars);
+                        l.timestamp_us = info.timestamp_us;
+                        l.counter = info.update_counter;
+                        l.epoch = epoch;
+                        l.data_valid = info.data_valid;
+                        l.period = period.period();
+                        l.version += 1;
+                        l.received = Some(Instant::now());
+                        l.connected = true;
+                        drop(l);
+                        let _ = updated.try_send(());
+                    }
+                    Err(e) => {
+                        // Never forwarded: counted and dropped (an older frame may still do).
+                        stats.drop_frame(Dropped::Invalid);
+                        latest.lock().expect("poisoned").bad_lines += 1;
+                        crate::limited!(
+                            crate::log_limit::NATS_FEED,
+                            warn,
+                            subject,
+                            error = %e,
+                            "dropping a feed message that is not a telemetry frame"
+                        );
                     }
                 }
             }
         }
+        tracing::warn!(subject, "the feed subscription ended; subscribing again");
     }
 }
 
@@ -152,21 +229,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_subjects() {
-        assert_eq!(
-            parse_url("nats://127.0.0.1:4222/class-a").unwrap(),
-            ("nats://127.0.0.1:4222".into(), "class-a".into())
-        );
-        assert_eq!(
-            parse_url("nats://host:4222").unwrap().1,
-            "default".to_string()
-        );
-        assert!(parse_url("tcp://x:1/a").is_err());
-        assert!(
-            parse_url("nats://x:1/a.b").is_err(),
-            "no subject tokens in a feed name"
-        );
-        assert_eq!(subjects("a").0, "aerobridge.a.frames");
+    fn the_origins_replies_become_results() {
         assert!(reply_result(br#"{"ok":true,"frame":3}"#).is_ok());
         assert_eq!(
             reply_result(br#"{"ok":false,"error":"Aircraft.Altitude is read-only"}"#),
@@ -174,5 +237,9 @@ mod tests {
                 "Aircraft.Altitude is read-only".into()
             ))
         );
+        assert!(matches!(
+            reply_result(b"garbage"),
+            Err(CommandError::UpstreamRefused(_))
+        ));
     }
 }

@@ -6,6 +6,7 @@
 
 use super::{Applying, Source};
 use crate::command::{Command, CommandError};
+use crate::nats::{Dropped, NatsStats};
 use crate::telemetry::decode::FrameDecoder;
 use crate::telemetry::Variables;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +29,12 @@ pub(crate) struct Latest {
     pub(crate) received: Option<Instant>,
     pub(crate) connected: bool,
     pub(crate) bad_lines: u64,
+    /// A feed's origin generation: it changes when the edge follows another origin.
+    pub(crate) epoch: u64,
+    /// A feed's `data_valid` (an origin whose own source is stale says so).
+    pub(crate) data_valid: bool,
+    /// A feed's broadcast period, as estimated from its frames.
+    pub(crate) period: Option<Duration>,
 }
 
 /// The relay source.
@@ -37,11 +44,23 @@ pub struct Relay {
     version: u64,
     vars: Variables,
     timestamp_us: Option<u64>,
-    /// Pass upstream's `update_counter` through (a NATS feed: gaps are the origin's).
-    keep_counter: bool,
-    /// The upstream counter of the frame being built, when it is a new upstream frame (a stale
-    /// re-broadcast counts on from it, so counters never repeat).
+    /// A NATS feed: its counters (and the feed rules below) apply.
+    feed: Option<Arc<NatsStats>>,
+    /// The counter of the frame being built, when it is a new feed frame: the origin's
+    /// `update_counter` plus `offset` (a stale re-broadcast counts on from it, so counters never
+    /// repeat).
     counter: Option<u64>,
+    /// Mirrors the hub's counter: the last `update_counter` our clients were sent.
+    emitted: u64,
+    /// Added to the origin's counter: 0, unless the origin restarted (its counter began again
+    /// below ours) — then ours continue from where they were.
+    offset: u64,
+    /// The origin generation `offset` belongs to.
+    epoch: u64,
+    /// The feed's `data_valid` for the frame being built.
+    feed_valid: bool,
+    /// A feed: the frame being built is the origin's (not a stale re-broadcast).
+    fresh: bool,
     commands: flume::Sender<(String, flume::Sender<Result<(), CommandError>>)>,
     updates: flume::Receiver<()>,
 }
@@ -86,8 +105,13 @@ impl Relay {
             version: 0,
             vars: Variables::new(),
             timestamp_us: None,
-            keep_counter: false,
+            feed: None,
             counter: None,
+            emitted: 0,
+            offset: 0,
+            epoch: 0,
+            feed_valid: true,
+            fresh: false,
             commands: tx,
             updates,
         })
@@ -95,11 +119,12 @@ impl Relay {
 
     /// A relay whose frames come from `reader` (run on its own thread, it fills the shared
     /// latest state and wakes the tick) and whose commands go through `forward` (one line, on a
-    /// thread of its own). `describe` names it in the startup log; `keep_counter` passes the
-    /// upstream `update_counter` through.
+    /// thread of its own). `describe` names it in the startup log. With `feed` (a NATS feed's
+    /// counters), the feed rules apply: the origin's `update_counter` and `data_valid` pass
+    /// through, and the origin's own period decides when a frame is missing.
     pub(crate) fn start_with(
         describe: String,
-        keep_counter: bool,
+        feed: Option<Arc<NatsStats>>,
         reader: impl FnOnce(Arc<Mutex<Latest>>, flume::Sender<()>) + Send + 'static,
         forward: impl Fn(&str) -> Result<(), CommandError> + Send + 'static,
     ) -> anyhow::Result<Relay> {
@@ -125,11 +150,33 @@ impl Relay {
             version: 0,
             vars: Variables::new(),
             timestamp_us: None,
-            keep_counter,
+            feed,
             counter: None,
+            emitted: 0,
+            offset: 0,
+            epoch: 0,
+            feed_valid: true,
+            fresh: false,
             commands: tx,
             updates,
         })
+    }
+
+    /// A feed frame's counter as our clients see it: the origin's, shifted by `offset`, which is
+    /// set when a new origin generation begins below the counters already sent.
+    fn feed_counter(&mut self, epoch: u64, upstream: u64) -> u64 {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.offset = (self.emitted + 1).saturating_sub(upstream);
+            if self.offset > 0 {
+                tracing::info!(
+                    offset = self.offset,
+                    "the feed's counter began again below ours: ours continue, {} above the origin's",
+                    self.offset
+                );
+            }
+        }
+        upstream + self.offset
     }
 }
 
@@ -263,15 +310,39 @@ impl Source for Relay {
     }
 
     fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
-        let l = self.latest.lock().unwrap();
+        let latest = Arc::clone(&self.latest);
+        let l = latest.lock().unwrap();
         self.counter = None;
+        let mut fresh = false;
         if l.version != self.version {
-            if let Some(v) = &l.vars {
-                self.vars.clone_from(v);
-            }
             self.version = l.version;
-            self.timestamp_us = l.timestamp_us;
-            self.counter = l.counter;
+            let counter = match (&self.feed, l.counter) {
+                (Some(_), Some(c)) => Some(self.feed_counter(l.epoch, c)),
+                _ => None,
+            };
+            if let (Some(stats), Some(c)) = (&self.feed, counter) {
+                if c <= self.emitted {
+                    // Arrived as a stale frame took its number (see wait_for_update).
+                    stats.drop_frame(Dropped::Late);
+                }
+            }
+            if counter.is_none_or(|c| c > self.emitted) {
+                if let Some(v) = &l.vars {
+                    self.vars.clone_from(v);
+                }
+                self.timestamp_us = l.timestamp_us;
+                self.feed_valid = l.data_valid;
+                self.counter = counter;
+                fresh = true;
+            }
+        }
+        // The hub's counter, mirrored: one more than the last, or the feed's if that is higher.
+        self.emitted = (self.emitted + 1).max(self.counter.unwrap_or(0));
+        if self.feed.is_some() {
+            // A feed frame is valid when it is the origin's (and the origin says so); a frame
+            // the tick builds in a silence (two of the origin's periods) is stale.
+            self.fresh = fresh;
+            return fresh && self.feed_valid;
         }
         l.connected && l.received.is_some_and(|t| t.elapsed() < STALE_AFTER)
     }
@@ -285,7 +356,31 @@ impl Source for Relay {
     }
 
     fn wait_for_update(&mut self, timeout: Duration) -> bool {
-        self.updates.recv_timeout(timeout).is_ok()
+        let Some(stats) = self.feed.clone() else {
+            return self.updates.recv_timeout(timeout).is_ok();
+        };
+        // A feed is re-broadcast stale after two of the origin's periods without a frame.
+        let period = self.latest.lock().unwrap().period;
+        let deadline = Instant::now() + period.map_or(timeout, |p| p * 2);
+        while self.updates.recv_deadline(deadline).is_ok() {
+            let latest = Arc::clone(&self.latest);
+            let l = latest.lock().unwrap();
+            if l.version == self.version {
+                continue;
+            }
+            let Some(upstream) = l.counter else {
+                return true;
+            };
+            // A frame that arrives after a stale frame took its number is late: skipping it
+            // keeps our counters the origin's (latest wins; the next one is on time).
+            if self.feed_counter(l.epoch, upstream) <= self.emitted {
+                self.version = l.version;
+                stats.drop_frame(Dropped::Late);
+                continue;
+            }
+            return true;
+        }
+        false
     }
 
     /// Another aerobridge stamps wall-clock µs: pass it through, so latency is measured from the
@@ -295,11 +390,18 @@ impl Source for Relay {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?
             .as_micros() as u64;
+        if self.feed.is_some() && !self.fresh {
+            return None; // a stale re-broadcast: stamped now, as ours
+        }
         self.timestamp_us.filter(|t| t.abs_diff(now) < 60_000_000)
     }
 
     fn frame_counter(&self) -> Option<u64> {
-        self.counter.filter(|_| self.keep_counter)
+        self.counter
+    }
+
+    fn nats_stats(&self) -> Option<Arc<NatsStats>> {
+        self.feed.clone()
     }
 
     /// Relayed commands are answered by [`submit`](Source::submit) once upstream has them.
