@@ -711,3 +711,131 @@ fn a_command_without_an_origin_gets_a_clear_error() {
     assert_eq!(edge_metric(&edge, "nats_command_requests_total"), 2.0);
     assert_eq!(edge_metric(&edge, "nats_command_failures_total"), 2.0);
 }
+
+/// A NATS JWT: `claims` signed by `issuer` (what `nsc` would write).
+fn nats_jwt(issuer: &nkeys::KeyPair, claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let head = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64(claims.to_string().as_bytes());
+    let signed = format!("{head}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64(&signature))
+}
+
+#[test]
+fn a_credentials_file_authenticates_origin_and_edge() {
+    // Decentralised auth as `nsc` sets it up: an operator, an account it signs, and a user the
+    // account signs; the user's JWT and seed go in a `.creds` file.
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |jti: &str, iss: &nkeys::KeyPair, sub: &nkeys::KeyPair, nats: Value| {
+        serde_json::json!({"jti": jti, "iat": now, "iss": iss.public_key(), "name": jti,
+                           "sub": sub.public_key(), "nats": nats})
+    };
+    let operator_jwt = nats_jwt(
+        &operator,
+        claims(
+            "op",
+            &operator,
+            &operator,
+            serde_json::json!({"type": "operator", "version": 2}),
+        ),
+    );
+    let unlimited = serde_json::json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+    let account_jwt = nats_jwt(
+        &operator,
+        claims(
+            "acc",
+            &operator,
+            &account,
+            serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+        ),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        claims(
+            "usr",
+            &account,
+            &user,
+            serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+                               "subs": -1, "data": -1, "payload": -1}),
+        ),
+    );
+    let dir = std::env::temp_dir().join(format!("aerobridge-nats-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: {operator_jwt}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {account_jwt}\n}}\n",
+            account.public_key()
+        ),
+    )
+    .unwrap();
+    let creds = dir.join("user.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let Some(nats) = nats_server_with(None, &["-c", conf.to_str().unwrap()]) else {
+        return;
+    };
+    let creds = creds.to_str().unwrap();
+    let _origin = Server::start(&[
+        "--nats-publish",
+        &nats.url(),
+        "--feed",
+        "t10",
+        "--nats-creds",
+        creds,
+    ]);
+    let feed = format!("{}/t10", nats.url());
+    let edge = Server::start(&["--source", &feed, "--nats-creds", creds]);
+    let without = Server::start(&["--source", &feed]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge authenticates with the creds file", 0, 10);
+    client.finish();
+    without.wait_for_log("NATS: cannot connect", Duration::from_secs(10));
+    assert_eq!(edge_metric(&without, "nats_connected"), 0.0);
+    let seed = user.seed().unwrap();
+    for s in [&edge, &without] {
+        assert!(
+            !s.log().join("\n").contains(&seed),
+            "the seed is never logged"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_credentials_file_is_a_clear_startup_error() {
+    for args in [
+        &["--nats-publish", "nats://127.0.0.1:1"][..],
+        &["--source", "nats://127.0.0.1:1/f"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_aerobridge"))
+            .args(["--data-port", "0", "--command-port", "0", "--ws-port", "0"])
+            .args(args)
+            .args(["--nats-creds", "/nonexistent/user.creds"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--nats-creds /nonexistent/user.creds"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
