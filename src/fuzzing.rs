@@ -345,3 +345,64 @@ fn is_json(bytes: &[u8]) -> bool {
     let ok = simd_json::to_borrowed_value(&mut b).is_ok();
     ok
 }
+
+/// An edge's feed rules driven by the input, 10 bytes a step: a stale tick, or a frame from one
+/// of four origins (one without an id) with a counter, after a pause. The counters the edge's
+/// clients see never repeat or go back; a frame that is used keeps its number (the origin's,
+/// shifted only after a restart); the edge follows one origin at a time.
+pub fn feed(data: &[u8]) {
+    use crate::nats::{FeedCounters, OriginTracker, OriginVerdict, TAKEOVER_AFTER};
+    use std::time::{Duration, Instant};
+
+    let mut origins = OriginTracker::default();
+    let mut numbers = FeedCounters::default();
+    let mut epoch = 0u64;
+    let mut now = Instant::now();
+    let mut followed: Option<(&str, Instant)> = None;
+    let mut last = 0u64;
+    for step in data.chunks_exact(10) {
+        now += Duration::from_millis(step[1] as u64 * 8);
+        if step[0] % 3 == 0 {
+            let counter = numbers.emit(None);
+            assert!(counter > last || last == u64::MAX, "stale frames count on");
+            last = counter;
+            continue;
+        }
+        let origin = ["a", "b", "c", ""][(step[0] / 3 % 4) as usize];
+        let upstream = u64::from_le_bytes(step[2..10].try_into().expect("8 bytes"));
+        match origins.judge(origin, now) {
+            OriginVerdict::Conflict { followed: f } => {
+                let (id, since) = followed.expect("a conflict needs a followed origin");
+                assert_eq!(f, id);
+                assert!(now.duration_since(since) < TAKEOVER_AFTER);
+                continue;
+            }
+            OriginVerdict::Switch { previous } => {
+                if let Some((id, since)) = followed {
+                    assert_eq!(previous.as_deref(), Some(id));
+                    assert!(
+                        id == origin || now.duration_since(since) >= TAKEOVER_AFTER,
+                        "another origin only after the followed one went silent"
+                    );
+                }
+                epoch += 1;
+            }
+            OriginVerdict::Follow => {
+                assert_eq!(followed.map(|f| f.0), Some(origin));
+            }
+        }
+        followed = Some((origin, now));
+        let offset = numbers.offset();
+        if let Some(placed) = numbers.place(epoch, upstream) {
+            assert!(
+                placed > last,
+                "a placed frame is newer than every frame sent"
+            );
+            if numbers.offset() == offset {
+                assert_eq!(placed, upstream.saturating_add(offset));
+            }
+            assert_eq!(numbers.emit(Some(placed)), placed, "it keeps its number");
+            last = placed;
+        }
+    }
+}

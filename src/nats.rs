@@ -339,6 +339,50 @@ impl OriginTracker {
     }
 }
 
+/// The largest `update_counter` an edge accepts: 2^53, the last integer every JSON parser reads
+/// exactly (JavaScript's `Number`). A bigger one is garbage, dropped as invalid.
+pub const MAX_COUNTER: u64 = 1 << 53;
+
+/// An edge's `update_counter`s: the origin's where it can, and never repeating or going back
+/// for a connected client (see [`crate::manual`], NATS).
+///
+/// The tick numbers each frame one more than the last, or the origin's number if that is higher.
+/// A frame built in a silence (stale) takes the next number; the origin's frame of that number,
+/// if it arrives after all, is late and dropped, so the following ones keep the origin's numbers.
+/// When a new origin generation begins (a restart: its counter starts again), its numbers are
+/// shifted to continue ours.
+#[derive(Debug, Default, Clone)]
+pub struct FeedCounters {
+    emitted: u64,
+    offset: u64,
+    epoch: u64,
+}
+
+impl FeedCounters {
+    /// Where the origin's frame `upstream` of generation `epoch` goes: its counter at the edge,
+    /// or `None` when it is late (a stale frame took its number).
+    pub fn place(&mut self, epoch: u64, upstream: u64) -> Option<u64> {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.offset = self.emitted.saturating_add(1).saturating_sub(upstream);
+        }
+        let counter = upstream.saturating_add(self.offset);
+        (counter > self.emitted).then_some(counter)
+    }
+
+    /// Records a frame built by the tick, with the counter [`place`](Self::place) gave it or
+    /// `None` (stale), and returns the counter it carries (the tick's rule, mirrored).
+    pub fn emit(&mut self, placed: Option<u64>) -> u64 {
+        self.emitted = (self.emitted.saturating_add(1)).max(placed.unwrap_or(0));
+        self.emitted
+    }
+
+    /// What is added to the origin's counters (0 unless an origin restarted).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
 /// The origin's broadcast period, estimated from its frames' counters and timestamps, so an edge
 /// knows when a frame is missing (two periods without one make its frames stale).
 #[derive(Debug, Default, Clone, Copy)]
@@ -457,6 +501,37 @@ mod tests {
             }
         );
         assert_eq!(t.judge("c", later), OriginVerdict::Follow);
+    }
+
+    #[test]
+    fn counters_stay_the_origins_across_hiccups_and_continue_across_restarts() {
+        let mut c = FeedCounters::default();
+        let arrive = |c: &mut FeedCounters, epoch, upstream| {
+            let placed = c.place(epoch, upstream);
+            c.emit(placed)
+        };
+        // The edge started first: two stale frames, then the origin at 100.
+        assert_eq!(c.emit(None), 1);
+        assert_eq!(c.emit(None), 2);
+        assert_eq!(c.place(1, 100), Some(100));
+        assert_eq!(c.emit(Some(100)), 100);
+        assert_eq!(arrive(&mut c, 1, 101), 101);
+        // A hiccup: a stale frame takes 102, so the origin's 102 is late; 103 is on time.
+        assert_eq!(c.emit(None), 102);
+        assert_eq!(c.place(1, 102), None);
+        assert_eq!(arrive(&mut c, 1, 103), 103);
+        // An outage: the origin went on counting; the edge follows with a gap.
+        assert_eq!(c.emit(None), 104);
+        assert_eq!(arrive(&mut c, 1, 250), 250);
+        // The origin restarts (generation 2) from 1: ours continue, shifted.
+        assert_eq!(c.emit(None), 251);
+        assert_eq!(c.place(2, 1), Some(252));
+        assert_eq!(c.offset(), 251);
+        assert_eq!(c.emit(Some(252)), 252);
+        assert_eq!(arrive(&mut c, 2, 2), 253);
+        // A new origin ahead of us: its numbers as they are.
+        assert_eq!(c.place(3, 9_000), Some(9_000));
+        assert_eq!(c.offset(), 0);
     }
 
     #[test]

@@ -33,13 +33,14 @@ fn replay(target: &str, dir: &str, check: fn(&[u8])) -> usize {
 fn fuzz_seeds_and_past_crashes_pass() {
     use aerobridge::fuzzing::*;
     type Check = fn(&[u8]);
-    let targets: [(&str, Check, usize); 6] = [
+    let targets: [(&str, Check, usize); 7] = [
         ("ws_frames", ws_frames, 5),
         ("upgrade_request", upgrade_request, 3),
         ("commands", commands, 5),
         ("line_splitter", line_splitter, 1),
         ("session", session, 16),
         ("data_port", data_port, 4),
+        ("feed", feed, 3),
     ];
     for (target, check, min_seeds) in targets {
         let seeds = replay(target, "corpus", check);

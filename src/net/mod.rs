@@ -196,6 +196,19 @@ async fn refuse(stream: &TcpStream, kind: ListenerKind, max: usize) {
     )
     .await;
     io::shutdown_write(stream);
+    // Lingering close: what the client sends meanwhile (its command, racing our answer) is read
+    // and discarded until its end, so closing does not reset the connection under the answer.
+    let _ = compio::time::timeout(Duration::from_millis(200), async {
+        let mut buf = Vec::with_capacity(4096);
+        for _ in 0..16 {
+            buf.clear();
+            match read_some(stream, buf).await {
+                (Ok(n), b) if n > 0 => buf = b,
+                _ => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// Drains a client's queue into the socket until the queue is closed and flushed. Each item is

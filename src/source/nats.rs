@@ -16,7 +16,7 @@
 use super::relay::{Latest, Relay};
 use crate::command::CommandError;
 use crate::nats::{Dropped, NatsStats, OriginTracker, OriginVerdict, PeriodEstimate, Security};
-use crate::telemetry::decode::FrameDecoder;
+use crate::telemetry::decode::{DecodeError, FrameDecoder};
 use crate::telemetry::Variables;
 use futures_util::{FutureExt as _, StreamExt as _};
 use std::sync::{Arc, Mutex};
@@ -184,7 +184,15 @@ async fn read(
                 }
             }
             while let Some(msg) = batch.pop() {
-                match decoder.decode(&msg.payload, &mut vars) {
+                // An origin always numbers its frames: a frame without a usable counter is not
+                // one of its frames.
+                let decoded = decoder.decode(&msg.payload, &mut vars).and_then(|info| {
+                    match info.update_counter {
+                        Some(c) if c <= crate::nats::MAX_COUNTER => Ok(info),
+                        other => Err(DecodeError::Counter(other)),
+                    }
+                });
+                match decoded {
                     Ok(info) => {
                         for _ in batch.drain(..) {
                             stats.drop_frame(Dropped::Superseded);

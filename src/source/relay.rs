@@ -6,7 +6,7 @@
 
 use super::{Applying, Source};
 use crate::command::{Command, CommandError};
-use crate::nats::{Dropped, NatsStats};
+use crate::nats::{Dropped, FeedCounters, NatsStats};
 use crate::telemetry::decode::FrameDecoder;
 use crate::telemetry::Variables;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -50,13 +50,8 @@ pub struct Relay {
     /// `update_counter` plus `offset` (a stale re-broadcast counts on from it, so counters never
     /// repeat).
     counter: Option<u64>,
-    /// Mirrors the hub's counter: the last `update_counter` our clients were sent.
-    emitted: u64,
-    /// Added to the origin's counter: 0, unless the origin restarted (its counter began again
-    /// below ours) — then ours continue from where they were.
-    offset: u64,
-    /// The origin generation `offset` belongs to.
-    epoch: u64,
+    /// A feed's counters, mirroring the hub's.
+    numbers: FeedCounters,
     /// The feed's `data_valid` for the frame being built.
     feed_valid: bool,
     /// A feed: the frame being built is the origin's (not a stale re-broadcast).
@@ -107,9 +102,7 @@ impl Relay {
             timestamp_us: None,
             feed: None,
             counter: None,
-            emitted: 0,
-            offset: 0,
-            epoch: 0,
+            numbers: FeedCounters::default(),
             feed_valid: true,
             fresh: false,
             commands: tx,
@@ -152,9 +145,7 @@ impl Relay {
             timestamp_us: None,
             feed,
             counter: None,
-            emitted: 0,
-            offset: 0,
-            epoch: 0,
+            numbers: FeedCounters::default(),
             feed_valid: true,
             fresh: false,
             commands: tx,
@@ -162,21 +153,19 @@ impl Relay {
         })
     }
 
-    /// A feed frame's counter as our clients see it: the origin's, shifted by `offset`, which is
-    /// set when a new origin generation begins below the counters already sent.
-    fn feed_counter(&mut self, epoch: u64, upstream: u64) -> u64 {
-        if epoch != self.epoch {
-            self.epoch = epoch;
-            self.offset = (self.emitted + 1).saturating_sub(upstream);
-            if self.offset > 0 {
-                tracing::info!(
-                    offset = self.offset,
-                    "the feed's counter began again below ours: ours continue, {} above the origin's",
-                    self.offset
-                );
-            }
+    /// Places a feed frame (see [`FeedCounters::place`]), saying so when a restarted origin's
+    /// counters are shifted.
+    fn place(&mut self, epoch: u64, upstream: u64) -> Option<u64> {
+        let offset = self.numbers.offset();
+        let placed = self.numbers.place(epoch, upstream);
+        if self.numbers.offset() != offset && self.numbers.offset() > 0 {
+            tracing::info!(
+                offset = self.numbers.offset(),
+                "the feed's counter began again below ours: ours continue, {} above the origin's",
+                self.numbers.offset()
+            );
         }
-        upstream + self.offset
+        placed
     }
 }
 
@@ -316,17 +305,18 @@ impl Source for Relay {
         let mut fresh = false;
         if l.version != self.version {
             self.version = l.version;
-            let counter = match (&self.feed, l.counter) {
-                (Some(_), Some(c)) => Some(self.feed_counter(l.epoch, c)),
-                _ => None,
-            };
-            if let (Some(stats), Some(c)) = (&self.feed, counter) {
-                if c <= self.emitted {
-                    // Arrived as a stale frame took its number (see wait_for_update).
-                    stats.drop_frame(Dropped::Late);
+            // `None`: a late feed frame (a stale frame took its number; see wait_for_update).
+            let placed = match (self.feed.clone(), l.counter) {
+                (Some(stats), Some(c)) => {
+                    let placed = self.place(l.epoch, c);
+                    if placed.is_none() {
+                        stats.drop_frame(Dropped::Late);
+                    }
+                    placed.map(Some)
                 }
-            }
-            if counter.is_none_or(|c| c > self.emitted) {
+                _ => Some(None),
+            };
+            if let Some(counter) = placed {
                 if let Some(v) = &l.vars {
                     self.vars.clone_from(v);
                 }
@@ -336,8 +326,7 @@ impl Source for Relay {
                 fresh = true;
             }
         }
-        // The hub's counter, mirrored: one more than the last, or the feed's if that is higher.
-        self.emitted = (self.emitted + 1).max(self.counter.unwrap_or(0));
+        self.numbers.emit(self.counter);
         if self.feed.is_some() {
             // A feed frame is valid when it is the origin's (and the origin says so); a frame
             // the tick builds in a silence (two of the origin's periods) is stale.
@@ -373,7 +362,7 @@ impl Source for Relay {
             };
             // A frame that arrives after a stale frame took its number is late: skipping it
             // keeps our counters the origin's (latest wins; the next one is on time).
-            if self.feed_counter(l.epoch, upstream) <= self.emitted {
+            if self.place(l.epoch, upstream).is_none() {
                 self.version = l.version;
                 stats.drop_frame(Dropped::Late);
                 continue;

@@ -31,6 +31,9 @@ pub enum DecodeError {
     Json(String),
     /// JSON, but not an object with a `variables` object.
     NotAFrame,
+    /// A frame without a usable `update_counter` (missing, or beyond 2^53), where one is needed
+    /// (a NATS feed).
+    Counter(Option<u64>),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -40,6 +43,8 @@ impl std::fmt::Display for DecodeError {
             DecodeError::NotAFrame => {
                 f.write_str("not a telemetry frame (no \"variables\" object)")
             }
+            DecodeError::Counter(None) => f.write_str("a frame without an update_counter"),
+            DecodeError::Counter(Some(c)) => write!(f, "update_counter {c} is beyond 2^53"),
         }
     }
 }
