@@ -78,6 +78,21 @@ def wait_for_feed(addrs, timeout=15):
     sys.exit("the edge never delivered the feed")
 
 
+def edge_drops(addrs):
+    """An edge's feed frames dropped, by reason (only the non-zero ones), from its /metrics."""
+    host, port = addrs["websocket"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        page = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+    drops = {}
+    for line in page.splitlines():
+        if line.startswith('aerobridge_nats_frames_dropped_total{role="edge"'):
+            reason = line.split('reason="')[1].split('"')[0]
+            if float(line.rsplit(" ", 1)[1]) > 0:
+                drops[reason] = int(float(line.rsplit(" ", 1)[1]))
+    return drops
+
+
 def hop(a, nats_url, processes):
     origin, oa = start(["--nats-publish", nats_url, "--feed", "bench"])
     processes.append(origin)
@@ -120,6 +135,7 @@ def fanout(a, nats_url, processes):
     time.sleep(min(8, a.clients / 300 + 3))
     busy = cpu_pct_over(origin.pid, window - 2)
     runs = [result(r) for r in running]
+    dropped = [edge_drops(addrs) for _, addrs in edges]
     figures = {"edges": a.edges, "clients_per_edge": a.clients,
                "origin_cpu_pct": {"edges_without_clients": idle, "with_clients": busy}, "per_edge": []}
     print(f"origin CPU: {idle:.1f}% with {a.edges} edges and no clients, "
@@ -129,11 +145,12 @@ def fanout(a, nats_url, processes):
         row = {"clients": h["clients"], "still_connected": h["still_connected"], "frames": h["frames"],
                "gaps": h["gaps"], "missing_frames": h["missing_frames"], "torn": h["torn"],
                "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000,
-               "edge_cpu_pct": run["server"]["cpu_pct"]}
+               "edge_cpu_pct": run["server"]["cpu_pct"], "edge_dropped": dropped[i]}
         figures["per_edge"].append(row)
         print(f"edge {i}: {row['still_connected']}/{row['clients']} clients, {row['frames']} frames, "
               f"gaps {row['gaps']} (missing {row['missing_frames']}), torn {row['torn']}, "
-              f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, edge CPU {row['edge_cpu_pct']:.0f}%")
+              f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, edge CPU {row['edge_cpu_pct']:.0f}%, "
+              f"feed frames dropped by the edge {row['edge_dropped'] or 'none'}")
     return figures
 
 

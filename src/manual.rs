@@ -167,8 +167,11 @@
 //!   the followed origin is replaced (restart, failover), a new origin's lower counter is shifted
 //!   to continue ours. Frames of a second origin publishing the same feed are dropped and logged
 //!   loudly, on the edges and on both origins (which listen on their own feed with `no_echo`).
-//! - **Latest wins on the way in too.** What has already arrived when the edge's reader gets to it
-//!   is reduced to the newest frame that decodes: a burst after a slow stretch costs one decode.
+//! - **A short backlog, then latest wins.** Frames that arrive together (the edge's NATS thread
+//!   was not scheduled, or the network stalled) are built in order, back to back, up to four;
+//!   older ones are skipped. Four frames (80 ms at 50 Hz) cover a busy machine's hiccups without
+//!   a gap and keep a slow link from queueing stale state. Every message is decoded, so garbage
+//!   is counted and can never push a real frame out.
 //! - **Secrets stay out of logs.** URLs are logged with `***` for credentials; the token has no
 //!   `Debug`. async-nats does not read credentials from a URL, so they are split off and passed
 //!   as options.

@@ -459,7 +459,7 @@ fn an_edge_behind_a_bursty_link_skips_frames_latest_wins() {
     let Some(nats) = nats_server() else { return };
     let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t4"]);
     let at_origin = Recorder::tcp(origin.data);
-    let slow = bursty_proxy(nats.1, Duration::from_millis(150));
+    let slow = bursty_proxy(nats.1, Duration::from_millis(300));
     let edge = Server::start(&["--source", &format!("nats://127.0.0.1:{slow}/t4")]);
     let tcp = Recorder::tcp(edge.data);
     let ws = Recorder::ws(edge.ws());

@@ -8,12 +8,13 @@
 //! it meets the tick through the same shared state and wake-up as the TCP relay
 //! ([`super::relay`]), so the compio workers and their hot path do not change.
 //!
-//! Latest wins on the way in: of the frames that have already arrived when the reader gets to
-//! them (a burst after a slow stretch of network), only the newest is decoded; the others are
-//! counted as superseded. Frames from a second origin on the feed, and messages that are not
-//! telemetry frames, are counted and dropped, never forwarded ([`crate::nats`]).
+//! When several frames arrive at once (a hiccup of the machine or the network), the newest four
+//! (`FEED_BACKLOG`) are built in order, back to back, so a short hiccup costs no frame; beyond
+//! that, latest wins: older ones are counted as superseded. Frames from a
+//! second origin on the feed, and messages that are not telemetry frames, are counted and
+//! dropped, never forwarded ([`crate::nats`]).
 
-use super::relay::{Latest, Relay};
+use super::relay::{FeedFrame, Latest, Relay, FEED_BACKLOG};
 use crate::command::CommandError;
 use crate::nats::{Dropped, NatsStats, OriginTracker, OriginVerdict, PeriodEstimate, Security};
 use crate::telemetry::decode::{DecodeError, FrameDecoder};
@@ -114,8 +115,8 @@ fn origin_of(msg: &async_nats::Message) -> &str {
         .map_or("", |v| v.as_str())
 }
 
-/// Receives the feed: picks the newest frame of the followed origin out of what has arrived,
-/// decodes it, and hands it to the tick.
+/// Receives the feed: takes what has arrived, keeps the followed origin's newest frames, decodes
+/// them and hands them to the tick in order.
 async fn read(
     client: async_nats::Client,
     subject: String,
@@ -140,8 +141,7 @@ async fn read(
         };
         tracing::info!(subject, "subscribed to the NATS feed");
         while let Some(first) = sub.next().await {
-            // Latest wins: of what has already arrived, only the newest frame of the followed
-            // origin that decodes is used; the older ones are superseded.
+            // What has already arrived, in order: frames of the followed origin.
             batch.clear();
             let mut next = Some(first);
             while let Some(msg) = next {
@@ -183,38 +183,42 @@ async fn read(
                     }
                 }
             }
-            while let Some(msg) = batch.pop() {
+            // Every message is decoded (a frame costs tens of µs; garbage must never push a real
+            // frame out), and the tick builds the newest few in order.
+            let mut decoded = 0;
+            for msg in batch.drain(..) {
                 // An origin always numbers its frames: a frame without a usable counter is not
                 // one of its frames.
-                let decoded = decoder.decode(&msg.payload, &mut vars).and_then(|info| {
+                let frame = decoder.decode(&msg.payload, &mut vars).and_then(|info| {
                     match info.update_counter {
-                        Some(c) if c <= crate::nats::MAX_COUNTER => Ok(info),
+                        Some(c) if c <= crate::nats::MAX_COUNTER => Ok(FeedFrame {
+                            vars: vars.clone(),
+                            timestamp_us: info.timestamp_us,
+                            counter: c,
+                            epoch,
+                            data_valid: info.data_valid,
+                        }),
                         other => Err(DecodeError::Counter(other)),
                     }
                 });
-                match decoded {
-                    Ok(info) => {
-                        for _ in batch.drain(..) {
-                            stats.drop_frame(Dropped::Superseded);
-                        }
-                        if let (Some(c), Some(t)) = (info.update_counter, info.timestamp_us) {
-                            period.observe(c, t);
+                match frame {
+                    Ok(frame) => {
+                        if let Some(t) = frame.timestamp_us {
+                            period.observe(frame.counter, t);
                         }
                         let mut l = latest.lock().expect("poisoned");
-                        l.vars.get_or_insert_with(Variables::new).clone_from(&vars);
-                        l.timestamp_us = info.timestamp_us;
-                        l.counter = info.update_counter;
-                        l.epoch = epoch;
-                        l.data_valid = info.data_valid;
+                        if l.backlog.len() == FEED_BACKLOG {
+                            l.backlog.pop_front();
+                            stats.drop_frame(Dropped::Superseded);
+                        }
+                        l.backlog.push_back(frame);
                         l.period = period.period();
-                        l.version += 1;
                         l.received = Some(Instant::now());
                         l.connected = true;
-                        drop(l);
-                        let _ = updated.try_send(());
+                        decoded += 1;
                     }
                     Err(e) => {
-                        // Never forwarded: counted and dropped (an older frame may still do).
+                        // Never forwarded: counted and dropped.
                         stats.drop_frame(Dropped::Invalid);
                         latest.lock().expect("poisoned").bad_lines += 1;
                         crate::limited!(
@@ -226,6 +230,9 @@ async fn read(
                         );
                     }
                 }
+            }
+            if decoded > 0 {
+                let _ = updated.try_send(());
             }
         }
         tracing::warn!(subject, "the feed subscription ended; subscribing again");

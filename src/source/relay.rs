@@ -23,18 +23,31 @@ pub(crate) struct Latest {
     pub(crate) vars: Option<Variables>,
     /// The upstream frame's own `timestamp`.
     pub(crate) timestamp_us: Option<u64>,
-    /// The upstream frame's own `update_counter`.
-    pub(crate) counter: Option<u64>,
     pub(crate) version: u64,
     pub(crate) received: Option<Instant>,
     pub(crate) connected: bool,
     pub(crate) bad_lines: u64,
-    /// A feed's origin generation: it changes when the edge follows another origin.
-    pub(crate) epoch: u64,
-    /// A feed's `data_valid` (an origin whose own source is stale says so).
-    pub(crate) data_valid: bool,
+    /// A feed's frames not yet built, oldest first, at most [`FEED_BACKLOG`].
+    pub(crate) backlog: std::collections::VecDeque<FeedFrame>,
     /// A feed's broadcast period, as estimated from its frames.
     pub(crate) period: Option<Duration>,
+}
+
+/// Feed frames an edge keeps to build in order when several arrive at once (a hiccup of the
+/// machine or the network: 80 ms at 50 Hz). Beyond that, latest wins: the oldest are dropped.
+pub(crate) const FEED_BACKLOG: usize = 4;
+
+/// One decoded frame of a NATS feed.
+pub(crate) struct FeedFrame {
+    pub(crate) vars: Variables,
+    /// The origin's `timestamp`.
+    pub(crate) timestamp_us: Option<u64>,
+    /// The origin's `update_counter`.
+    pub(crate) counter: u64,
+    /// The origin generation: it changes when the edge follows another origin.
+    pub(crate) epoch: u64,
+    /// The origin's `data_valid` (an origin whose own source is stale says so).
+    pub(crate) data_valid: bool,
 }
 
 /// The relay source.
@@ -300,38 +313,34 @@ impl Source for Relay {
 
     fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
         let latest = Arc::clone(&self.latest);
-        let l = latest.lock().unwrap();
+        let mut l = latest.lock().unwrap();
         self.counter = None;
-        let mut fresh = false;
-        if l.version != self.version {
-            self.version = l.version;
-            // `None`: a late feed frame (a stale frame took its number; see wait_for_update).
-            let placed = match (self.feed.clone(), l.counter) {
-                (Some(stats), Some(c)) => {
-                    let placed = self.place(l.epoch, c);
-                    if placed.is_none() {
-                        stats.drop_frame(Dropped::Late);
-                    }
-                    placed.map(Some)
-                }
-                _ => Some(None),
-            };
-            if let Some(counter) = placed {
-                if let Some(v) = &l.vars {
-                    self.vars.clone_from(v);
-                }
-                self.timestamp_us = l.timestamp_us;
-                self.feed_valid = l.data_valid;
-                self.counter = counter;
+        if let Some(stats) = self.feed.clone() {
+            // The oldest frame not yet built that still has a place (see wait_for_update). A
+            // frame built in a silence (two of the origin's periods without one) is stale.
+            let mut fresh = false;
+            while let Some(frame) = l.backlog.pop_front() {
+                let Some(counter) = self.place(frame.epoch, frame.counter) else {
+                    stats.drop_frame(Dropped::Late);
+                    continue;
+                };
+                self.vars = frame.vars;
+                self.timestamp_us = frame.timestamp_us;
+                self.feed_valid = frame.data_valid;
+                self.counter = Some(counter);
                 fresh = true;
+                break;
             }
-        }
-        self.numbers.emit(self.counter);
-        if self.feed.is_some() {
-            // A feed frame is valid when it is the origin's (and the origin says so); a frame
-            // the tick builds in a silence (two of the origin's periods) is stale.
+            self.numbers.emit(self.counter);
             self.fresh = fresh;
             return fresh && self.feed_valid;
+        }
+        if l.version != self.version {
+            self.version = l.version;
+            if let Some(v) = &l.vars {
+                self.vars.clone_from(v);
+            }
+            self.timestamp_us = l.timestamp_us;
         }
         l.connected && l.received.is_some_and(|t| t.elapsed() < STALE_AFTER)
     }
@@ -351,25 +360,24 @@ impl Source for Relay {
         // A feed is re-broadcast stale after two of the origin's periods without a frame.
         let period = self.latest.lock().unwrap().period;
         let deadline = Instant::now() + period.map_or(timeout, |p| p * 2);
-        while self.updates.recv_deadline(deadline).is_ok() {
-            let latest = Arc::clone(&self.latest);
-            let l = latest.lock().unwrap();
-            if l.version == self.version {
-                continue;
+        loop {
+            {
+                let latest = Arc::clone(&self.latest);
+                let mut l = latest.lock().unwrap();
+                // A frame that arrives after a stale frame took its number is late: skipping it
+                // keeps our counters the origin's (the next one is on time).
+                while let Some(frame) = l.backlog.front() {
+                    if self.place(frame.epoch, frame.counter).is_some() {
+                        return true;
+                    }
+                    l.backlog.pop_front();
+                    stats.drop_frame(Dropped::Late);
+                }
             }
-            let Some(upstream) = l.counter else {
-                return true;
-            };
-            // A frame that arrives after a stale frame took its number is late: skipping it
-            // keeps our counters the origin's (latest wins; the next one is on time).
-            if self.place(l.epoch, upstream).is_none() {
-                self.version = l.version;
-                stats.drop_frame(Dropped::Late);
-                continue;
+            if self.updates.recv_deadline(deadline).is_err() {
+                return false;
             }
-            return true;
         }
-        false
     }
 
     /// Another aerobridge stamps wall-clock µs: pass it through, so latency is measured from the
