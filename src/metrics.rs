@@ -465,10 +465,14 @@ pub fn health(shared: &View<'_>) -> (u16, String) {
         );
     }
     if !hub.data_valid.load(Ordering::Relaxed) {
-        return (
-            503,
-            "source data not valid (data_valid=0): upstream down, or the recording ended".into(),
-        );
+        let why = match shared.nats_edge {
+            Some(n) if n.connected.load(Ordering::Relaxed) == 0 => {
+                "the NATS server is unreachable (reconnecting)"
+            }
+            Some(_) => "connected to NATS, but the origin sends no valid frames",
+            None => "upstream down, or the recording ended",
+        };
+        return (503, format!("source data not valid (data_valid=0): {why}"));
     }
     (200, format!("ok: last frame {age_ms} ms ago"))
 }

@@ -329,7 +329,7 @@ fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
     client.wait("the edge goes stale", away, |s| s.iter().any(|f| !f.valid));
     edge.wait_until("healthz says why", Duration::from_secs(5), |s| {
         let page = healthz(s);
-        page.starts_with("HTTP/1.1 503") && page.contains("data_valid=0")
+        page.starts_with("HTTP/1.1 503") && page.contains("the NATS server is unreachable")
     });
     edge.wait_until("the edge sees NATS gone", Duration::from_secs(5), |s| {
         edge_metric(s, "nats_connected") == 0.0
@@ -394,7 +394,8 @@ fn a_second_origin_is_detected_and_a_restarted_origin_is_followed() {
         s.iter().any(|f| !f.valid)
     });
     edge.wait_until("healthz says why", Duration::from_secs(5), |s| {
-        healthz(s).starts_with("HTTP/1.1 503")
+        let page = healthz(s);
+        page.starts_with("HTTP/1.1 503") && page.contains("the origin sends no valid frames")
     });
     let _restarted = Server::start(&publish);
     let back = client.len();

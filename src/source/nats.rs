@@ -23,6 +23,9 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Messages taken off the subscription before they are decoded and handed to the tick.
+const MAX_BATCH: usize = 64;
+
 /// How long an edge waits for the origin to answer a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -144,8 +147,15 @@ async fn read(
             // What has already arrived, in order: frames of the followed origin.
             batch.clear();
             let mut next = Some(first);
+            let mut taken = 0;
             while let Some(msg) = next {
-                next = sub.next().now_or_never().flatten();
+                // Bounded, so a flood on the subject cannot keep the tick waiting.
+                taken += 1;
+                next = if taken < MAX_BATCH {
+                    sub.next().now_or_never().flatten()
+                } else {
+                    None
+                };
                 NatsStats::add(&stats.received, 1);
                 let origin = origin_of(&msg);
                 match origins.judge(origin, Instant::now()) {
