@@ -208,6 +208,12 @@ pub fn render(shared: &View<'_>) -> String {
             "NATS: connections after the first (the client reconnects by itself).",
             &per_role(&|_, n| get(&n.reconnects)),
         );
+        family(
+            "nats_connect_failures_total",
+            "counter",
+            "NATS: failed connection attempts (unreachable, refused credentials, untrusted certificate).",
+            &per_role(&|_, n| get(&n.connect_failures)),
+        );
         if let Some(n) = shared.nats_origin {
             family(
                 "nats_frames_published_total",

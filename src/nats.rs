@@ -223,6 +223,8 @@ pub struct NatsStats {
     pub connected: AtomicU64,
     /// Connections after the first (the client reconnects by itself).
     pub reconnects: AtomicU64,
+    /// Failed connection attempts (unreachable, refused credentials, untrusted certificate).
+    pub connect_failures: AtomicU64,
     /// Origin: frames published.
     pub published: AtomicU64,
     /// Edge: frames received on the feed.
@@ -267,13 +269,16 @@ impl NatsStats {
                 tracing::warn!(role, "NATS: disconnected; reconnecting");
             }
             async_nats::Event::Closed => self.connected.store(0, Relaxed),
-            async_nats::Event::ClientError(e) => crate::limited!(
+            async_nats::Event::ClientError(e) => {
+                self.connect_failures.fetch_add(1, Relaxed);
+                crate::limited!(
                 crate::log_limit::NATS_LINK,
                 warn,
                 role,
                 error = %e,
                 "NATS: cannot connect; retrying (check the address, the credentials and, for TLS, --nats-tls-ca)"
-            ),
+                )
+            }
             other => tracing::warn!(role, event = %other, "NATS"),
         }
     }

@@ -516,6 +516,7 @@ fn credentials_work_and_are_never_logged() {
     });
     wrong.wait_for_log("NATS: cannot connect", Duration::from_secs(10));
     assert_eq!(edge_metric(&wrong, "nats_connected"), 0.0);
+    assert!(edge_metric(&wrong, "nats_connect_failures_total") >= 1.0);
     client.finish();
 
     // A token from the environment.
@@ -595,6 +596,8 @@ fn tls_with_a_private_ca() {
     });
     untrusting.wait_for_log("NATS: cannot connect", Duration::from_secs(10));
     assert_eq!(edge_metric(&untrusting, "nats_connected"), 0.0);
+    assert!(edge_metric(&untrusting, "nats_connect_failures_total") >= 1.0);
+    assert_eq!(edge_metric(&edge, "nats_connect_failures_total"), 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -187,8 +187,9 @@ pub fn run<C>(setup: TickSetup<C>) {
         let wall = SystemTime::now();
         let valid = source.advance(wall, build_start - last);
         if let Some(upstream) = source.frame_counter() {
-            // An edge keeps the origin's counter, so gaps are measured across the hop; never
-            // backwards (frames flushed late after an outage, an origin that restarted).
+            // An edge keeps the origin's counter, so gaps are measured across the hop. Never
+            // backwards: the edge places frames above what it sent (`nats::FeedCounters`,
+            // which mirrors this rule), and this guards any other source.
             counter = counter.max(upstream);
         }
         last = build_start;

@@ -31,6 +31,8 @@ pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flum
     let (tx, rx) = flume::bounded::<Bytes>(64);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // async-nats resolves names on the blocking pool: one lookup at a time is plenty.
+        .max_blocking_threads(2)
         .build()?;
     let subjects = crate::nats::subjects(&feed);
     let origin_id = {

@@ -38,6 +38,8 @@ pub fn start(server: String, feed: String, security: &Security) -> anyhow::Resul
             .worker_threads(1)
             .thread_name("aerobridge-nats")
             .enable_all()
+            // async-nats resolves names on the blocking pool: one lookup at a time is plenty.
+            .max_blocking_threads(2)
             .build()?,
     );
     let stats = Arc::new(NatsStats::default());
