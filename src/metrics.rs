@@ -28,6 +28,16 @@ pub struct View<'a> {
     pub nats_edge: Option<&'a crate::nats::NatsStats>,
 }
 
+impl View<'_> {
+    /// One entry per NATS role this instance plays (an edge may also publish its own feed).
+    fn nats_roles(&self) -> Vec<(&'static str, &crate::nats::NatsStats)> {
+        [("origin", self.nats_origin), ("edge", self.nats_edge)]
+            .into_iter()
+            .filter_map(|(role, n)| Some((role, n?)))
+            .collect()
+    }
+}
+
 /// The metrics page.
 pub fn render(shared: &View<'_>) -> String {
     let mut out = String::with_capacity(8 * 1024);
@@ -183,12 +193,7 @@ pub fn render(shared: &View<'_>) -> String {
             ),
         ],
     );
-    // One series per role this instance plays (an edge may also publish its own feed).
-    let nats: Vec<(&str, &crate::nats::NatsStats)> =
-        [("origin", shared.nats_origin), ("edge", shared.nats_edge)]
-            .into_iter()
-            .filter_map(|(role, n)| Some((role, n?)))
-            .collect();
+    let nats = shared.nats_roles();
     if !nats.is_empty() {
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
         let per_role = |f: &dyn Fn(&str, &crate::nats::NatsStats) -> f64| {
@@ -394,11 +399,11 @@ pub fn render(shared: &View<'_>) -> String {
         "Time from a frame's build to its last complete write, per worker and tick.",
         &workers,
     );
-    let nats: Vec<(String, Vec<&Histogram>)> =
-        [("origin", shared.nats_origin), ("edge", shared.nats_edge)]
-            .into_iter()
-            .filter_map(|(role, n)| Some((format!("role=\"{role}\""), vec![&n?.request_time])))
-            .collect();
+    let nats: Vec<(String, Vec<&Histogram>)> = shared
+        .nats_roles()
+        .into_iter()
+        .map(|(role, n)| (format!("role=\"{role}\""), vec![&n.request_time]))
+        .collect();
     if !nats.is_empty() {
         let series: Vec<(&str, Vec<&Histogram>)> =
             nats.iter().map(|(l, h)| (l.as_str(), h.clone())).collect();

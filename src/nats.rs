@@ -17,6 +17,14 @@ use std::time::{Duration, Instant};
 /// The header naming the publishing origin.
 pub const ORIGIN_HEADER: &str = "Aerobridge-Origin";
 
+/// The origin id a feed message carries, if any.
+pub fn origin_of(msg: &async_nats::Message) -> Option<&str> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(ORIGIN_HEADER))
+        .map(|v| v.as_str())
+}
+
 /// How long the followed origin must be silent before an edge follows another one.
 pub const TAKEOVER_AFTER: Duration = Duration::from_secs(1);
 

@@ -18,7 +18,6 @@ use crate::session::command_port::CommandPortSession;
 use crate::session::Action;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Starts the origin's side thread; returns where the tick sends each frame.
@@ -107,11 +106,7 @@ async fn watch_for_other_origins(
     };
     let mut seen: Vec<String> = Vec::new();
     while let Some(msg) = sub.next().await {
-        let other = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(ORIGIN_HEADER))
-            .map_or("(no origin header)", |v| v.as_str());
+        let other = crate::nats::origin_of(&msg).unwrap_or("(no origin header)");
         if other == own {
             continue; // a server that echoes regardless
         }
@@ -148,7 +143,7 @@ async fn answer(client: async_nats::Client, subject: String, app: Arc<App>, stat
             let _ = client.publish(reply_to, reply.into()).await;
             // One writer: every task runs on this runtime's single thread.
             stats.request_time.observe(start.elapsed());
-            stats.requests.fetch_add(1, Ordering::Relaxed);
+            NatsStats::add(&stats.requests, 1);
         });
     }
 }

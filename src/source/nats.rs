@@ -89,7 +89,7 @@ pub fn start(server: String, feed: String, security: &Security) -> anyhow::Resul
             }
         }
     };
-    Relay::start_with(describe, Some(stats), reader, forward)
+    Relay::start_with("feed", describe, Some(stats), reader, forward)
 }
 
 /// The origin's reply line, as a result: its own refusal in its words.
@@ -110,14 +110,6 @@ fn reply_result(reply: &[u8]) -> Result<(), CommandError> {
                 .to_string(),
         )),
     }
-}
-
-/// The origin id a message carries (`""` without the header).
-fn origin_of(msg: &async_nats::Message) -> &str {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(crate::nats::ORIGIN_HEADER))
-        .map_or("", |v| v.as_str())
 }
 
 /// Receives the feed: takes what has arrived, keeps the followed origin's newest frames, decodes
@@ -159,7 +151,7 @@ async fn read(
                     None
                 };
                 NatsStats::add(&stats.received, 1);
-                let origin = origin_of(&msg);
+                let origin = crate::nats::origin_of(&msg).unwrap_or("");
                 match origins.judge(origin, Instant::now()) {
                     OriginVerdict::Follow => batch.push(msg),
                     OriginVerdict::Switch { previous } => {
@@ -225,14 +217,11 @@ async fn read(
                         }
                         l.backlog.push_back(frame);
                         l.period = period.period();
-                        l.received = Some(Instant::now());
-                        l.connected = true;
                         decoded += 1;
                     }
                     Err(e) => {
                         // Never forwarded: counted and dropped.
                         stats.drop_frame(Dropped::Invalid);
-                        latest.lock().expect("poisoned").bad_lines += 1;
                         crate::limited!(
                             crate::log_limit::NATS_FEED,
                             warn,

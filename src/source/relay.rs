@@ -89,46 +89,29 @@ pub fn parse_tcp_url(url: &str) -> anyhow::Result<String> {
 impl Relay {
     /// Starts the reader and command forwarder threads. `upstream` and `commands` are `HOST:PORT`.
     pub fn start(upstream: String, commands: String) -> anyhow::Result<Relay> {
-        let latest = Arc::new(Mutex::new(Latest::default()));
-        let (updated, updates) = flume::bounded(1);
-        {
-            let (latest, upstream) = (Arc::clone(&latest), upstream.clone());
-            std::thread::Builder::new()
-                .name("aerobridge-relay".into())
-                .spawn(move || read_upstream(&upstream, &latest, &updated))?;
-        }
-        let (tx, rx) = flume::bounded::<(String, flume::Sender<Result<(), CommandError>>)>(256);
-        std::thread::Builder::new().name("aerobridge-relay-commands".into()).spawn(move || {
-            for (line, answer) in rx.iter() {
-                let result = forward(&commands, &line);
+        Self::start_with(
+            "relay",
+            format!("relay of tcp://{upstream}"),
+            None,
+            move |latest, updated| read_upstream(&upstream, &latest, &updated),
+            move |line| {
+                let result = forward(&commands, line);
                 if let Err(e) = &result {
                     crate::limited!(crate::log_limit::COMMAND_REJECTED, warn, error = %e, "could not deliver a command upstream");
                 }
-                let _ = answer.send(result);
-            }
-        })?;
-        Ok(Relay {
-            upstream: format!("relay of tcp://{upstream}"),
-            latest,
-            version: 0,
-            vars: Variables::new(),
-            timestamp_us: None,
-            feed: None,
-            counter: None,
-            numbers: FeedCounters::default(),
-            feed_valid: true,
-            fresh: false,
-            commands: tx,
-            updates,
-        })
+                result
+            },
+        )
     }
 
     /// A relay whose frames come from `reader` (run on its own thread, it fills the shared
     /// latest state and wakes the tick) and whose commands go through `forward` (one line, on a
-    /// thread of its own). `describe` names it in the startup log. With `feed` (a NATS feed's
+    /// thread of its own). `kind` names the threads (`aerobridge-KIND`, `aerobridge-KIND-commands`),
+    /// `describe` the relay in the startup log. With `feed` (a NATS feed's
     /// counters), the feed rules apply: the origin's `update_counter` and `data_valid` pass
     /// through, and the origin's own period decides when a frame is missing.
     pub(crate) fn start_with(
+        kind: &str,
         describe: String,
         feed: Option<Arc<NatsStats>>,
         reader: impl FnOnce(Arc<Mutex<Latest>>, flume::Sender<()>) + Send + 'static,
@@ -139,12 +122,12 @@ impl Relay {
         {
             let latest = Arc::clone(&latest);
             std::thread::Builder::new()
-                .name("aerobridge-feed".into())
+                .name(format!("aerobridge-{kind}"))
                 .spawn(move || reader(latest, updated))?;
         }
         let (tx, rx) = flume::bounded::<(String, flume::Sender<Result<(), CommandError>>)>(256);
         std::thread::Builder::new()
-            .name("aerobridge-feed-commands".into())
+            .name(format!("aerobridge-{kind}-commands"))
             .spawn(move || {
                 for (line, answer) in rx.iter() {
                     let _ = answer.send(forward(&line));
