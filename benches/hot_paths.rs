@@ -1,12 +1,13 @@
-//! The per-tick and per-message hot paths. Run: `cargo bench --bench hot_paths`.
+//! The per-tick and per-message hot paths, on the protocol core alone (`aerobridge-proto`).
+//! Run: `cargo bench -p aerobridge-proto --bench hot_paths`.
 
-use aerobridge::command::{parse_line, ParseLimits};
-use aerobridge::fanout::queue::{QueueLimits, SendQueue};
-use aerobridge::packet::{Framing, Packet};
-use aerobridge::source::{sim::Sim, Source};
-use aerobridge::telemetry::{FrameEncoder, FrameHeader};
-use aerobridge::ws::frame::{encode_header_right_aligned, MAX_SERVER_HEADER};
-use aerobridge::ws::{handshake, reader::client_frame, MessageReader, OpCode};
+use aerobridge_proto::command::{parse_line, ParseLimits};
+use aerobridge_proto::packet::{Framing, Packet};
+use aerobridge_proto::queue::{QueueLimits, SendQueue};
+use aerobridge_proto::sim::Sim;
+use aerobridge_proto::telemetry::{FrameEncoder, FrameHeader};
+use aerobridge_proto::ws::frame::{encode_header_right_aligned, MAX_SERVER_HEADER};
+use aerobridge_proto::ws::{handshake, reader::client_frame, MessageReader, OpCode};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ fn header() -> FrameHeader {
 }
 
 fn encode(c: &mut Criterion) {
-    let mut sim = Sim::new();
+    let mut sim = Sim::new(std::time::SystemTime::now());
     sim.advance(SystemTime::now(), Duration::from_millis(20));
     let mut enc = FrameEncoder::new();
     let len = enc.encode(&header(), sim.variables()).len();
@@ -89,7 +90,7 @@ fn codec(c: &mut Criterion) {
 }
 
 fn publish(c: &mut Criterion) {
-    let mut sim = Sim::new();
+    let mut sim = Sim::new(std::time::SystemTime::now());
     sim.advance(SystemTime::now(), Duration::from_millis(20));
     let mut enc = FrameEncoder::new();
     let payload = enc.encode(&header(), sim.variables()).to_vec();
@@ -134,9 +135,9 @@ fn publish(c: &mut Criterion) {
 /// A tick's v2 work: every profile due builds one message (keyframe or delta), whatever the
 /// number of clients; `n` profiles of all variables but one, in delta mode, every frame.
 fn profiles(c: &mut Criterion) {
-    use aerobridge::profile::build::Frame;
-    use aerobridge::profile::{Mode, ProfileBuilder, ProfileKey, Profiles};
-    use aerobridge::telemetry::VARIABLE_COUNT;
+    use aerobridge_proto::profile::build::Frame;
+    use aerobridge_proto::profile::{Mode, ProfileBuilder, ProfileKey, Profiles};
+    use aerobridge_proto::telemetry::VARIABLE_COUNT;
     let mut g = c.benchmark_group("v2_profiles_per_tick");
     for n in [1usize, 20] {
         let table = Profiles::new(256);
@@ -150,9 +151,13 @@ fn profiles(c: &mut Criterion) {
                     .unwrap()
             })
             .collect();
-        let mut builder =
-            ProfileBuilder::new(Arc::clone(&table), 50.0, aerobridge::ws::deflate::Mode::Off);
-        let mut sim = Sim::new();
+        let mut builder = ProfileBuilder::new(
+            Arc::clone(&table),
+            50.0,
+            aerobridge_proto::ws::deflate::Mode::Off,
+            Instant::now,
+        );
+        let mut sim = Sim::new(std::time::SystemTime::now());
         let mut enc = FrameEncoder::new();
         let mut seq = 0u64;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -182,8 +187,8 @@ fn profiles(c: &mut Criterion) {
 /// permessage-deflate of a full frame, once per tick for everyone: standalone, and against the
 /// previous frame (flate2 on zlib-rs, level 1).
 fn deflate(c: &mut Criterion) {
-    use aerobridge::ws::deflate::Deflater;
-    let mut sim = Sim::new();
+    use aerobridge_proto::ws::deflate::Deflater;
+    let mut sim = Sim::new(std::time::SystemTime::now());
     let mut enc = FrameEncoder::new();
     sim.advance(SystemTime::now(), Duration::from_millis(20));
     let prev = enc.encode(&header(), sim.variables()).to_vec();

@@ -3,7 +3,13 @@
 //! `AEROFLY_BRIDGE_WS_ENABLE`) keep their names so existing launch scripts work unchanged.
 
 use crate::access::AccessPolicy;
+use crate::command::ParseLimits;
 use crate::fanout::queue::QueueLimits;
+use crate::session::v2::V2Settings;
+use crate::session::Settings;
+
+pub use crate::session::v2::V2Limits;
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -118,7 +124,9 @@ pub struct Cli {
 
     /// permessage-deflate on WebSocket: `shared` (each tick compressed once on its own and once
     /// against the previous frame, for everyone), `standalone` (on its own only), or `off`.
-    #[arg(long, env = "AEROBRIDGE_WS_COMPRESSION", value_enum, default_value_t = crate::ws::deflate::Mode::Shared)]
+    #[arg(long, env = "AEROBRIDGE_WS_COMPRESSION", default_value_t = crate::ws::deflate::Mode::Shared,
+        value_parser = clap::builder::PossibleValuesParser::new(<crate::ws::deflate::Mode as strum::VariantNames>::VARIANTS)
+            .try_map(|s| s.parse::<crate::ws::deflate::Mode>()))]
     pub ws_compression: crate::ws::deflate::Mode,
 
     /// Protocol v2: most subscriptions one connection may hold (more: `too_many_subscriptions`).
@@ -563,19 +571,50 @@ impl Cli {
     }
 }
 
-/// Protocol v2's limits and timers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct V2Limits {
-    /// Subscriptions per connection.
-    pub max_subscriptions: usize,
-    /// Distinct profiles server-wide.
-    pub max_profiles: usize,
-    /// Heartbeat after this long without sending a connection anything.
-    pub heartbeat: Duration,
-    /// Disconnect after this long without hearing from a connection.
-    pub idle_timeout: Duration,
-    /// Subscriptions kept after a connection ends.
-    pub resume_window: Duration,
+/// Session ids from the operating system's random generator (the core draws none itself).
+#[derive(Debug)]
+pub struct OsRandomIds;
+
+impl crate::session::v2::SessionIds for OsRandomIds {
+    fn next_id(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness: still unique (time and a counter), if guessable.
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            bytes[..8].copy_from_slice(&t.to_be_bytes());
+            bytes[8..].copy_from_slice(&n.to_be_bytes());
+        }
+        bytes
+    }
+}
+
+impl Config {
+    /// What sessions need of this configuration (the core's plain settings struct).
+    pub fn session_settings(&self) -> Settings {
+        Settings {
+            access: self.access.clone(),
+            command_max_line: self.command_max_line,
+            parse: ParseLimits {
+                max_batch: self.command_max_batch,
+            },
+            ws_max_message: self.ws_max_message,
+            ping_interval: self.ws_ping_interval,
+            ping_timeout: self.ws_ping_timeout,
+            handshake_timeout: self.handshake_timeout,
+            echo: self.echo,
+            v2: V2Settings::new(
+                self.v2,
+                1.0 / self.broadcast.as_secs_f64(),
+                std::sync::Arc::new(OsRandomIds),
+            ),
+            compression: self.ws_compression,
+        }
+    }
 }
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
@@ -674,6 +713,42 @@ mod tests {
             .map_err(|e| e.to_string())?
             .into_config()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_cores_default_settings_are_the_clis() {
+        // `Settings::default()` (tests, fuzzing) must say what the documented flags say.
+        let cli = Config::default().session_settings();
+        let core = Settings::default();
+        assert_eq!(
+            format!("{:?}", cli.access),
+            format!("{:?}", core.access),
+            "access"
+        );
+        assert_eq!(
+            (
+                cli.command_max_line,
+                cli.parse,
+                cli.ws_max_message,
+                cli.ping_interval,
+                cli.ping_timeout,
+                cli.handshake_timeout,
+                cli.echo,
+                cli.compression,
+            ),
+            (
+                core.command_max_line,
+                core.parse,
+                core.ws_max_message,
+                core.ping_interval,
+                core.ping_timeout,
+                core.handshake_timeout,
+                core.echo,
+                core.compression,
+            )
+        );
+        assert_eq!(cli.v2.limits, core.v2.limits);
+        assert_eq!(cli.v2.rate_hz, core.v2.rate_hz);
     }
 
     #[test]

@@ -19,8 +19,24 @@
 //! Where to start reading: [`manual`] for the design decisions, then [`fanout::hub`] (the tick),
 //! [`fanout::queue`] (the slow-consumer policy), and [`net`] (the thin I/O layer).
 //!
+//! # Two crates
+//! Every protocol decision lives in **`aerobridge-proto`** (`proto/`), which performs no I/O,
+//! starts no runtime, reads no clock and draws no randomness: the WebSocket codec, sessions,
+//! commands, access rules, telemetry, packets, profiles, the send queue, the NATS feed rules and
+//! the flight model. This crate is the shell that feeds it bytes, `now` and ids and carries out
+//! its [`session::Action`]s. The core's modules are re-exported here under their old names
+//! ([`ws`], [`session`], [`command`], [`access`], [`telemetry`], [`packet`], [`profile`],
+//! [`log_limit`], and [`fanout::queue`]), so the shell reads `crate::ws::…` as before.
+//!
+//! ```text
+//! aerobridge-proto   no I/O: ws, telemetry, packet, profile, queue, command, access, session,
+//!                    feed, sim, disconnect, log_limit        (its own map: proto/src/lib.rs)
+//! aerobridge (this)  the shell: config (clap), runtime, net, fanout, sources with I/O, metrics
+//! loadtest, harness  the load generator and the test harness, over real sockets
+//! ```
+//!
 //! # Layers
-//! Each module imports only from the layers below it, never back up (checked by
+//! Each module of the shell imports only from the layers below it, never back up (checked by
 //! `scripts/check_module_cycles.py`, in CI):
 //!
 //! ```text
@@ -29,51 +45,41 @@
 //!     app               the application context: config, the command channel, the counters
 //!       metrics         /metrics and /healthz, rendered from the counters it is given
 //!       record          `aerobridge record`
-//!       session         per-connection protocol logic without I/O: upgrade, WebSocket, command
-//!                       port (bytes and time in, actions out; net carries them out)
-//!         config        CLI + env -> Config
+//!         config        CLI + env -> Config (and the core's session Settings)
 //!           fanout      hub (the tick; owns the source), worker (clients; handler injected),
-//!                       queue (slow-consumer policy), stats
-//!             source    sim, relay, replay
-//!               profile protocol v2's profiles: the registry, and the tick's keyframes/deltas
-//!                 access, packet, command, ws, telemetry, runtime, log_limit, dashboard,
-//!                 nats (feed URLs, credentials, counters, which origin an edge follows),
-//!                 counters (single-writer counters and histograms)
+//!                       stats
+//!             source    sim (the core's model as a Source), relay, replay, nats (an edge)
+//!               runtime, dashboard, nats (feed URLs, credentials, link counters),
+//!               counters (single-writer counters and histograms)
 //! ```
 //!
-//! [`session`], [`profile`], [`telemetry`], [`packet`], [`command`], [`ws`], [`access`],
-//! [`fanout::queue`], [`nats`] and [`log_limit`] perform no I/O and know nothing of compio; they
-//! are unit-tested with plain bytes and fuzzed (`fuzz/`). Sockets are opened in [`net`] (clients),
-//! [`source::relay`] and [`record`] (upstream bridges), async-nats in [`net::nats`] (an origin)
-//! and [`source::nats`] (an edge), each on its own side thread, and [`server`] (binding the listeners; waking the acceptors at
-//! shutdown). [`fanout::worker`] owns clients and their queues but never a socket: the connection
-//! handler ([`net::handle`]) is injected by [`server`], and the application context ([`app::App`])
-//! rides along as a type parameter it never looks into.
+//! Sockets are opened in [`net`] (clients), [`source::relay`] and [`record`] (upstream
+//! bridges), async-nats in [`net::nats`] (an origin) and [`source::nats`] (an edge), each on its
+//! own side thread, and [`server`] (binding the listeners; waking the acceptors at shutdown).
+//! [`fanout::worker`] owns clients and their queues but never a socket: the connection handler
+//! ([`net::handle`]) is injected by [`server`], and the application context ([`app::App`]) rides
+//! along as a type parameter it never looks into.
 
 #![warn(missing_docs)]
 // One audited exception: `runtime::cap_io_wq` (a syscall compio does not wrap).
 #![deny(unsafe_code)]
 
-pub mod access;
 pub mod app;
-pub mod command;
 pub mod config;
 pub mod counters;
 pub mod dashboard;
 pub mod fanout;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod log_limit;
 pub mod manual;
 pub mod metrics;
 pub mod nats;
 pub mod net;
-pub mod packet;
-pub mod profile;
 pub mod record;
 pub mod runtime;
 pub mod server;
-pub mod session;
 pub mod source;
-pub mod telemetry;
-pub mod ws;
+
+// The protocol core (its own crate, no I/O), re-exported under the names the shell has always
+// used, so `crate::ws::…` reads the same in net/ as it does in the core.
+pub use aerobridge_proto::{
+    access, command, fuzzing, log_limit, packet, profile, session, telemetry, ws,
+};

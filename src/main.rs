@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let source: Box<dyn Source> = match spec {
-        SourceSpec::Sim => Box::new(Sim::new()),
+        SourceSpec::Sim => Box::new(Sim::new(std::time::SystemTime::now())),
         SourceSpec::Replay {
             path,
             speed,

@@ -66,14 +66,30 @@
 //! [`crate::log_limit::Throttle`]: the first 5 per 10 s in full, then one summary line with the
 //! count. Metrics count every event regardless.
 //!
-//! # Protocol logic without I/O
+//! # Protocol logic without I/O, in a crate of its own
 //! What a connection's bytes mean lives in [`crate::session`], in the style of quinn-proto: a
 //! session is fed bytes, the time and the results it asked for, and returns actions (send these
-//! bytes, submit these commands, count these outcomes, close for this reason). [`crate::net`] only
-//! moves bytes, timers and batches between sockets, sessions and the tick. So every rule — reply
-//! policy, close codes, ping timers, flood handling, echo, HTTP routing, the Origin check — is
-//! unit-tested with plain bytes, and the WebSocket session is fuzzed with arbitrary input and
-//! time steps (it never panics, every reply is JSON, a Close is the last thing it ever says).
+//! bytes, submit these commands, count these outcomes, park this session, close for this
+//! reason). [`crate::net`] only moves bytes, timers and batches between sockets, sessions and the
+//! tick. So every rule — reply policy, close codes, ping timers, flood handling, echo, HTTP
+//! routing, the Origin check — is unit-tested with plain bytes, and the WebSocket session is
+//! fuzzed with arbitrary input and time steps (it never panics, every reply is JSON, a Close is
+//! the last thing it ever says).
+//!
+//! The session, the codec and everything they use form the crate `aerobridge-proto` (`proto/`),
+//! so the compiler, not a convention, keeps them free of I/O: its dependencies name no runtime,
+//! socket, randomness or CLI crate (CI checks `cargo tree`). What the core would otherwise
+//! reach for comes in as an argument:
+//! - **time**: every input carries `now` (bytes, end of file, timeouts, the tick's answer);
+//!   the command gate's bucket starts full at the first command it sees; rate-limited logging
+//!   counts its intervals from the `now` it is given; the profile builder is handed the shell's
+//!   clock only to time compression for a metric;
+//! - **randomness**: v2 session ids come from a [`crate::session::v2::SessionIds`] the shell
+//!   supplies (the server's reads the OS's generator; tests count);
+//! - **shared state changes** are actions: a v2 connection that ends answers `finish` with
+//!   `Action::Park`, and the shell puts the session into the server's parked store, a map keyed by
+//!   session id with an expiry index (letting expired sessions go touches only those). Nothing
+//!   happens in a `Drop`.
 //!
 //! # Session protocol v2: profiles built once, shared by refcount
 //! v2 ([`crate::session::v2`], contract in `docs/protocol-v2.md`) lets a client choose a subset,
@@ -98,7 +114,7 @@
 //! - **The switch happens at a frame boundary.** `hello` on a v1 connection drops the waiting v1
 //!   frames but lets the one in flight finish, so no client ever sees a torn line.
 //! - **Resume** parks a session's subscriptions (and so their profiles) for
-//!   `--v2-resume-window`; `hello` with `resume` takes them back and queues each profile's
+//!   `--v2-resume-window` (the session's last action, `Park`, when its connection ends); `hello` with `resume` takes them back and queues each profile's
 //!   current keyframe at once (it is kept for exactly this), so a reconnecting client has state
 //!   within a broadcast period without waiting for the next keyframe.
 //!

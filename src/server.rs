@@ -77,7 +77,7 @@ impl Server {
             hub: Arc::clone(&hub_stats),
             commands: cmd_tx,
             admission: Arc::clone(&admission),
-            sessions: Arc::new(crate::session::Settings::from_config(&config)),
+            sessions: Arc::new(config.session_settings()),
             nats_origin: config.nats_publish.as_ref().map(|_| Arc::default()),
             nats_edge: source.nats_stats(),
             config: config.clone(),

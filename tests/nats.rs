@@ -41,11 +41,14 @@ fn nats_server_with(port: Option<u16>, args: &[&str]) -> Option<Nats> {
         .output()
         .is_err()
     {
+        // Missing is a failure, as for Python's websockets or Chromium: a test that passes
+        // without running says nothing. Skipping takes an explicit opt-out.
         assert!(
-            std::env::var_os("CI").is_none(),
-            "nats-server missing in CI: apt-get install nats-server"
+            std::env::var_os("AEROBRIDGE_SKIP_NATS_TESTS").is_some(),
+            "nats-server is not installed: apt-get install nats-server \
+             (or set AEROBRIDGE_SKIP_NATS_TESTS=1 to skip the NATS tests)"
         );
-        eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
+        eprintln!("SKIPPED (AEROBRIDGE_SKIP_NATS_TESTS): nats-server is not installed");
         return None;
     }
     let port = port.unwrap_or_else(|| {
@@ -324,7 +327,7 @@ fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
     let edge = Server::start(&["--source", &format!("{}/t2", nats.url())]);
     let client = Recorder::tcp(edge.data);
     client.wait_valid("the edge gets the feed", 0, 10);
-    drop(nats); // NATS goes away for 3 s
+    drop(nats); // NATS goes away until the edge has failed to reconnect
     let away = client.len();
     client.wait("the edge goes stale", away, |s| s.iter().any(|f| !f.valid));
     edge.wait_until("healthz says why", Duration::from_secs(5), |s| {
@@ -334,7 +337,12 @@ fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
     edge.wait_until("the edge sees NATS gone", Duration::from_secs(5), |s| {
         edge_metric(s, "nats_connected") == 0.0
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // The outage lasts until the edge has tried to reconnect and failed (an event, not a time).
+    edge.wait_until(
+        "the edge fails to reconnect",
+        Duration::from_secs(10),
+        |s| edge_metric(s, "nats_connect_failures_total") >= 1.0,
+    );
     let _back = nats_server_with(Some(port), &[]).expect("nats-server again");
     let resumed = client.len();
     client.wait_valid("the edge recovers by itself", resumed, 10);
@@ -695,7 +703,17 @@ fn messages_that_are_not_frames_are_dropped_never_forwarded() {
     }
     let matched = assert_origin_values(window, &origin_frames, "edge client");
     assert!(matched >= 20, "{matched}");
-    assert!(window.iter().all(|f| f.valid));
+    let invalid: Vec<u64> = window
+        .iter()
+        .filter(|f| !f.valid)
+        .map(|f| f.counter)
+        .collect();
+    assert!(
+        invalid.is_empty(),
+        "invalid {invalid:?} of {:?}..{:?}",
+        window.first().map(|f| f.counter),
+        window.last().map(|f| f.counter)
+    );
     assert_eq!(dropped(&edge, "edge", "invalid"), 50.0);
     assert_eq!(dropped(&edge, "edge", "other_origin"), 0.0);
 }

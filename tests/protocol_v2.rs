@@ -376,7 +376,16 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 fn a_stalled_client_skips_keyframes_but_every_delta_has_its_base() {
     // A small receive buffer and a reader that pauses: its queue overflows (latest wins), so it
     // misses keyframes; the queue sends the base keyframe before any delta that needs it.
-    let server = Server::start(&["--queue-frames", "2", "--send-buffer", "8192"]);
+    // One pause of 2.5 s: under --max-lag (5 s here), and longer than two keyframe intervals
+    // (a keyframe comes at least once a second), so whole keyframe chains are skipped.
+    let server = Server::start(&[
+        "--queue-frames",
+        "2",
+        "--send-buffer",
+        "8192",
+        "--max-lag",
+        "5s",
+    ]);
     let stream = small_buffer_stream(server.data, 4096);
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -393,30 +402,35 @@ fn a_stalled_client_skips_keyframes_but_every_delta_has_its_base() {
     let ack = c.request(json!({"op":"sub","id":1,"mode":"delta"}));
     assert_eq!(ack["every"], 1);
     let mut rebuilt = Rebuilt::default();
-    let start = Instant::now();
-    let mut skipped_keys = false;
-    let mut last_key = 0;
-    while start.elapsed() < Duration::from_secs(4) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Keyframes received, by their build time `t` (µs).
+    let mut keys: Vec<u64> = Vec::new();
+    // How many keyframes had come when the reader paused.
+    let mut paused_after: Option<usize> = None;
+    // Read until two keyframes came after the pause.
+    while paused_after.is_none_or(|n| keys.len() < n + 2) {
+        assert!(Instant::now() < deadline, "keyframes stopped coming");
         let m = data(&mut c);
-        let seq = m["seq"].as_u64().unwrap();
-        // A keyframe comes at least once a second (50 frames); seeing two more than 50 apart
-        // while deltas in between named a base we did see means keyframes were skipped.
         if m["op"] == "key" {
-            if last_key != 0 && seq - last_key > 50 {
-                skipped_keys = true;
-            }
-            last_key = seq;
+            keys.push(m["t"].as_u64().unwrap());
         }
         rebuilt.apply(&m); // panics on a delta whose base never came
-        if rebuilt.last_seq % 50 == 0 {
-            // Under --max-lag (2 s), far more than the socket buffers and 2 queued frames hold.
-            std::thread::sleep(Duration::from_millis(1000));
+        if paused_after.is_none() && keys.len() >= 2 {
+            // Not a wait for an event: the pause is the slow consumer under test.
+            std::thread::sleep(Duration::from_millis(2500));
+            paused_after = Some(keys.len());
         }
     }
     assert!(rebuilt.deltas > 0 && rebuilt.keyframes > 0);
     let skipped = server.metric("frames_skipped_total");
-    assert!(skipped > 0.0, "the pauses made it skip");
-    let _ = skipped_keys;
+    assert!(skipped > 0.0, "the pause made it skip");
+    // A keyframe is built at least once a second: two received keyframes built more than 1.5 s
+    // apart mean that at least one between them, and every delta on it, was skipped.
+    let longest = keys.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        longest > 1_500_000,
+        "no keyframe was skipped: keyframes built at most {longest} µs apart"
+    );
 }
 
 #[test]

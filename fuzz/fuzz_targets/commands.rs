@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::commands`.
+//! See `aerobridge_proto::fuzzing::commands`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::commands(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::commands(data));

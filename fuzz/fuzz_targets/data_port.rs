@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::data_port`.
+//! See `aerobridge_proto::fuzzing::data_port`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::data_port(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::data_port(data));

@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::feed`.
+//! See `aerobridge_proto::fuzzing::feed`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::feed(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::feed(data));

@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::line_splitter`.
+//! See `aerobridge_proto::fuzzing::line_splitter`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::line_splitter(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::line_splitter(data));

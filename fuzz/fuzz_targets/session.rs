@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::session`.
+//! See `aerobridge_proto::fuzzing::session`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::session(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::session(data));

@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::upgrade_request`.
+//! See `aerobridge_proto::fuzzing::upgrade_request`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::upgrade_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::upgrade_request(data));

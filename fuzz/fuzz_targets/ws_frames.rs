@@ -1,4 +1,4 @@
-//! See `aerobridge::fuzzing::ws_frames`.
+//! See `aerobridge_proto::fuzzing::ws_frames`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge::fuzzing::ws_frames(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aerobridge_proto::fuzzing::ws_frames(data));

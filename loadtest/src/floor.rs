@@ -4,7 +4,7 @@
 //! only difference measured is the serving machinery.
 
 use aerobridge::packet::Packet;
-use aerobridge::source::{sim::Sim, Source};
+use aerobridge::source::sim::Sim;
 use aerobridge::telemetry::{FrameEncoder, FrameHeader};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -47,7 +47,7 @@ pub fn run(broadcast_ms: u64) -> anyhow::Result<()> {
         });
     }
     let period = Duration::from_millis(broadcast_ms);
-    let mut sim = Sim::new();
+    let mut sim = Sim::new(std::time::SystemTime::now());
     let mut encoder = FrameEncoder::new();
     let start = Instant::now();
     let mut counter = 0u64;

@@ -1,27 +1,17 @@
 //! The tick: one thread owns the source. On a fixed grid it applies queued commands, advances
-//! the source, encodes the frame once, builds the shared packet once, and hands one `Arc` to each
-//! worker. Nothing here is per client.
+//! the source, has the tick built once ([`aerobridge_proto::tick`]: frame, packets, deflate
+//! variants, v2 messages), and hands one `Arc` to each worker. Nothing here is per client.
 
 use crate::command::Command;
 use crate::fanout::stats::Counter;
-use crate::packet::Packet;
-use crate::profile::build::{Frame, ProfileFrames};
-use crate::profile::{ProfileBuilder, Profiles};
+use crate::profile::Profiles;
 use crate::source::Source;
-use crate::telemetry::{FrameEncoder, FrameHeader};
+use aerobridge_proto::tick::{TickBuilder, TickInput, TickReport};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// One tick's output: the v1 frame for every v1 client, and the message of every v2 profile due
-/// on this frame (indexed by profile slot).
-#[derive(Debug)]
-pub struct Tick {
-    /// The full frame (v1).
-    pub packet: Arc<Packet>,
-    /// v2 profiles' keyframes and deltas.
-    pub profiles: ProfileFrames,
-}
+pub use aerobridge_proto::tick::Tick;
 
 /// A message to a worker; `C` is a connection on its way to it (the listeners decide what).
 pub enum WorkerMsg<C> {
@@ -81,6 +71,31 @@ pub struct HubStats {
     pub nats_dropped: Counter,
 }
 
+impl HubStats {
+    /// Takes what one tick built (`report`, `data_valid`, and how long it took).
+    pub fn record(&self, report: &TickReport, valid: bool, build_time: Duration) {
+        if let Some(d) = report.compress_time {
+            self.compress_time.observe(d);
+            for (slot, size) in self.last_deflate_bytes.iter().zip(report.deflate_bytes) {
+                slot.store(size, Ordering::Relaxed);
+            }
+        }
+        self.last_profile_msgs
+            .store(report.profile_messages, Ordering::Relaxed);
+        self.last_frame_bytes
+            .store(report.frame_bytes, Ordering::Relaxed);
+        self.last_build_ns
+            .store(build_time.as_nanos() as u64, Ordering::Relaxed);
+        self.build_time.observe(build_time);
+        self.data_valid.store(valid, Ordering::Relaxed);
+        self.last_frame_ms.store(
+            self.started.elapsed().as_millis().max(1) as u64,
+            Ordering::Relaxed,
+        );
+        self.frames_built.add(1);
+    }
+}
+
 impl Default for HubStats {
     fn default() -> Self {
         Self {
@@ -125,7 +140,8 @@ pub struct TickSetup<C> {
     pub stats: Arc<HubStats>,
 }
 
-/// Runs the tick loop until `stop` is set. Call on a dedicated thread.
+/// Runs the tick loop until `stop` is set. Call on a dedicated thread. Pacing, clocks, the
+/// source and the channels are here; what a tick builds is [`TickBuilder`]'s.
 pub fn run<C>(setup: TickSetup<C>) {
     let TickSetup {
         mut source,
@@ -139,19 +155,13 @@ pub fn run<C>(setup: TickSetup<C>) {
         stop,
         stats,
     } = setup;
-    let mut encoder = FrameEncoder::new();
     let rate_hz = 1.0 / period.as_secs_f64();
-    let mut profile_builder = ProfileBuilder::new(profiles, rate_hz, compression);
-    use crate::ws::deflate::{Deflater, Mode};
-    let mut deflater = (compression != Mode::Off).then(Deflater::default);
-    let mut previous: Option<Arc<Packet>> = None;
+    let mut builder = TickBuilder::new(profiles, rate_hz, compression, Instant::now);
     let start = Instant::now();
     // u64: at 200 Hz a u32 slot would overflow after 248 days.
     let mut slot: u64 = 0;
     let period_ns = period.as_nanos() as u64;
-    let mut counter: u64 = 0;
     let mut last = start;
-    let mut last_non_finite = 0;
     while !stop.load(Ordering::Acquire) {
         if source.pacing() == crate::source::Pacing::Upstream {
             // Re-broadcast each update as it arrives; a stale frame every 2 periods otherwise.
@@ -176,112 +186,36 @@ pub fn run<C>(setup: TickSetup<C>) {
         }
 
         let build_start = Instant::now();
-        counter += 1;
+        // Commands first, so the very next frame shows them.
+        let frame = builder.next_counter();
         while let Ok(batch) = commands.try_recv() {
             let results = batch.commands.iter().map(|c| source.submit(c)).collect();
-            let _ = batch.reply.send(BatchResult {
-                frame: counter,
-                results,
-            });
+            let _ = batch.reply.send(BatchResult { frame, results });
         }
         let wall = SystemTime::now();
         let valid = source.advance(wall, build_start - last);
-        if let Some(upstream) = source.frame_counter() {
-            // An edge keeps the origin's counter, so gaps are measured across the hop. Never
-            // backwards: the edge places frames above what it sent (`nats::FeedCounters`,
-            // which mirrors this rule), and this guards any other source.
-            counter = counter.max(upstream);
-        }
         last = build_start;
-        let header = FrameHeader {
+        let (tick, report) = builder.build(TickInput {
+            variables: source.variables(),
+            valid,
             timestamp_us: source.frame_timestamp_us().unwrap_or_else(|| {
                 wall.duration_since(UNIX_EPOCH)
                     .map(|d| d.as_micros() as u64)
                     .unwrap_or(0)
             }),
-            data_valid: valid,
-            update_counter: counter,
-            broadcast_rate_hz: rate_hz,
-        };
-        let payload = encoder.encode(&header, source.variables());
-        let mut packet = Packet::build(counter, header.timestamp_us, build_start, payload);
-        let mut compress_ns = 0;
-        // Dictionaries are the previous packets' payloads, kept either way, so compression can
-        // start at any tick.
-        let compressing = deflate_clients.load(Ordering::Relaxed) > 0;
-        if let Some(d) = deflater.as_mut().filter(|_| compressing) {
-            let prev = previous
-                .as_ref()
-                .filter(|_| compression == Mode::Shared)
-                .map(|p| (&p.tcp[..], p.counter));
-            let c = d.packet(&packet.tcp, prev);
-            compress_ns += c.nanos;
-            for (slot, variant) in stats
-                .last_deflate_bytes
-                .iter()
-                .zip([&c.standalone, &c.dict])
-            {
-                slot.store(
-                    variant.as_ref().map_or(0, |b| b.len() as u64),
-                    Ordering::Relaxed,
-                );
-            }
-            packet.deflate = Some(c);
-        }
-        let packet = Arc::new(packet);
-        previous = Some(Arc::clone(&packet));
+            upstream_counter: source.frame_counter(),
+            now: build_start,
+            compressing: deflate_clients.load(Ordering::Relaxed) > 0,
+        });
         if let Some(p) = &publish {
-            if p.try_send(packet.tcp.clone()).is_err() {
+            if p.try_send(tick.packet.tcp.clone()).is_err() {
                 stats.nats_dropped.add(1);
             }
         }
-        let profiles = profile_builder.build(
-            compressing,
-            &Frame {
-                seq: counter,
-                timestamp_us: header.timestamp_us,
-                valid,
-                built: build_start,
-                payload: &packet.tcp,
-                spans: encoder.value_spans(),
-            },
-        );
-        stats
-            .last_profile_msgs
-            .store(profiles.iter().flatten().count() as u64, Ordering::Relaxed);
-        if deflater.is_some() && compressing {
-            compress_ns += profiles
-                .iter()
-                .flatten()
-                .filter_map(|m| m.deflate.as_ref())
-                .map(|c| c.nanos)
-                .sum::<u64>();
-            stats
-                .compress_time
-                .observe(Duration::from_nanos(compress_ns));
+        if let Some(total) = report.non_finite {
+            tracing::warn!(total, "source produced non-finite numbers; sent as null");
         }
-        let tick = Arc::new(Tick { packet, profiles });
-        if encoder.non_finite_count() != last_non_finite {
-            last_non_finite = encoder.non_finite_count();
-            tracing::warn!(
-                total = last_non_finite,
-                "source produced non-finite numbers; sent as null"
-            );
-        }
-        stats
-            .last_frame_bytes
-            .store(tick.packet.tcp.len() as u64, Ordering::Relaxed);
-        let build_time = build_start.elapsed();
-        stats
-            .last_build_ns
-            .store(build_time.as_nanos() as u64, Ordering::Relaxed);
-        stats.build_time.observe(build_time);
-        stats.data_valid.store(valid, Ordering::Relaxed);
-        stats.last_frame_ms.store(
-            stats.started.elapsed().as_millis().max(1) as u64,
-            Ordering::Relaxed,
-        );
-        stats.frames_built.add(1);
+        stats.record(&report, valid, build_start.elapsed());
         for w in &workers {
             if w.try_send(WorkerMsg::Tick(Arc::clone(&tick))).is_err() {
                 stats.worker_backlog_drops.add(1);

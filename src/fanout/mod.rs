@@ -4,6 +4,9 @@
 pub mod connections;
 pub mod hub;
 pub mod notify;
-pub mod queue;
 pub mod stats;
 pub mod worker;
+
+/// The per-client send queue (the slow-consumer policy) performs no I/O: it lives in the protocol
+/// core.
+pub use aerobridge_proto::queue;

@@ -365,8 +365,9 @@ impl<A> Worker<A> {
     pub fn close_client(&self, client: &Client, reason: Disconnect) -> u64 {
         if client.reason().is_none() {
             match reason {
-                Disconnect::SlowConsumer => crate::limited!(
+                Disconnect::SlowConsumer => aerobridge_proto::limited!(
                     crate::log_limit::SLOW_CONSUMER,
+                    std::time::Instant::now(),
                     info,
                     worker = self.index,
                     max_lag_ms = self.limits.queue.max_lag.as_millis() as u64,

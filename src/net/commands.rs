@@ -39,11 +39,19 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
                     }
                     Action::Submit(batch) => {
                         let result = Box::pin(submit(worker, batch)).await;
-                        session.applied(result, worker.is_shutting_down(), &mut actions);
+                        session.applied(
+                            result,
+                            worker.is_shutting_down(),
+                            Instant::now(),
+                            &mut actions,
+                        );
                     }
                     Action::Tally { accepted, rejected } => count(worker, accepted, &rejected),
                     // The command port speaks no v2.
-                    Action::EnterV2(_) | Action::Profiles { .. } | Action::Detail(_) => {}
+                    Action::EnterV2(_)
+                    | Action::Profiles { .. }
+                    | Action::Detail(_)
+                    | Action::Park(_) => {}
                     Action::Close { reason, .. } => {
                         super::io::shutdown_write(stream);
                         return reason;

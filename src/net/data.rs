@@ -16,22 +16,47 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Answered for DataSession {
-    fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
-        DataSession::applied(self, result, stopping, Instant::now(), out);
+    fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        DataSession::applied(self, result, stopping, now, out);
+    }
+
+    fn finish(&mut self, now: Instant, out: &mut Vec<Action>) {
+        DataSession::finish(self, now, out);
     }
 }
 
 /// Serves one telemetry client until it leaves or is closed.
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     let client = worker.register(Transport::Tcp, peer);
-    super::run_client(stream, worker, &client, read(worker, stream, &client)).await
+    let mut session = None;
+    let reason = super::run_client(
+        stream,
+        worker,
+        &client,
+        read(worker, stream, &client, &mut session),
+    )
+    .await;
+    if let Some(session) = session.as_deref_mut() {
+        super::finish(worker, session);
+    }
+    reason
 }
 
 /// Reads what the client sends. While it sends nothing (the usual case) no buffer is held: the
 /// reader waits for readability, and only then borrows the worker's scratch buffer. Its session
 /// exists only once it has sent something: most upstream clients never do.
-async fn read(worker: &Worker, stream: &TcpStream, client: &Client) -> Disconnect {
-    let mut session: Option<Box<DataSession>> = None;
+async fn read(
+    worker: &Worker,
+    stream: &TcpStream,
+    client: &Client,
+    session: &mut Option<Box<DataSession>>,
+) -> Disconnect {
     let mut actions = Vec::new();
     loop {
         if let Some(s) = session.as_deref_mut().filter(|_| !actions.is_empty()) {

@@ -101,7 +101,7 @@ pub fn spawn_acceptor(
                         return;
                     }
                     // EMFILE and friends: back off instead of spinning; the kernel queue holds the rest.
-                    crate::limited!(crate::log_limit::ACCEPT, warn, listener = kind.as_str(), error = %e, "accept failed");
+                    aerobridge_proto::limited!(crate::log_limit::ACCEPT, std::time::Instant::now(), warn, listener = kind.as_str(), error = %e, "accept failed");
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -139,7 +139,7 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     };
     let peer = accepted.peer;
     let reason = if !accepted.admitted {
-        crate::limited!(crate::log_limit::SERVER_FULL, warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients, "refusing connection: server full");
+        aerobridge_proto::limited!(crate::log_limit::SERVER_FULL, std::time::Instant::now(), warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients, "refusing connection: server full");
         Box::pin(refuse(
             &stream,
             accepted.kind,
@@ -351,7 +351,16 @@ where
 /// A session the shell feeds: it answers submitted command batches.
 pub(crate) trait Answered {
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
-    fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>);
+    fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: std::time::Instant,
+        out: &mut Vec<Action>,
+    );
+
+    /// The connection ended at `now`.
+    fn finish(&mut self, now: std::time::Instant, out: &mut Vec<Action>);
 }
 
 /// What a session needs to know of the world before it is fed (sessions read no clocks).
@@ -393,7 +402,12 @@ pub(crate) async fn act<S: Answered>(
                 Action::Submit(batch) => {
                     // Boxed: only a client that sends commands pays for this state machine.
                     let result = Box::pin(commands::submit(worker, batch)).await;
-                    session.applied(result, worker.is_shutting_down(), actions);
+                    session.applied(
+                        result,
+                        worker.is_shutting_down(),
+                        std::time::Instant::now(),
+                        actions,
+                    );
                 }
                 Action::Tally { accepted, rejected } => {
                     commands::count(worker, accepted, &rejected)
@@ -406,6 +420,7 @@ pub(crate) async fn act<S: Answered>(
                 Action::Detail(detail) => {
                     *client.info.detail.lock().expect("poisoned") = detail;
                 }
+                Action::Park(session) => park(worker, *session),
                 Action::Close { reason, frame } => {
                     client.start_close(reason, frame, grace);
                     return Some(reason);
@@ -414,4 +429,25 @@ pub(crate) async fn act<S: Answered>(
         }
     }
     None
+}
+
+fn park(worker: &Worker, session: crate::session::v2::ParkedSession) {
+    worker
+        .app
+        .sessions
+        .v2
+        .parked
+        .park(session, std::time::Instant::now());
+}
+
+/// The connection has ended (whatever ended it): the session's last word. Only parking a v2
+/// session for `resume` still means anything; there is no one left to send to.
+pub(crate) fn finish<S: Answered>(worker: &Worker, session: &mut S) {
+    let mut out = Vec::new();
+    session.finish(std::time::Instant::now(), &mut out);
+    for action in out {
+        if let Action::Park(session) = action {
+            park(worker, *session);
+        }
+    }
 }

@@ -170,7 +170,7 @@ async fn run_commands(app: &App, payload: &[u8]) -> Vec<u8> {
                         })
                     })
                     .await;
-                    session.applied(result, false, &mut actions);
+                    session.applied(result, false, std::time::Instant::now(), &mut actions);
                 }
                 _ => {}
             }

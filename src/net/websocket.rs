@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     // The handshake's state (request buffer, parsed headers) lives in its own allocation, freed
     // before the long telemetry phase: an idle client's task stays small.
-    let session = match Box::pin(upgrade(worker, stream, peer)).await {
+    let mut session = match Box::pin(upgrade(worker, stream, peer)).await {
         Ok(session) => session,
         Err(reason) => return reason,
     };
@@ -28,13 +28,15 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
     if let Some(agreed) = session.deflate() {
         worker.enable_deflate(&client, agreed);
     }
-    super::run_client(
+    let reason = super::run_client(
         stream,
         worker,
         &client,
-        read_messages(worker, stream, &client, session),
+        read_messages(worker, stream, &client, &mut session),
     )
-    .await
+    .await;
+    super::finish(worker, &mut session);
+    reason
 }
 
 /// Reads the first request and carries out what the [`Upgrade`] session decides: a WebSocket
@@ -50,9 +52,13 @@ async fn upgrade(
         let left = up.deadline().saturating_duration_since(Instant::now());
         let read = super::read_some(stream, worker.take_scratch());
         let step = match compio::time::timeout(left, read).await {
-            Err(_) => up.on_timeout(),
+            Err(_) => up.on_timeout(Instant::now()),
             Ok((Ok(n), b)) => {
-                let step = if n == 0 { up.on_eof() } else { up.on_bytes(&b) };
+                let step = if n == 0 {
+                    up.on_eof()
+                } else {
+                    up.on_bytes(&b, Instant::now())
+                };
                 worker.return_scratch(b);
                 step
             }
@@ -152,7 +158,7 @@ async fn read_messages(
     worker: &Worker,
     stream: &TcpStream,
     client: &Client,
-    mut session: WsSession,
+    session: &mut WsSession,
 ) -> Disconnect {
     // Telemetry clients send little and hold no read buffer while idle (they borrow the
     // worker's scratch once readable); an echo peer (Autobahn) sends megabytes.
@@ -163,8 +169,7 @@ async fn read_messages(
     loop {
         if !actions.is_empty() {
             // Boxed: an idle client's task does not carry this state machine.
-            if let Some(reason) =
-                Box::pin(super::act(worker, client, &mut session, &mut actions)).await
+            if let Some(reason) = Box::pin(super::act(worker, client, session, &mut actions)).await
             {
                 return reason;
             }
@@ -199,7 +204,17 @@ async fn read_messages(
 }
 
 impl super::Answered for WsSession {
-    fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
-        WsSession::applied(self, result, stopping, out);
+    fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        WsSession::applied(self, result, stopping, now, out);
+    }
+
+    fn finish(&mut self, now: Instant, out: &mut Vec<Action>) {
+        WsSession::finish(self, now, out);
     }
 }

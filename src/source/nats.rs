@@ -187,14 +187,16 @@ async fn read(
                     }
                 }
             }
-            // Every message is decoded (a frame costs tens of µs; garbage must never push a real
-            // frame out), and the tick builds the newest few in order.
+            // Every message is screened (a scan of its head and tail), and decoded only if it
+            // looks like a frame (tens of µs): garbage must never push a real frame out, nor keep
+            // one waiting. The tick builds the newest few in order.
             let mut decoded = 0;
             for msg in batch.drain(..) {
                 // An origin always numbers its frames: a frame without a usable counter is not
                 // one of its frames.
-                let frame = decoder.decode(&msg.payload, &mut vars).and_then(|info| {
-                    match info.update_counter {
+                let frame = crate::nats::screen(&msg.payload)
+                    .and_then(|_| decoder.decode(&msg.payload, &mut vars))
+                    .and_then(|info| match info.update_counter {
                         Some(c) if c <= crate::nats::MAX_COUNTER => Ok(FeedFrame {
                             vars: vars.clone(),
                             timestamp_us: info.timestamp_us,
@@ -203,8 +205,7 @@ async fn read(
                             data_valid: info.data_valid,
                         }),
                         other => Err(DecodeError::Counter(other)),
-                    }
-                });
+                    });
                 match frame {
                     Ok(frame) => {
                         if let Some(t) = frame.timestamp_us {
@@ -222,8 +223,7 @@ async fn read(
                     Err(e) => {
                         // Never forwarded: counted and dropped.
                         stats.drop_frame(Dropped::Invalid);
-                        crate::limited!(
-                            crate::log_limit::NATS_FEED,
+                        aerobridge_proto::limited!(crate::log_limit::NATS_FEED, std::time::Instant::now(),
                             warn,
                             subject,
                             error = %e,

@@ -97,7 +97,7 @@ impl Relay {
             move |line| {
                 let result = forward(&commands, line);
                 if let Err(e) = &result {
-                    crate::limited!(crate::log_limit::COMMAND_REJECTED, warn, error = %e, "could not deliver a command upstream");
+                    aerobridge_proto::limited!(crate::log_limit::COMMAND_REJECTED, std::time::Instant::now(), warn, error = %e, "could not deliver a command upstream");
                 }
                 result
             },

@@ -186,7 +186,7 @@ impl Server {
 pub fn reference_keys() -> Vec<String> {
     let tsv = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/data/aerofly-variables.tsv"
+        "/proto/data/aerofly-variables.tsv"
     ))
     .unwrap();
     let mut keys: Vec<String> = Vec::new();
@@ -515,31 +515,41 @@ impl GapCounter {
 
 /// Healthy clients (TCP and WebSocket) that count gaps in the background until stopped.
 pub struct Watchers {
-    started: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Frames each has seen so far.
+    seen: Vec<Arc<std::sync::atomic::AtomicU64>>,
     threads: Vec<std::thread::JoinHandle<GapCounter>>,
 }
 
+/// Frames every watcher must have seen before it is stopped (1.5 s at 50 Hz).
+const WATCH_AT_LEAST: u64 = 75;
+
 impl Watchers {
     pub fn start(server: &Server, tcp: usize, ws: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
+        let mut counts = Vec::new();
         for i in 0..tcp + ws {
             let stop = Arc::clone(&stop);
+            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            counts.push(Arc::clone(&count));
             let (data, wsaddr) = (server.data, server.ws());
             threads.push(std::thread::spawn(move || {
                 let mut seen = GapCounter::default();
                 if i < tcp {
                     let mut c = TcpLines::connect(data);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Relaxed) {
                         seen.see(counter_of(&c.frame()));
+                        count.store(seen.frames, Relaxed);
                     }
                 } else {
                     let mut c = RawWs::connect(wsaddr);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Relaxed) {
                         let f = c.frame();
                         if f.opcode == 1 {
                             seen.see(counter_of(&f.payload));
+                            count.store(seen.frames, Relaxed);
                         }
                     }
                 }
@@ -547,30 +557,42 @@ impl Watchers {
             }));
         }
         Watchers {
-            started: Instant::now(),
             stop,
+            seen: counts,
             threads,
         }
     }
 
-    /// Stops them (after watching for at least 1.5 s) and returns what each saw.
+    /// Waits until every watcher has seen [`WATCH_AT_LEAST`] frames (a busy machine only makes
+    /// this take longer), then stops them.
+    fn stop_after_enough(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(short) = self.seen.iter().map(|c| c.load(Relaxed)).min() {
+            if short >= WATCH_AT_LEAST {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a healthy client saw only {short} frames in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.store(true, Relaxed);
+    }
+
+    /// Stops them (once each has seen enough frames) and returns what each saw.
     pub fn finish(self) -> Vec<GapCounter> {
-        std::thread::sleep(
-            (self.started + Duration::from_millis(1500)).saturating_duration_since(Instant::now()),
-        );
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop_after_enough();
         self.threads
             .into_iter()
             .map(|t| t.join().expect("watcher panicked"))
             .collect()
     }
 
-    /// Stops them (after watching for at least 1.5 s); asserts none missed a frame.
+    /// Stops them (once each has seen enough frames); asserts none missed a frame.
     pub fn finish_without_gaps(self) {
-        std::thread::sleep(
-            (self.started + Duration::from_millis(1500)).saturating_duration_since(Instant::now()),
-        );
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop_after_enough();
         for t in self.threads {
             let seen = t.join().expect("watcher panicked");
             assert_eq!(seen.gaps, 0, "a healthy client missed frames");

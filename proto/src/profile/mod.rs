@@ -12,7 +12,7 @@
 //! Deltas are relative to the profile's last keyframe (not to the previous delta), so a client
 //! that skipped messages (latest wins) still reconstructs the state from any one delta once it
 //! holds the base keyframe; each delta carries its base keyframe's packet, which the client's
-//! queue sends first when the client lacks it ([`crate::fanout::queue`]).
+//! queue sends first when the client lacks it ([`crate::queue`]).
 
 pub mod build;
 pub mod registry;

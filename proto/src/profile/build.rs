@@ -57,12 +57,21 @@ pub struct ProfileBuilder {
     json: Vec<u8>,
     compression: crate::ws::deflate::Mode,
     deflater: Option<crate::ws::deflate::Deflater>,
+    /// The shell's clock, read only to time compression (the core reads no clock of its own).
+    clock: fn() -> Instant,
+    /// Time spent compressing in the last [`build`](Self::build).
+    compress_time: Duration,
 }
 
 impl ProfileBuilder {
     /// A builder for `table`'s profiles at `rate_hz` (a keyframe at least every `rate_hz` frames
-    /// and every [`KEY_INTERVAL`]).
-    pub fn new(table: Arc<Profiles>, rate_hz: f64, compression: crate::ws::deflate::Mode) -> Self {
+    /// and every [`KEY_INTERVAL`]); `clock` times compression ([`compress_time`](Self::compress_time)).
+    pub fn new(
+        table: Arc<Profiles>,
+        rate_hz: f64,
+        compression: crate::ws::deflate::Mode,
+        clock: fn() -> Instant,
+    ) -> Self {
         use crate::ws::deflate::{Deflater, Mode};
         Self {
             table,
@@ -73,7 +82,14 @@ impl ProfileBuilder {
             json: Vec::with_capacity(16 * 1024),
             compression,
             deflater: (compression != Mode::Off).then(Deflater::default),
+            clock,
+            compress_time: Duration::ZERO,
         }
+    }
+
+    /// Time spent compressing in the last [`build`](Self::build).
+    pub fn compress_time(&self) -> Duration {
+        self.compress_time
     }
 
     /// Live profiles.
@@ -111,6 +127,7 @@ impl ProfileBuilder {
     /// The messages for `frame`: one per profile due on it; `compress`: add permessage-deflate
     /// variants (some client agreed to it).
     pub fn build(&mut self, compress_now: bool, frame: &Frame<'_>) -> ProfileFrames {
+        self.compress_time = Duration::ZERO;
         self.sync();
         if self.active.is_empty() {
             return Box::new([]);
@@ -129,7 +146,8 @@ impl ProfileBuilder {
                         || frame.seq <= k.msg.seq
                 }
             };
-            let (deflater, compression) = (&mut self.deflater, self.compression);
+            let (deflater, compression, clock) = (&mut self.deflater, self.compression, self.clock);
+            let compress_time = &mut self.compress_time;
             let previous = &mut active.previous;
             let mut compress = |json: &[u8], msg: &mut ProfileMsg| {
                 if let Some(d) = deflater.as_mut() {
@@ -138,7 +156,9 @@ impl ProfileBuilder {
                             .as_ref()
                             .filter(|_| compression == crate::ws::deflate::Mode::Shared)
                             .map(|(p, seq)| (&p[..], *seq));
+                        let start = clock();
                         msg.deflate = Some(d.packet(json, prev));
+                        *compress_time += clock().saturating_duration_since(start);
                     }
                     let p = previous.get_or_insert_with(|| (Vec::new(), 0));
                     p.0.clear();
@@ -322,7 +342,12 @@ mod tests {
         let p = table
             .acquire(ProfileKey::new(vec![name, lat, alt], 2, Mode::Delta))
             .unwrap();
-        let mut b = ProfileBuilder::new(Arc::clone(&table), 50.0, crate::ws::deflate::Mode::Off);
+        let mut b = ProfileBuilder::new(
+            Arc::clone(&table),
+            50.0,
+            crate::ws::deflate::Mode::Off,
+            Instant::now,
+        );
         let mut t = Tick::new();
         t.vars.set_text(var::AIRCRAFT_NAME, "C172");
         let out = t.run(&mut b, 1);
@@ -361,7 +386,12 @@ mod tests {
         let table = Profiles::new(8);
         let all: Vec<u16> = (0..VARIABLE_COUNT as u16).collect();
         let p = table.acquire(ProfileKey::new(all, 1, Mode::Full)).unwrap();
-        let mut b = ProfileBuilder::new(Arc::clone(&table), 50.0, crate::ws::deflate::Mode::Off);
+        let mut b = ProfileBuilder::new(
+            Arc::clone(&table),
+            50.0,
+            crate::ws::deflate::Mode::Off,
+            Instant::now,
+        );
         let mut t = Tick::new();
         for seq in 1..4 {
             let out = t.run(&mut b, seq);

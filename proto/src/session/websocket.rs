@@ -9,9 +9,9 @@
 use super::messages::Messages;
 use super::v2::Clock;
 use super::{Action, Applied, Settings};
-use crate::fanout::stats::Disconnect;
 use crate::packet::Framing;
 use crate::ws::{close, frame, Event, MessageReader, OpCode};
+use crate::Disconnect;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,7 +137,7 @@ impl WsSession {
             return;
         }
         if self.awaiting_pong {
-            crate::limited!(crate::log_limit::PROTOCOL, info, peer = %self.peer, "closing WebSocket: no answer to ping");
+            crate::limited!(crate::log_limit::PROTOCOL, now, info, peer = %self.peer, "closing WebSocket: no answer to ping");
             self.close(
                 Disconnect::IdleTimeout,
                 close::POLICY_VIOLATION,
@@ -154,13 +154,25 @@ impl WsSession {
         }
     }
 
+    /// The connection ended at `now` (for any reason): the last actions, a v2 session's
+    /// [`Action::Park`].
+    pub fn finish(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.messages.finish(now, out);
+    }
+
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there); decoding
     /// then goes on with what is buffered.
-    pub fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+    pub fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         if self.is_closed() || !self.is_waiting() {
             return;
         }
-        self.messages.applied(result, stopping, out);
+        self.messages.applied(result, stopping, now, out);
         self.process(out);
     }
 
@@ -177,7 +189,7 @@ impl WsSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    crate::limited!(crate::log_limit::PROTOCOL, info, peer = %self.peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
+                    crate::limited!(crate::log_limit::PROTOCOL, self.received, info, peer = %self.peer, code = e.close_code(), error = %e, "closing WebSocket: protocol error");
                     self.close(
                         Disconnect::ProtocolError,
                         e.close_code(),
@@ -330,6 +342,7 @@ pub(crate) mod tests {
                 relayed: false,
             }),
             false,
+            Instant::now(),
             &mut out,
         );
         let sends: Vec<(u8, Vec<u8>)> = out
@@ -397,6 +410,7 @@ pub(crate) mod tests {
                     relayed: false,
                 }),
                 false,
+                Instant::now(),
                 &mut out,
             );
         }

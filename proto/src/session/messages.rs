@@ -9,9 +9,9 @@
 use super::commands::{parse_message, tally, Commands, Outcome};
 use super::v2::{code, error_json, Clock, Hello, V2};
 use super::{Action, Applied, Settings};
-use crate::fanout::stats::Disconnect;
 use crate::packet::Framing;
 use crate::ws::close;
+use crate::Disconnect;
 use simd_json::prelude::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +75,13 @@ impl Messages {
         self.v2.as_deref().map(V2::session)
     }
 
+    /// The connection ended at `now`: a v2 session is kept for `resume` ([`Action::Park`]).
+    pub fn finish(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(park) = self.v2.as_deref_mut().and_then(|v2| v2.park(now)) {
+            out.push(park);
+        }
+    }
+
     /// Whether a batch is with the tick.
     pub fn is_waiting(&self) -> bool {
         self.commands.is_waiting() || self.v2.as_deref().is_some_and(V2::is_waiting)
@@ -119,7 +126,7 @@ impl Messages {
         let clock = self.clock;
         if let Some(v2) = &mut self.v2 {
             if now >= v2.deadline() && v2.on_timeout(now, &clock, out) {
-                crate::limited!(crate::log_limit::PROTOCOL, info, peer = %self.peer, "closing v2 connection: idle");
+                crate::limited!(crate::log_limit::PROTOCOL, now, info, peer = %self.peer, "closing v2 connection: idle");
                 self.close(
                     Disconnect::IdleTimeout,
                     close::POLICY_VIOLATION,
@@ -171,7 +178,7 @@ impl Messages {
         }
         match self.commands.gate(&self.settings, parsed, self.received) {
             Some(batch) => out.push(Action::Submit(batch)),
-            None => self.reply_v1(None, false, out),
+            None => self.reply_v1(None, false, self.received, out),
         }
     }
 
@@ -214,7 +221,7 @@ impl Messages {
         let clock = self.clock;
         if let Some(v2) = &mut self.v2 {
             v2.on_op(op, obj, &mut self.commands, now, &clock, out);
-            self.check_flood(out);
+            self.check_flood(now, out);
             return;
         }
         if op != "hello" {
@@ -247,19 +254,31 @@ impl Messages {
     }
 
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
-    pub fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+    pub fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         if self.closed {
             return;
         }
         if let Some(v2) = self.v2.as_mut().filter(|v| v.is_waiting()) {
             v2.applied(result, stopping, out);
-            self.check_flood(out);
+            self.check_flood(now, out);
         } else if self.commands.is_waiting() {
-            self.reply_v1(result, stopping, out);
+            self.reply_v1(result, stopping, now, out);
         }
     }
 
-    fn reply_v1(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+    fn reply_v1(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let outcomes = self.commands.applied(result, stopping);
         out.push(tally(&outcomes));
         for outcome in &outcomes {
@@ -273,24 +292,24 @@ impl Messages {
                     });
                 }
                 Outcome::Rejected(r) if self.framing == Framing::WebSocket => {
-                    crate::limited!(crate::log_limit::COMMAND_REJECTED, info, peer = %self.peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
+                    crate::limited!(crate::log_limit::COMMAND_REJECTED, now, info, peer = %self.peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "WebSocket command rejected (no id, so no reply)");
                 }
                 Outcome::Rejected(r) => {
-                    crate::limited!(crate::log_limit::COMMAND_REJECTED, info, peer = %self.peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "telemetry-port command rejected (no id, so no reply)");
+                    crate::limited!(crate::log_limit::COMMAND_REJECTED, now, info, peer = %self.peer, error = %r.error, variable = r.variable.as_deref().unwrap_or(""), "telemetry-port command rejected (no id, so no reply)");
                 }
                 _ => {}
             }
         }
-        self.check_flood(out);
+        self.check_flood(now, out);
     }
 
     fn framing_now(&self) -> Framing {
         self.v2.as_deref().map_or(self.framing, V2::framing)
     }
 
-    fn check_flood(&mut self, out: &mut Vec<Action>) {
+    fn check_flood(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.commands.is_flooding() && !self.closed {
-            crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, peer = %self.peer, limit = self.settings.access.rate_per_second, "disconnecting command flood");
+            crate::limited!(crate::log_limit::COMMAND_FLOOD, now, warn, peer = %self.peer, limit = self.settings.access.rate_per_second, "disconnecting command flood");
             self.close(
                 Disconnect::CommandFlood,
                 close::POLICY_VIOLATION,

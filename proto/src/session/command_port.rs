@@ -6,7 +6,7 @@
 use super::commands::{parse_into, tally, Commands};
 use super::{Action, Applied, Settings};
 use crate::command::LineSplitter;
-use crate::fanout::stats::Disconnect;
+use crate::Disconnect;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,12 +70,18 @@ impl CommandPortSession {
         }
         match self.commands.gate(&self.settings, parsed, now) {
             Some(batch) => out.push(Action::Submit(batch)),
-            None => self.applied(None, false, out),
+            None => self.applied(None, false, now, out),
         }
     }
 
     /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
-    pub fn applied(&mut self, result: Option<Applied>, stopping: bool, out: &mut Vec<Action>) {
+    pub fn applied(
+        &mut self,
+        result: Option<Applied>,
+        stopping: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         if self.closed || !self.is_waiting() {
             return;
         }
@@ -93,7 +99,7 @@ impl CommandPortSession {
             unread: "replies not read",
         });
         if self.commands.is_flooding() {
-            crate::limited!(crate::log_limit::COMMAND_FLOOD, warn, peer = %self.peer, limit = self.settings.access.rate_per_second, "disconnecting command flood");
+            crate::limited!(crate::log_limit::COMMAND_FLOOD, now, warn, peer = %self.peer, limit = self.settings.access.rate_per_second, "disconnecting command flood");
             self.closed = true;
             out.push(Action::Close {
                 reason: Disconnect::CommandFlood,
@@ -159,6 +165,7 @@ mod tests {
                 relayed: false,
             }),
             false,
+            Instant::now(),
             &mut out,
         );
         let r = replies(&out);

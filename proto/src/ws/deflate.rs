@@ -14,8 +14,19 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::cell::RefCell;
 
-/// `--ws-compression`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+/// `--ws-compression` (its names are the lower-case variant names: `off`, `standalone`, `shared`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Mode {
     /// No permessage-deflate: offers are declined.
     Off,
@@ -145,8 +156,6 @@ pub struct Compressed {
     pub dict: Option<Bytes>,
     /// The seq of the packet the dictionary variant refers to.
     pub base: u64,
-    /// Time spent compressing (both variants), ns.
-    pub nanos: u64,
 }
 
 /// Compression levels (zlib-rs), measured on the built-in source's frames (11.4 KB; see `manual`,
@@ -238,7 +247,6 @@ impl Deflater {
     /// Both variants of a text packet whose WebSocket payload is `payload`; `previous` is the
     /// payload of the stream's previous packet (seq `base`), if any and in shared mode.
     pub fn packet(&mut self, payload: &[u8], previous: Option<(&[u8], u64)>) -> Compressed {
-        let start = std::time::Instant::now();
         let standalone = {
             let z = self.compress(payload, None);
             (z.len() < payload.len()).then(|| frame(z))
@@ -254,7 +262,6 @@ impl Deflater {
             standalone,
             dict,
             base,
-            nanos: start.elapsed().as_nanos() as u64,
         }
     }
 }

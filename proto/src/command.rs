@@ -209,7 +209,7 @@ impl Rejection {
 }
 
 /// Limits on what one line may carry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseLimits {
     /// Most commands in one array.
     pub max_batch: usize,

@@ -4,8 +4,8 @@
 
 use super::Settings;
 use crate::access::{origin_allowed, presented_token};
-use crate::fanout::stats::Disconnect;
 use crate::ws::handshake::{http_response, parse_upgrade, switching_protocols, HandshakeError};
+use crate::Disconnect;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -124,7 +124,7 @@ impl Upgrade {
     }
 
     /// Bytes from the client.
-    pub fn on_bytes(&mut self, data: &[u8]) -> Step {
+    pub fn on_bytes(&mut self, data: &[u8], now: Instant) -> Step {
         self.buf.extend_from_slice(data);
         let peer = self.peer;
         let (request, consumed) = match parse_upgrade(&self.buf, MAX_REQUEST) {
@@ -141,7 +141,7 @@ impl Upgrade {
                 }
             }
             Err(e) => {
-                crate::limited!(crate::log_limit::HANDSHAKE, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");
+                crate::limited!(crate::log_limit::HANDSHAKE, now, info, %peer, status = e.status(), error = %e, "refused WebSocket upgrade");
                 return Step::Refuse {
                     response: e.response(),
                     reason: Disconnect::HandshakeFailed,
@@ -154,7 +154,7 @@ impl Upgrade {
             &self.settings.access.allowed_origins,
         ) {
             let origin = request.origin.as_deref().unwrap_or("");
-            crate::limited!(crate::log_limit::HANDSHAKE, warn, %peer, origin, "refused WebSocket upgrade from a browser origin that is not allowed (--allowed-origin)");
+            crate::limited!(crate::log_limit::HANDSHAKE, now, warn, %peer, origin, "refused WebSocket upgrade from a browser origin that is not allowed (--allowed-origin)");
             let body = format!(
                 "origin {origin} is not allowed; start the server with --allowed-origin {origin}"
             );
@@ -195,8 +195,8 @@ impl Upgrade {
     }
 
     /// The deadline passed without a complete request.
-    pub fn on_timeout(&self) -> Step {
-        crate::limited!(crate::log_limit::HANDSHAKE, info, peer = %self.peer, timeout_ms = self.settings.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
+    pub fn on_timeout(&self, now: Instant) -> Step {
+        crate::limited!(crate::log_limit::HANDSHAKE, now, info, peer = %self.peer, timeout_ms = self.settings.handshake_timeout.as_millis() as u64, "WebSocket handshake timed out");
         Step::Refuse {
             response: Vec::new(),
             reason: Disconnect::HandshakeFailed,
@@ -221,14 +221,14 @@ mod tests {
     #[test]
     fn a_request_in_pieces_upgrades_with_the_token_and_what_followed() {
         let mut u = upgrade(crate::session::test_settings(false));
-        assert_eq!(u.on_bytes(REQUEST.as_bytes()), Step::More);
+        assert_eq!(u.on_bytes(REQUEST.as_bytes(), Instant::now()), Step::More);
         let Step::Upgraded {
             response,
             token,
             leftover,
             v2: false,
             deflate: None,
-        } = u.on_bytes(b"\r\n\x81\x80")
+        } = u.on_bytes(b"\r\n\x81\x80", Instant::now())
         else {
             panic!()
         };
@@ -246,7 +246,7 @@ mod tests {
     fn plain_gets_name_pages_and_everything_else_is_refused_with_a_status() {
         let mut u = upgrade(crate::session::test_settings(false));
         assert_eq!(
-            u.on_bytes(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            u.on_bytes(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", Instant::now()),
             Step::Page {
                 page: Page::Metrics,
                 head: false
@@ -254,7 +254,7 @@ mod tests {
         );
         let mut u = upgrade(crate::session::test_settings(false));
         assert_eq!(
-            u.on_bytes(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"),
+            u.on_bytes(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n", Instant::now()),
             Step::Page {
                 page: Page::NotFound,
                 head: true
@@ -270,6 +270,7 @@ mod tests {
                 .copied()
                 .collect::<Vec<_>>()
                 .as_slice(),
+            Instant::now(),
         ) else {
             panic!()
         };
@@ -278,7 +279,7 @@ mod tests {
             .starts_with("HTTP/1.1 426"));
         assert_eq!(reason, Disconnect::HandshakeFailed);
         assert!(
-            matches!(upgrade(crate::session::test_settings(false)).on_timeout(), Step::Refuse { response, .. } if response.is_empty())
+            matches!(upgrade(crate::session::test_settings(false)).on_timeout(Instant::now()), Step::Refuse { response, .. } if response.is_empty())
         );
     }
 
@@ -286,7 +287,7 @@ mod tests {
     fn browsers_from_other_sites_get_403() {
         let mut u = upgrade(crate::session::test_settings(false));
         let request = format!("{REQUEST}Origin: https://evil.example\r\n\r\n");
-        let Step::Refuse { response, .. } = u.on_bytes(request.as_bytes()) else {
+        let Step::Refuse { response, .. } = u.on_bytes(request.as_bytes(), Instant::now()) else {
             panic!()
         };
         assert!(String::from_utf8(response)

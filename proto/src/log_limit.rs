@@ -61,9 +61,11 @@ pub static ALL: [&Throttle; 9] = [
     &ACCEPT,
 ];
 
-fn now_ms() -> u64 {
+/// `now` in ms since the first throttled event (the caller's clock; this module reads none).
+fn now_ms(now: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    now.saturating_duration_since(*EPOCH.get_or_init(|| now))
+        .as_millis() as u64
 }
 
 impl Throttle {
@@ -77,9 +79,9 @@ impl Throttle {
         }
     }
 
-    /// Records one event; true when it should be logged in full.
-    pub fn allow(&self) -> bool {
-        self.allow_at(now_ms())
+    /// Records one event at `now`; true when it should be logged in full.
+    pub fn allow(&self, now: Instant) -> bool {
+        self.allow_at(now_ms(now))
     }
 
     fn allow_at(&self, now: u64) -> bool {
@@ -126,11 +128,12 @@ pub fn flush_all() {
     }
 }
 
-/// Logs at `warn` (or the given level) through `throttle`: `limited!(THROTTLE, warn, fields…)`.
+/// Logs at `warn` (or the given level) through `throttle`, for an event at `now`:
+/// `limited!(THROTTLE, now, warn, fields…)`.
 #[macro_export]
 macro_rules! limited {
-    ($throttle:expr, $level:ident, $($arg:tt)+) => {
-        if $throttle.allow() {
+    ($throttle:expr, $now:expr, $level:ident, $($arg:tt)+) => {
+        if $throttle.allow($now) {
             ::tracing::$level!($($arg)+);
         }
     };

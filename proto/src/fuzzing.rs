@@ -139,20 +139,19 @@ pub fn session(data: &[u8]) {
     };
     // Built once: parsing the defaults for every input would dominate the run.
     static BASE: std::sync::OnceLock<crate::session::Settings> = std::sync::OnceLock::new();
-    let mut settings = BASE
-        .get_or_init(|| crate::session::Settings::from_config(&crate::config::Config::default()))
-        .clone();
+    let mut settings = BASE.get_or_init(crate::session::Settings::default).clone();
     settings.echo = mode & 1 == 1;
     settings.ws_max_message = 64 + (mode as usize >> 1) * 64;
     settings.access.rate_per_second = 1 + (mode as u32 >> 4);
     let echo = settings.echo;
     // Fresh v2 tables per input, and nothing parked: inputs must not affect one another.
     settings.v2 = crate::session::v2::V2Settings::new(
-        crate::config::V2Limits {
+        crate::session::v2::V2Limits {
             resume_window: Duration::ZERO,
             ..settings.v2.limits
         },
         50.0,
+        Arc::new(crate::session::v2::CountingIds::default()),
     );
     let t0 = Instant::now();
     let mut now = t0;
@@ -183,9 +182,9 @@ pub fn session(data: &[u8]) {
             }
             2 => {
                 let result = scripted_result(submitted, chunk, *op);
-                s.applied(result, op & 4 == 4, &mut out);
+                s.applied(result, op & 4 == 4, now, &mut out);
             }
-            _ => s.applied(None, false, &mut out),
+            _ => s.applied(None, false, now, &mut out),
         }
         for a in &out {
             assert!(
@@ -229,19 +228,18 @@ pub fn data_port(data: &[u8]) {
         return;
     };
     static BASE: std::sync::OnceLock<crate::session::Settings> = std::sync::OnceLock::new();
-    let mut settings = BASE
-        .get_or_init(|| crate::session::Settings::from_config(&crate::config::Config::default()))
-        .clone();
+    let mut settings = BASE.get_or_init(crate::session::Settings::default).clone();
     settings.ws_max_message = 64 + (mode as usize & 15) * 128;
     settings.access.rate_per_second = 1 + (mode as u32 >> 4);
     settings.v2 = crate::session::v2::V2Settings::new(
-        crate::config::V2Limits {
+        crate::session::v2::V2Limits {
             resume_window: Duration::ZERO,
             max_subscriptions: 3,
             max_profiles: 4,
             ..settings.v2.limits
         },
         50.0,
+        Arc::new(crate::session::v2::CountingIds::default()),
     );
     let t0 = Instant::now();
     let mut now = t0;
@@ -351,7 +349,7 @@ fn is_json(bytes: &[u8]) -> bool {
 /// clients see never repeat or go back; a frame that is used keeps its number (the origin's,
 /// shifted only after a restart); the edge follows one origin at a time.
 pub fn feed(data: &[u8]) {
-    use crate::nats::{FeedCounters, OriginTracker, OriginVerdict, TAKEOVER_AFTER};
+    use crate::feed::{FeedCounters, OriginTracker, OriginVerdict, TAKEOVER_AFTER};
     use std::time::{Duration, Instant};
 
     let mut origins = OriginTracker::default();

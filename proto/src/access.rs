@@ -22,7 +22,8 @@ pub struct AccessPolicy {
 pub struct CommandGate {
     authorized: bool,
     tokens: f64,
-    last: Instant,
+    /// When the bucket was last refilled (`None`: never; it starts full).
+    last: Option<Instant>,
     rate: f64,
     burst: f64,
     refused_for_rate: u32,
@@ -46,7 +47,7 @@ impl CommandGate {
         Self {
             authorized,
             tokens: rate * 2.0,
-            last: Instant::now(),
+            last: None,
             rate,
             burst: rate * 2.0,
             refused_for_rate: 0,
@@ -72,8 +73,10 @@ impl CommandGate {
     /// Whether one more command may go to the source now.
     pub fn admit(&mut self, policy: &AccessPolicy, now: Instant) -> Result<(), CommandError> {
         // The rate limit applies to every attempt, so a flood of refused commands is a flood too.
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        let elapsed = self.last.map_or(0.0, |last| {
+            now.saturating_duration_since(last).as_secs_f64()
+        });
+        self.last = Some(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         if self.tokens >= self.burst {
             self.refused_for_rate = 0; // quiet long enough: forgiven

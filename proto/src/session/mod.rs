@@ -1,6 +1,6 @@
 //! Per-connection protocol logic without I/O, in the style of quinn-proto: a session is fed the
 //! bytes a peer sent, the current time and the results of what it asked for, and answers with
-//! [`Action`]s for the shell in [`crate::net`] to carry out (queue these bytes, submit these
+//! [`Action`]s for the shell (the `aerobridge` crate's `net`) to carry out (queue these bytes, submit these
 //! commands, close with this reason). Sessions never touch a socket, a runtime or a clock of
 //! their own, so they are unit-tested with plain bytes and fuzzed with arbitrary input and time
 //! steps (`fuzz/fuzz_targets/session.rs`; its body is [`crate::fuzzing::session`]).
@@ -26,8 +26,7 @@ pub mod websocket;
 
 use crate::access::AccessPolicy;
 use crate::command::{Command, CommandError, ParseLimits, Reason};
-use crate::config::Config;
-use crate::fanout::stats::Disconnect;
+use crate::Disconnect;
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -65,6 +64,9 @@ pub enum Action {
     },
     /// What `/connections` shows of the session (JSON object members).
     Detail(String),
+    /// The connection ended: keep this v2 session for `resume` (the shell puts it in
+    /// [`v2::Parked`], `settings.v2.parked`). Only ever the answer to a session's `park`.
+    Park(Box<v2::ParkedSession>),
     /// End the connection: `frame` (a WebSocket Close) goes out after what is queued. Always the
     /// last action of a session.
     Close {
@@ -100,22 +102,29 @@ pub struct Settings {
     pub compression: crate::ws::deflate::Mode,
 }
 
-impl Settings {
-    /// The settings of `config`.
-    pub fn from_config(config: &Config) -> Self {
+impl Default for Settings {
+    /// The documented defaults (the CLI's, which the shell's `Config` turns into [`Settings`]).
+    fn default() -> Self {
         Self {
-            access: config.access.clone(),
-            command_max_line: config.command_max_line,
-            parse: ParseLimits {
-                max_batch: config.command_max_batch,
+            access: AccessPolicy {
+                token: None,
+                read_only: false,
+                rate_per_second: 50,
+                allowed_origins: Vec::new(),
             },
-            ws_max_message: config.ws_max_message,
-            ping_interval: config.ws_ping_interval,
-            ping_timeout: config.ws_ping_timeout,
-            handshake_timeout: config.handshake_timeout,
-            echo: config.echo,
-            v2: v2::V2Settings::new(config.v2, 1.0 / config.broadcast.as_secs_f64()),
-            compression: config.ws_compression,
+            command_max_line: 64 << 10,
+            parse: ParseLimits::DEFAULT,
+            ws_max_message: 64 << 10,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            echo: false,
+            v2: v2::V2Settings::new(
+                v2::V2Limits::default(),
+                50.0,
+                std::sync::Arc::new(v2::CountingIds::default()),
+            ),
+            compression: crate::ws::deflate::Mode::Shared,
         }
     }
 }
@@ -133,24 +142,12 @@ pub struct Applied {
     pub relayed: bool,
 }
 
-/// Settings for unit tests: no token, 50 commands/s, 1 KiB lines, 64 KiB messages.
+/// Settings for unit tests: the defaults, with 1 KiB command lines.
 #[cfg(test)]
 pub(crate) fn test_settings(echo: bool) -> Settings {
     Settings {
-        access: AccessPolicy {
-            token: None,
-            read_only: false,
-            rate_per_second: 50,
-            allowed_origins: Vec::new(),
-        },
         command_max_line: 1024,
-        parse: ParseLimits::DEFAULT,
-        ws_max_message: 1 << 16,
-        ping_interval: Duration::from_secs(20),
-        ping_timeout: Duration::from_secs(10),
-        handshake_timeout: Duration::from_secs(5),
         echo,
-        v2: v2::V2Settings::new(crate::config::Config::default().v2, 50.0),
-        compression: crate::ws::deflate::Mode::Shared,
+        ..Settings::default()
     }
 }

@@ -69,6 +69,12 @@ impl DataSession {
         self.messages.on_timeout(now, out);
     }
 
+    /// The connection ended at `now` (for any reason): the last actions, a v2 session's
+    /// [`Action::Park`].
+    pub fn finish(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.messages.finish(now, out);
+    }
+
     /// The tick's answer to the last [`Action::Submit`]; then the buffered lines go on.
     pub fn applied(
         &mut self,
@@ -77,7 +83,7 @@ impl DataSession {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        self.messages.applied(result, stopping, out);
+        self.messages.applied(result, stopping, now, out);
         self.process(now, out);
     }
 
@@ -103,7 +109,7 @@ impl DataSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::stats::Disconnect;
+    use crate::Disconnect;
     use std::time::Duration;
 
     fn session(now: Instant) -> DataSession {
@@ -123,6 +129,77 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn an_ended_session_is_parked_by_action_and_resumed_by_id() {
+        let t0 = Instant::now();
+        let settings = Arc::new(crate::session::test_settings(false));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let mut first = DataSession::new(Arc::clone(&settings), peer, t0);
+        let mut out = Vec::new();
+        first.on_bytes(
+            b"{\"op\":\"hello\"}\n{\"op\":\"sub\",\"id\":3,\"vars\":[\"Aircraft.Altitude\"],\"hz\":10}\n",
+            t0,
+            &mut out,
+        );
+        let session = sent(&out)[0]["session"].as_str().unwrap().to_string();
+        out.clear();
+        // Nothing is parked until the shell says the connection ended: no Drop side effect.
+        assert_eq!(settings.v2.parked.sweep(t0), 0);
+        first.finish(t0, &mut out);
+        let [Action::Park(parked)] = &out[..] else {
+            panic!("the last word of an ended v2 session is Park: {out:?}")
+        };
+        assert_eq!(parked.id(), session);
+        assert_eq!(parked.expires(), t0 + settings.v2.limits.resume_window);
+        settings.v2.parked.park((**parked).clone(), t0);
+        drop(first);
+        assert_eq!(settings.v2.parked.sweep(t0), 1);
+
+        let mut second = DataSession::new(Arc::clone(&settings), peer, t0);
+        out.clear();
+        second.on_bytes(
+            format!("{{\"op\":\"hello\",\"resume\":\"{session}\"}}\n").as_bytes(),
+            t0 + Duration::from_secs(1),
+            &mut out,
+        );
+        let replies = sent(&out);
+        assert_eq!(replies[0]["session"].as_str(), Some(session.as_str()));
+        assert_eq!(replies[0]["resumed"].as_bool(), Some(true));
+        assert_eq!(replies[1]["sub"].as_u64(), Some(3), "{replies:?}");
+        assert_eq!(settings.v2.parked.sweep(t0), 0, "taken by the resume");
+    }
+
+    #[test]
+    fn parked_sessions_expire_in_order_without_a_scan() {
+        use crate::session::v2::Parked;
+        let t0 = Instant::now();
+        let window = Duration::from_secs(60);
+        let mut settings = crate::session::test_settings(false);
+        settings.v2.limits.resume_window = window;
+        let settings = Arc::new(settings);
+        let parked = Parked::default();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3u64 {
+            let now = t0 + Duration::from_secs(i * 10);
+            let mut s = DataSession::new(Arc::clone(&settings), peer, now);
+            let mut out = Vec::new();
+            s.on_bytes(b"{\"op\":\"hello\"}\n", now, &mut out);
+            ids.push(sent(&out)[0]["session"].as_str().unwrap().to_string());
+            out.clear();
+            s.finish(now, &mut out);
+            let Some(Action::Park(p)) = out.pop() else {
+                panic!("parked")
+            };
+            parked.park(*p, now);
+        }
+        assert_eq!(parked.sweep(t0 + window), 2, "the first expired");
+        assert!(parked.take(&ids[0], t0 + window).is_none());
+        assert!(parked.take(&ids[2], t0 + window).is_some());
+        assert_eq!(parked.sweep(t0 + window), 1);
+        assert_eq!(parked.sweep(t0 + window + Duration::from_secs(10)), 0);
     }
 
     #[test]

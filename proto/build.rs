@@ -2,7 +2,7 @@
 //!
 //! The TSVs are copied verbatim from `shared/reference` so that the wire order, the names and the
 //! access rules have exactly one source of truth. The output (`$OUT_DIR/reference.rs`) is included
-//! by `src/telemetry/table.rs`.
+//! by `src/telemetry/table.rs` (paths relative to this crate).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -8,7 +8,6 @@
 
 use super::{Action, Applied, Settings};
 use crate::command::CommandError;
-use crate::config::V2Limits;
 use crate::packet::Framing;
 use crate::profile::{every_for, Mode, ProfileKey, ProfileMsg, ProfileRef, Profiles};
 use crate::telemetry::encoder::{write_json_string, write_number};
@@ -17,7 +16,36 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Protocol v2's limits and timers (`--v2-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V2Limits {
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Distinct profiles server-wide.
+    pub max_profiles: usize,
+    /// Heartbeat after this long without sending a connection anything.
+    pub heartbeat: Duration,
+    /// Disconnect after this long without hearing from a connection.
+    pub idle_timeout: Duration,
+    /// Subscriptions kept after a connection ends.
+    pub resume_window: Duration,
+}
+
+impl Default for V2Limits {
+    /// The documented defaults: 16 subscriptions, 256 profiles, 1 s heartbeat, 90 s idle
+    /// timeout, 60 s resume window.
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 16,
+            max_profiles: 256,
+            heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(90),
+            resume_window: Duration::from_secs(60),
+        }
+    }
+}
 
 /// What v2 sessions share server-wide.
 #[derive(Debug, Clone)]
@@ -30,16 +58,19 @@ pub struct V2Settings {
     pub profiles: Arc<Profiles>,
     /// Sessions waiting to be resumed.
     pub parked: Arc<Parked>,
+    /// Where new session ids come from (the shell's random source).
+    pub ids: Arc<dyn SessionIds>,
 }
 
 impl V2Settings {
-    /// Settings with fresh tables.
-    pub fn new(limits: V2Limits, rate_hz: f64) -> Self {
+    /// Settings with fresh tables, drawing session ids from `ids`.
+    pub fn new(limits: V2Limits, rate_hz: f64, ids: Arc<dyn SessionIds>) -> Self {
         Self {
             limits,
             rate_hz,
             profiles: Profiles::new(limits.max_profiles),
             parked: Arc::new(Parked::default()),
+            ids,
         }
     }
 }
@@ -62,50 +93,103 @@ struct Sub {
     profile: ProfileRef,
 }
 
-/// A session whose connection ended, kept for `resume`.
-#[derive(Debug)]
-struct ParkedSession {
+/// A session whose connection ended, kept for `resume`: what [`Action::Park`] hands the shell,
+/// which puts it in the server's [`Parked`] store.
+#[derive(Debug, Clone)]
+pub struct ParkedSession {
+    id: Arc<str>,
     expires: Instant,
     subs: Vec<Sub>,
     next_sub: u64,
 }
 
-/// Sessions kept after their connection ended (they hold their profiles alive meanwhile).
+impl ParkedSession {
+    /// The session id (the key a `resume` names).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When it is let go.
+    pub fn expires(&self) -> Instant {
+        self.expires
+    }
+}
+
+impl PartialEq for ParkedSession {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.expires == other.expires && self.next_sub == other.next_sub
+    }
+}
+
+/// Sessions kept after their connection ended (they hold their profiles alive meanwhile): a map
+/// keyed by session id, and an index by expiry so that letting expired ones go touches only
+/// those (never a scan of the whole store under the lock).
 #[derive(Debug, Default)]
 pub struct Parked {
-    sessions: Mutex<HashMap<Arc<str>, ParkedSession>>,
+    store: Mutex<ParkedStore>,
+}
+
+#[derive(Debug, Default)]
+struct ParkedStore {
+    by_id: HashMap<Arc<str>, (ParkedSession, u64)>,
+    /// (expiry, insertion number) → id; the number keeps equal expiries apart.
+    by_expiry: std::collections::BTreeMap<(Instant, u64), Arc<str>>,
+    inserted: u64,
+}
+
+impl ParkedStore {
+    fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let id = entry.remove();
+            self.by_id.remove(&id);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<ParkedSession> {
+        let (session, n) = self.by_id.remove(id)?;
+        self.by_expiry.remove(&(session.expires, n));
+        Some(session)
+    }
 }
 
 /// Most sessions kept for resume at once (the oldest are let go first).
 pub const MAX_PARKED: usize = 20_000;
 
 impl Parked {
-    fn park(&self, id: Arc<str>, session: ParkedSession, now: Instant) {
-        let mut all = self.sessions.lock().expect("poisoned");
-        all.retain(|_, s| s.expires > now);
-        if all.len() >= MAX_PARKED {
-            if let Some(oldest) = all
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| Arc::clone(k))
-            {
-                all.remove(&oldest);
+    /// Keeps `session` until it expires or is resumed (what the shell does with
+    /// [`Action::Park`]); expired ones go first, then the oldest past [`MAX_PARKED`].
+    pub fn park(&self, session: ParkedSession, now: Instant) {
+        let mut store = self.store.lock().expect("poisoned");
+        store.expire(now);
+        store.remove(&session.id);
+        if store.by_id.len() >= MAX_PARKED {
+            if let Some((_, oldest)) = store.by_expiry.pop_first() {
+                store.by_id.remove(&oldest);
             }
         }
-        all.insert(id, session);
+        store.inserted += 1;
+        let n = store.inserted;
+        store
+            .by_expiry
+            .insert((session.expires, n), Arc::clone(&session.id));
+        store.by_id.insert(Arc::clone(&session.id), (session, n));
     }
 
-    fn take(&self, id: &str, now: Instant) -> Option<(Arc<str>, ParkedSession)> {
-        let mut all = self.sessions.lock().expect("poisoned");
-        all.retain(|_, s| s.expires > now);
-        all.remove_entry(id)
+    /// Takes the session `id` for a `resume`, if it is kept and not expired.
+    pub fn take(&self, id: &str, now: Instant) -> Option<ParkedSession> {
+        let mut store = self.store.lock().expect("poisoned");
+        store.expire(now);
+        store.remove(id)
     }
 
     /// Lets expired sessions go (and their profiles with them); returns how many are kept.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut all = self.sessions.lock().expect("poisoned");
-        all.retain(|_, s| s.expires > now);
-        all.len()
+        let mut store = self.store.lock().expect("poisoned");
+        store.expire(now);
+        store.by_id.len()
     }
 }
 
@@ -151,25 +235,35 @@ pub fn catalog_hash() -> &'static str {
     &catalog().0
 }
 
-/// A new session id: 128 random bits, hex.
-fn new_session_id() -> Arc<str> {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: still unique (time and a counter), if guessable.
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        bytes[..8].copy_from_slice(&t.to_be_bytes());
-        bytes[8..].copy_from_slice(&n.to_be_bytes());
+/// Where session ids come from. The core draws no randomness: the shell supplies a source of
+/// unguessable ids (the server's reads the OS's random generator), tests a predictable one.
+pub trait SessionIds: Send + Sync + std::fmt::Debug {
+    /// 128 bits that no one can guess (a session id is a capability: whoever knows it may
+    /// `resume` the session's subscriptions).
+    fn next_id(&self) -> [u8; 16];
+}
+
+/// Predictable ids (a counter), for tests and fuzzing only: anyone could guess them.
+#[derive(Debug, Default)]
+pub struct CountingIds(std::sync::atomic::AtomicU64);
+
+impl SessionIds for CountingIds {
+    fn next_id(&self) -> [u8; 16] {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut id = [0xa5; 16];
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        id
     }
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into()
+}
+
+/// A session id from 16 bytes: hex.
+fn render_session_id(bytes: [u8; 16]) -> Arc<str> {
+    let mut hex = String::with_capacity(32);
+    for b in bytes {
+        hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        hex.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+    }
+    hex.into()
 }
 
 /// Error codes of v2 replies that are not command reasons.
@@ -349,6 +443,8 @@ pub struct V2 {
     idle_deadline: Instant,
     hb_due: Instant,
     last_now: Instant,
+    /// [`park`](Self::park) was called: the subscriptions left with it.
+    parked: bool,
 }
 
 impl V2 {
@@ -363,7 +459,7 @@ impl V2 {
     ) -> V2 {
         let s = settings.v2.clone();
         let mut v2 = V2 {
-            session: new_session_id(),
+            session: render_session_id(settings.v2.ids.next_id()),
             client: None,
             framing,
             subs: Vec::new(),
@@ -372,6 +468,7 @@ impl V2 {
             idle_deadline: now + s.limits.idle_timeout,
             hb_due: now + s.limits.heartbeat,
             last_now: now,
+            parked: false,
             settings: s,
             all: Arc::clone(settings),
         };
@@ -391,8 +488,8 @@ impl V2 {
             .resume
             .as_deref()
             .and_then(|id| self.settings.parked.take(id, now));
-        if let Some((id, _)) = &resumed {
-            self.session = Arc::clone(id);
+        if let Some(parked) = &resumed {
+            self.session = Arc::clone(&parked.id);
         }
         let mut j = Json::op("welcome");
         j.id(hello.id.as_deref())
@@ -431,7 +528,7 @@ impl V2 {
         }
         let welcome = j.done();
         self.send(welcome, out);
-        if let Some((_, parked)) = resumed {
+        if let Some(parked) = resumed {
             let mut restored = Vec::new();
             for sub in parked.subs {
                 // Subscriptions made on this connection before the resume keep their ids.
@@ -912,20 +1009,20 @@ impl V2 {
     }
 }
 
-impl Drop for V2 {
-    /// The connection ended: keep the subscriptions for `resume`.
-    fn drop(&mut self) {
+impl V2 {
+    /// The connection ended at `now`: the session to keep for `resume` ([`Action::Park`]), unless
+    /// the resume window is zero. The subscriptions move into it, so call this once, last.
+    pub fn park(&mut self, now: Instant) -> Option<Action> {
         let window = self.settings.limits.resume_window;
-        if window.is_zero() {
-            return;
+        if window.is_zero() || self.parked {
+            return None;
         }
-        let parked = ParkedSession {
-            expires: self.last_now + window,
+        self.parked = true;
+        Some(Action::Park(Box::new(ParkedSession {
+            id: Arc::clone(&self.session),
+            expires: now.max(self.last_now) + window,
             subs: std::mem::take(&mut self.subs),
             next_sub: self.next_sub,
-        };
-        self.settings
-            .parked
-            .park(Arc::clone(&self.session), parked, self.last_now);
+        })))
     }
 }
