@@ -74,6 +74,12 @@ pub struct Cli {
     #[arg(long, env = "AEROBRIDGE_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
 
+    /// New connections taken on per second, all workers together, spread over the ticks: each
+    /// worker admits its share right after a tick's frames went to its established clients, and
+    /// the rest wait for the next tick (in the listen backlog). Established clients go first.
+    #[arg(long, env = "AEROBRIDGE_ADMISSION_RATE", default_value_t = 10_000)]
+    pub admission_rate: u32,
+
     /// A client whose oldest unsent frame is older than this is disconnected as a slow consumer
     /// (WebSocket: Close 4000). Examples: 2s, 500ms.
     #[arg(long, env = "AEROBRIDGE_MAX_LAG", default_value = "2s", value_parser = parse_duration)]
@@ -387,6 +393,8 @@ pub struct Config {
     pub workers: usize,
     /// Connection limit.
     pub max_clients: usize,
+    /// New connections per second (`--admission-rate`).
+    pub admission_rate: u32,
     /// Per-client queue bounds and lag limit.
     pub queue: QueueLimits,
     /// SO_SNDBUF per client.
@@ -518,6 +526,7 @@ impl Cli {
             broadcast: Duration::from_millis(self.broadcast_ms),
             workers,
             max_clients: self.max_clients,
+            admission_rate: self.admission_rate.max(1),
             queue: QueueLimits {
                 max_frames: self.queue_frames as usize,
                 max_bytes: self.queue_bytes,
@@ -613,6 +622,7 @@ impl Config {
                 std::sync::Arc::new(OsRandomIds),
             ),
             compression: self.ws_compression,
+            respond_within: Default::default(),
         }
     }
 }
@@ -735,6 +745,7 @@ mod tests {
                 cli.handshake_timeout,
                 cli.echo,
                 cli.compression,
+                cli.respond_within,
             ),
             (
                 core.command_max_line,
@@ -745,6 +756,7 @@ mod tests {
                 core.handshake_timeout,
                 core.echo,
                 core.compression,
+                core.respond_within,
             )
         );
         assert_eq!(cli.v2.limits, core.v2.limits);

@@ -309,6 +309,12 @@ pub fn render(shared: &View<'_>) -> String {
         &[(String::new(), sum(&|s| s.send_waits.get()) as f64)],
     );
     family(
+        "admissions_deferred_total",
+        "counter",
+        "New connections that waited for a later tick to be taken on, so that the tick's frames reached established clients first (--admission-rate).",
+        &[(String::new(), sum(&|s| s.admissions_deferred.get()) as f64)],
+    );
+    family(
         "send_memory_pressure_total",
         "counter",
         "Sends refused although the socket polled writable (kernel TCP memory pressure); the writer backs off.",

@@ -85,6 +85,14 @@ impl Server {
         let limits = WorkerLimits {
             queue: config.queue,
             close_grace: config.close_grace,
+            // Each worker's share of --admission-rate per tick (no ticks in echo mode).
+            admissions_per_tick: telemetry.then(|| {
+                let per_second = f64::from(config.admission_rate) / config.workers as f64;
+                (per_second * config.broadcast.as_secs_f64())
+                    .ceil()
+                    .max(1.0) as usize
+            }),
+            period: config.broadcast,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker_txs = Vec::new();

@@ -17,6 +17,14 @@ use std::time::{Duration, Instant};
 
 struct Nats(Child, u16);
 
+/// The NATS tests run one at a time: each starts nats-server and two to four servers at 50 Hz,
+/// and an edge that waits two periods for a frame goes stale (by design) on a machine that
+/// several of them share with each other.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Nats {
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.1)
@@ -215,6 +223,7 @@ fn assert_origin_values(frames: &[Seen], origin: &HashMap<u64, Seen>, who: &str)
 
 #[test]
 fn two_edges_serve_the_origins_frames_and_route_commands_back() {
+    let _one_at_a_time = one_at_a_time();
     let Some(nats) = nats_server() else { return };
     let feed = format!("{}/t1", nats.url());
     let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t1"]);
@@ -321,6 +330,7 @@ fn two_edges_serve_the_origins_frames_and_route_commands_back() {
 
 #[test]
 fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
+    let _one_at_a_time = one_at_a_time();
     let Some(nats) = nats_server() else { return };
     let port = nats.1;
     let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t2"]);
@@ -357,6 +367,7 @@ fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
 
 #[test]
 fn a_second_origin_is_detected_and_a_restarted_origin_is_followed() {
+    let _one_at_a_time = one_at_a_time();
     let Some(nats) = nats_server() else { return };
     let publish = ["--nats-publish", &nats.url(), "--feed", "t3"];
     let first = Server::start(&publish);
@@ -465,6 +476,7 @@ fn bursty_proxy(upstream: u16, hold: Duration) -> u16 {
 
 #[test]
 fn an_edge_behind_a_bursty_link_skips_frames_latest_wins() {
+    let _one_at_a_time = one_at_a_time();
     let Some(nats) = nats_server() else { return };
     let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t4"]);
     let at_origin = Recorder::tcp(origin.data);
@@ -505,6 +517,7 @@ fn an_edge_behind_a_bursty_link_skips_frames_latest_wins() {
 
 #[test]
 fn credentials_work_and_are_never_logged() {
+    let _one_at_a_time = one_at_a_time();
     // User and password in the URL.
     let Some(nats) = nats_server_with(None, &["--user", "bob", "--pass", "s3cret-pw"]) else {
         return;
@@ -560,6 +573,7 @@ fn credentials_work_and_are_never_logged() {
 
 #[test]
 fn tls_with_a_private_ca() {
+    let _one_at_a_time = one_at_a_time();
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let dir = std::env::temp_dir().join(format!("aerobridge-nats-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -650,6 +664,7 @@ fn publish_raw(port: u16, subject: &str, origin: &str, payloads: &[&[u8]]) {
 
 #[test]
 fn messages_that_are_not_frames_are_dropped_never_forwarded() {
+    let _one_at_a_time = one_at_a_time();
     let Some(nats) = nats_server() else { return };
     let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "t8"]);
     let line = origin.wait_for_log("NATS: publishing the feed", Duration::from_secs(10));
@@ -720,6 +735,7 @@ fn messages_that_are_not_frames_are_dropped_never_forwarded() {
 
 #[test]
 fn a_command_without_an_origin_gets_a_clear_error() {
+    let _one_at_a_time = one_at_a_time();
     let Some(nats) = nats_server() else { return };
     let edge = Server::start(&["--source", &format!("{}/t9", nats.url())]);
     edge.wait_until("the edge is connected", Duration::from_secs(10), |e| {
@@ -762,6 +778,7 @@ fn nats_jwt(issuer: &nkeys::KeyPair, claims: serde_json::Value) -> String {
 
 #[test]
 fn a_credentials_file_authenticates_origin_and_edge() {
+    let _one_at_a_time = one_at_a_time();
     // Decentralised auth as `nsc` sets it up: an operator, an account it signs, and a user the
     // account signs; the user's JWT and seed go in a `.creds` file.
     let operator = nkeys::KeyPair::new_operator();
@@ -858,6 +875,7 @@ fn a_credentials_file_authenticates_origin_and_edge() {
 
 #[test]
 fn a_missing_credentials_file_is_a_clear_startup_error() {
+    let _one_at_a_time = one_at_a_time();
     for args in [
         &["--nats-publish", "nats://127.0.0.1:1"][..],
         &["--source", "nats://127.0.0.1:1/f"][..],

@@ -15,6 +15,7 @@
 //! ws          RFC 6455 without I/O: frame, mask, utf8, reader, handshake, close, deflate
 //! command     command parsing (simd-json), validation, replies, line splitting
 //! access      token, read-only, rate limit, Origin policy
+//! admission   fair admission: how many new connections a worker takes on per tick
 //! session     per-connection protocol logic: upgrade, WebSocket, data port, command port, v2
 //! feed        the rules a NATS edge follows: which origin, whose update_counter
 //! sim         the built-in flight model (a pure function of time and commands)
@@ -30,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admission;
 pub mod command;
 pub mod disconnect;
 pub mod feed;

@@ -17,8 +17,10 @@ pub use aerobridge_proto::tick::Tick;
 pub enum WorkerMsg<C> {
     /// A new frame for every client of the worker.
     Tick(Arc<Tick>),
-    /// A connection to adopt.
+    /// A connection to adopt (subject to fair admission).
     Connection(C),
+    /// A connection to refuse at once (the server is full).
+    Refusal(C),
     /// Close every client and stop.
     Shutdown,
 }

@@ -40,6 +40,8 @@ pub struct WorkerStats {
     /// Sends refused although poll said writable: kernel TCP memory pressure (the writer backs
     /// off on a timer).
     pub send_pressure: Counter,
+    /// Connections that waited for a later tick to be taken on (fair admission).
+    pub admissions_deferred: Counter,
     /// Telemetry frames waiting in this worker's queues after the last tick.
     pub queued_frames: Counter,
     /// permessage-deflate clients: telemetry bytes before compression.

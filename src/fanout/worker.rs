@@ -25,7 +25,14 @@ pub struct WorkerLimits {
     pub queue: QueueLimits,
     /// How long a closing client's writer may take to finish.
     pub close_grace: Duration,
+    /// At most this many new connections taken on per tick (`None`: no ticks, as in echo mode,
+    /// so no bound). The rest wait for the next tick.
+    pub admissions_per_tick: Option<usize>,
+    /// The broadcast period (how late a tick may reach the worker before admission slows down).
+    pub period: Duration,
 }
+
+pub use aerobridge_proto::admission::AdmissionBudget;
 
 /// Connection accounting shared by the acceptors and every worker: `--max-clients` and the
 /// least-loaded choice.
@@ -558,23 +565,51 @@ where
         last_seq: Cell::new(0),
         scratch: RefCell::new(Vec::new()),
     });
+    // Fair admission: established clients first. Each tick, the writers take the tick's frames
+    // before new connections are taken on (accept, handshake, first frames), at most
+    // `admissions_per_tick` of them; the rest wait for the next tick.
+    let admit = |connection| {
+        compio::runtime::spawn(handler(Rc::clone(&worker), connection)).detach();
+    };
+    let mut admission = worker
+        .limits
+        .admissions_per_tick
+        .map(|max| AdmissionBudget::new(max, worker.limits.period));
+    let mut budget = admission.map_or(usize::MAX, |a| a.current());
+    let mut waiting: std::collections::VecDeque<C> = std::collections::VecDeque::new();
     while let Ok(msg) = rx.recv_async().await {
         match msg {
             WorkerMsg::Tick(tick) => {
+                let late = tick.packet.built.elapsed();
                 worker.dispatch(&tick);
-                if !rx.is_empty() {
-                    // Behind (the thread was descheduled, say): let the writers take this tick
-                    // before dispatching the next, or a backlog of ticks would overflow every
-                    // healthy client's queue at once, and they would all skip frames.
+                // Let the writers take this tick before anything new runs: before the next tick
+                // is dispatched (a backlog of ticks would overflow every healthy client's queue
+                // at once), and before connections waiting for admission.
+                if !rx.is_empty() || !waiting.is_empty() {
                     yield_now().await;
                 }
+                budget = admission.as_mut().map_or(usize::MAX, |a| a.on_tick(late));
+                while budget > 0 {
+                    let Some(connection) = waiting.pop_front() else {
+                        break;
+                    };
+                    budget -= 1;
+                    admit(connection);
+                }
+            }
+            WorkerMsg::Refusal(connection) => admit(connection),
+            WorkerMsg::Connection(connection) if budget > 0 && waiting.is_empty() => {
+                budget -= 1;
+                admit(connection);
             }
             WorkerMsg::Connection(connection) => {
-                compio::runtime::spawn(handler(Rc::clone(&worker), connection)).detach();
+                worker.stats.admissions_deferred.add(1);
+                waiting.push_back(connection);
             }
             WorkerMsg::Shutdown => break,
         }
     }
+    drop(waiting);
     // Shutdown: every telemetry client finishes its frame in flight and gets Close 1001, bounded
     // by the close grace. Connections still open after that are dropped with the runtime.
     worker.shutting_down.set(true);

@@ -7,59 +7,19 @@ use crate::command::CommandError;
 use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::Disconnect;
 use crate::session::command_port::CommandPortSession;
-use crate::session::{Action, Applied};
+use crate::session::Applied;
 use crate::source::Applying;
 use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-/// Serves one command connection until EOF.
+/// Serves one command connection until EOF. Replies are written straight to the socket: the
+/// command port has no telemetry queue.
 pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     worker.stats.command_clients.add(1);
     let _gauge = scopeguard(|| worker.stats.command_clients.sub(1));
     let mut session = CommandPortSession::new(Arc::clone(&worker.app.sessions), peer);
-    let mut actions = Vec::new();
-    loop {
-        // Reads borrow the worker's scratch buffer: the session keeps any unfinished line.
-        let (res, buf) = super::read_some(stream, worker.take_scratch()).await;
-        let eof = match res {
-            Ok(n) => n == 0,
-            Err(_) => return Disconnect::IoError,
-        };
-        session.on_bytes(&buf, eof, Instant::now(), &mut actions);
-        worker.return_scratch(buf);
-        while !actions.is_empty() {
-            for action in std::mem::take(&mut actions) {
-                match action {
-                    Action::Send { bytes, .. } => {
-                        if super::write_bytes(stream, bytes).await.is_err() {
-                            return Disconnect::IoError;
-                        }
-                    }
-                    Action::Submit(batch) => {
-                        let result = Box::pin(submit(worker, batch)).await;
-                        session.applied(
-                            result,
-                            worker.is_shutting_down(),
-                            Instant::now(),
-                            &mut actions,
-                        );
-                    }
-                    Action::Tally { accepted, rejected } => count(worker, accepted, &rejected),
-                    // The command port speaks no v2.
-                    Action::EnterV2(_)
-                    | Action::Profiles { .. }
-                    | Action::Detail(_)
-                    | Action::Park(_) => {}
-                    Action::Close { reason, .. } => {
-                        super::io::shutdown_write(stream);
-                        return reason;
-                    }
-                }
-            }
-        }
-    }
+    super::drive_to_close(worker, stream, super::Outlet::Socket, &mut session).await
 }
 
 /// Hands a batch to the tick (applied at the start of the next tick) and waits for the result;

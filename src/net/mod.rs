@@ -23,7 +23,7 @@ use crate::fanout::queue::Next;
 use crate::fanout::stats::Disconnect;
 use crate::fanout::worker::Client;
 use crate::session::v2::Clock;
-use crate::session::{Action, Applied};
+use crate::session::{Action, Session};
 use bytes::Bytes;
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
@@ -114,12 +114,19 @@ pub fn spawn_acceptor(
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
             }
             let (admitted, index) = app.admission.admit();
-            let msg = WorkerMsg::Connection(Accepted {
+            let accepted = Accepted {
                 stream,
                 peer,
                 kind,
                 admitted,
-            });
+            };
+            // A refusal ("server full") is cheap and bounded by its own timers: it is not held
+            // back by fair admission, so a flood is told at once.
+            let msg = if admitted {
+                WorkerMsg::Connection(accepted)
+            } else {
+                WorkerMsg::Refusal(accepted)
+            };
             if workers[index].send(msg).is_err() {
                 return; // worker gone: shutting down
             }
@@ -164,43 +171,33 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     let _ = compio::time::timeout(Duration::from_secs(1), stream.close()).await;
 }
 
-/// Says "server full" in the connection's own protocol, then closes.
+/// Says "server full" in the connection's own protocol, then closes (what and how long:
+/// [`crate::session::refusal`]).
 async fn refuse(stream: &TcpStream, kind: ListenerKind, max: usize) {
-    let reason = format!("server full: {max} clients connected (--max-clients)");
-    let response = match kind {
-        ListenerKind::Data => return, // upstream clients parse every line as telemetry: just close
-        ListenerKind::Command => {
-            let mut out = Vec::new();
-            crate::command::write_error(
-                &mut out,
-                &crate::command::Rejection::bare(crate::command::CommandError::Unavailable(
-                    "server full",
-                )),
-            );
-            out
-        }
-        ListenerKind::WebSocket => {
-            // Read (part of) the request first so closing does not reset the connection under
-            // the response.
-            let _ = compio::time::timeout(
-                Duration::from_millis(200),
-                read_some(stream, Vec::with_capacity(2048)),
-            )
-            .await;
-            crate::ws::handshake::http_response(503, &reason, &[("Retry-After", "5")])
-        }
-    };
+    use crate::session::refusal::{server_full, Port};
+    let refusal = server_full(
+        match kind {
+            ListenerKind::Data => Port::Data,
+            ListenerKind::Command => Port::Command,
+            ListenerKind::WebSocket => Port::WebSocket,
+        },
+        max,
+    );
+    if refusal.response.is_empty() {
+        return;
+    }
+    if let Some(wait) = refusal.read_first {
+        let _ = compio::time::timeout(wait, read_some(stream, Vec::with_capacity(2048))).await;
+    }
     let _ = compio::time::timeout(
-        Duration::from_millis(500),
-        write_bytes(stream, Bytes::from(response)),
+        refusal.within,
+        write_bytes(stream, Bytes::from(refusal.response)),
     )
     .await;
     io::shutdown_write(stream);
-    // Lingering close: what the client sends meanwhile (its command, racing our answer) is read
-    // and discarded until its end, so closing does not reset the connection under the answer.
-    let _ = compio::time::timeout(Duration::from_millis(200), async {
+    let _ = compio::time::timeout(refusal.linger, async {
         let mut buf = Vec::with_capacity(4096);
-        for _ in 0..16 {
+        for _ in 0..refusal.linger_reads {
             buf.clear();
             match read_some(stream, buf).await {
                 (Ok(n), b) if n > 0 => buf = b,
@@ -348,45 +345,135 @@ where
     reason
 }
 
-/// A session the shell feeds: it answers submitted command batches.
-pub(crate) trait Answered {
-    /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there).
-    fn applied(
-        &mut self,
-        result: Option<Applied>,
-        stopping: bool,
-        now: std::time::Instant,
-        out: &mut Vec<Action>,
-    );
+/// Where a session's bytes go: straight to the socket (the command port, and a WebSocket
+/// connection before its upgrade) or into a telemetry client's queue, which its writer drains.
+#[derive(Clone, Copy)]
+pub(crate) enum Outlet<'a> {
+    /// Written here and now.
+    Socket,
+    /// Queued for the client's writer.
+    Client(&'a Client),
+}
 
-    /// The connection ended at `now`.
-    fn finish(&mut self, now: std::time::Instant, out: &mut Vec<Action>);
+/// How [`drive`] stopped.
+pub(crate) enum Ended {
+    /// The session closed (its Close was carried out) or the socket failed.
+    Closed(Disconnect),
+    /// The WebSocket upgrade is done: drive the same session again as a telemetry client.
+    Upgraded(Option<crate::ws::deflate::Agreed>),
 }
 
 /// What a session needs to know of the world before it is fed (sessions read no clocks).
-pub(crate) fn clock(worker: &Worker, client: &Client) -> Clock {
+fn clock(worker: &Worker, outlet: Outlet<'_>, now: Instant) -> Clock {
     Clock {
         wall_us: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),
         seq: worker.last_seq(),
-        last_sent: client.last_sent.get(),
+        last_sent: match outlet {
+            Outlet::Client(client) => client.last_sent.get(),
+            Outlet::Socket => now,
+        },
     }
 }
 
-/// Carries out a telemetry session's actions; `Some` ends the reader (the close has been
-/// started).
-pub(crate) async fn act<S: Answered>(
+/// The one read loop: feeds `session` what the peer sends, the end of its stream and its
+/// deadline, and carries out its actions ([`act`]) until it closes, the socket fails, or (a
+/// WebSocket connection) the upgrade is done. While the peer is silent no buffer is held: the
+/// loop waits for readability, and only then borrows the worker's scratch buffer. While a batch
+/// is with the tick nothing is read (the session takes no input until the answer).
+pub(crate) async fn drive<S: Session>(
     worker: &Worker,
-    client: &Client,
+    stream: &TcpStream,
+    outlet: Outlet<'_>,
     session: &mut S,
-    actions: &mut Vec<Action>,
-) -> Option<Disconnect> {
+) -> Ended {
+    // An echo peer (Autobahn) sends megabytes; telemetry clients send little.
+    let echo_chunk = worker.app.config.echo.then_some(256 * 1024);
+    loop {
+        if let Some(first) = session.poll_action() {
+            // Boxed: only a connection with something to do pays for this state machine.
+            if let Some(end) = Box::pin(act(worker, stream, outlet, session, first)).await {
+                return end;
+            }
+        }
+        let readable = io::readable(stream);
+        let ready = match session.deadline() {
+            None => Some(readable.await),
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                // Boxed, like the actions: an idle v1 client's task stays small.
+                Box::pin(compio::time::timeout(
+                    wait.max(Duration::from_millis(1)),
+                    readable,
+                ))
+                .await
+                .ok()
+            }
+        };
+        let now = Instant::now();
+        session.set_clock(clock(worker, outlet, now));
+        match ready {
+            None => session.timeout(now),
+            Some(Err(_)) => return Ended::Closed(Disconnect::IoError),
+            Some(Ok(())) => {
+                let scratch = match echo_chunk {
+                    Some(chunk) => Vec::with_capacity(chunk),
+                    None => worker.take_scratch(),
+                };
+                let (res, buf) = io::read_ready(stream, scratch).await;
+                let failed = match res {
+                    Ok(0) => {
+                        session.eof(now);
+                        false
+                    }
+                    Ok(_) => {
+                        if let Outlet::Client(client) = outlet {
+                            client.info.touch(now);
+                        }
+                        session.receive(&buf, now);
+                        false
+                    }
+                    Err(_) => true,
+                };
+                worker.return_scratch(buf);
+                if failed {
+                    return Ended::Closed(Disconnect::IoError);
+                }
+            }
+        }
+    }
+}
+
+/// [`drive`] for a session that never upgrades (a telemetry client's or the command port's).
+pub(crate) async fn drive_to_close<S: Session>(
+    worker: &Worker,
+    stream: &TcpStream,
+    outlet: Outlet<'_>,
+    session: &mut S,
+) -> Disconnect {
+    match drive(worker, stream, outlet, session).await {
+        Ended::Closed(reason) => reason,
+        // Only the upgrade answers Upgraded, and only once.
+        Ended::Upgraded(_) => Disconnect::ProtocolError,
+    }
+}
+
+/// The one action interpreter: carries out `first` and every action after it, in order; `Some`
+/// ends the read loop (a close has been started, or the upgrade is done).
+async fn act<S: Session>(
+    worker: &Worker,
+    stream: &TcpStream,
+    outlet: Outlet<'_>,
+    session: &mut S,
+    first: Action,
+) -> Option<Ended> {
     let grace = worker.app.config.close_grace;
-    while !actions.is_empty() {
-        for action in std::mem::take(actions) {
-            match action {
-                Action::Send { bytes, unread } => {
+    let mut next = Some(first);
+    while let Some(action) = next {
+        match action {
+            Action::Send { bytes, unread } => match outlet {
+                Outlet::Client(client) => {
                     if client.push_control(bytes).is_err() {
                         let frame =
                             (client.transport == crate::packet::Transport::WebSocket).then(|| {
@@ -396,39 +483,73 @@ pub(crate) async fn act<S: Answered>(
                                 )
                             });
                         client.start_close(Disconnect::ControlOverflow, frame, grace);
-                        return Some(Disconnect::ControlOverflow);
+                        return Some(Ended::Closed(Disconnect::ControlOverflow));
                     }
                 }
-                Action::Submit(batch) => {
-                    // Boxed: only a client that sends commands pays for this state machine.
-                    let result = Box::pin(commands::submit(worker, batch)).await;
-                    session.applied(
-                        result,
-                        worker.is_shutting_down(),
-                        std::time::Instant::now(),
-                        actions,
-                    );
+                Outlet::Socket => {
+                    if write_bytes(stream, bytes).await.is_err() {
+                        return Some(Ended::Closed(Disconnect::IoError));
+                    }
                 }
-                Action::Tally { accepted, rejected } => {
-                    commands::count(worker, accepted, &rejected)
-                }
-                Action::EnterV2(framing) => worker.enter_v2(client, framing),
-                Action::Profiles {
-                    profiles,
-                    keyframes,
-                } => worker.set_profiles(client, profiles, keyframes),
-                Action::Detail(detail) => {
-                    *client.info.detail.lock().expect("poisoned") = detail;
-                }
-                Action::Park(session) => park(worker, *session),
-                Action::Close { reason, frame } => {
-                    client.start_close(reason, frame, grace);
-                    return Some(reason);
+            },
+            Action::Respond { bytes, within } => {
+                if !respond(stream, bytes, within).await {
+                    return Some(Ended::Closed(Disconnect::IoError));
                 }
             }
+            Action::Page { page, head, within } => {
+                let bytes = Bytes::from(websocket::render(worker, page, head));
+                if !respond(stream, bytes, within).await {
+                    return Some(Ended::Closed(Disconnect::IoError));
+                }
+            }
+            Action::Upgraded { deflate } => return Some(Ended::Upgraded(deflate)),
+            Action::Submit(batch) => {
+                // Boxed: only a client that sends commands pays for this state machine.
+                let result = Box::pin(commands::submit(worker, batch)).await;
+                session.applied(result, worker.is_shutting_down(), Instant::now());
+            }
+            Action::Tally { accepted, rejected } => commands::count(worker, accepted, &rejected),
+            Action::EnterV2(framing) => {
+                if let Outlet::Client(client) = outlet {
+                    worker.enter_v2(client, framing);
+                }
+            }
+            Action::Profiles {
+                profiles,
+                keyframes,
+            } => {
+                if let Outlet::Client(client) = outlet {
+                    worker.set_profiles(client, profiles, keyframes);
+                }
+            }
+            Action::Detail(detail) => {
+                if let Outlet::Client(client) = outlet {
+                    *client.info.detail.lock().expect("poisoned") = detail;
+                }
+            }
+            Action::Park(session) => park(worker, *session),
+            Action::Close { reason, frame } => {
+                match outlet {
+                    Outlet::Client(client) => {
+                        client.start_close(reason, frame, grace);
+                    }
+                    Outlet::Socket => io::shutdown_write(stream),
+                }
+                return Some(Ended::Closed(reason));
+            }
         }
+        next = session.poll_action();
     }
     None
+}
+
+/// Writes a response before the upgrade within `within`; false when it could not.
+async fn respond(stream: &TcpStream, bytes: Bytes, within: Duration) -> bool {
+    matches!(
+        compio::time::timeout(within, write_bytes(stream, bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn park(worker: &Worker, session: crate::session::v2::ParkedSession) {
@@ -442,10 +563,9 @@ fn park(worker: &Worker, session: crate::session::v2::ParkedSession) {
 
 /// The connection has ended (whatever ended it): the session's last word. Only parking a v2
 /// session for `resume` still means anything; there is no one left to send to.
-pub(crate) fn finish<S: Answered>(worker: &Worker, session: &mut S) {
-    let mut out = Vec::new();
-    session.finish(std::time::Instant::now(), &mut out);
-    for action in out {
+pub(crate) fn finish<S: Session>(worker: &Worker, session: &mut S) {
+    session.finish(Instant::now());
+    while let Some(action) = session.poll_action() {
         if let Action::Park(session) = action {
             park(worker, *session);
         }

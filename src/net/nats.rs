@@ -15,7 +15,7 @@
 use crate::app::App;
 use crate::nats::{Dropped, NatsStats, ORIGIN_HEADER};
 use crate::session::command_port::CommandPortSession;
-use crate::session::Action;
+use crate::session::{Action, Session};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -148,32 +148,31 @@ async fn answer(client: async_nats::Client, subject: String, app: Arc<App>, stat
     }
 }
 
-/// One request's lines through a command-port session: the same gate, the same replies.
+/// One request's lines through a command-port session: the same gate, the same replies. A
+/// request has no socket: what the session sends is the reply, and it ends at the payload's end.
 async fn run_commands(app: &App, payload: &[u8]) -> Vec<u8> {
     let peer = "0.0.0.0:0".parse().expect("an address");
     let mut session = CommandPortSession::new(Arc::clone(&app.sessions), peer);
-    let mut actions = Vec::new();
     let mut reply = Vec::new();
-    session.on_bytes(payload, true, std::time::Instant::now(), &mut actions);
-    while !actions.is_empty() {
-        for action in std::mem::take(&mut actions) {
-            match action {
-                Action::Send { bytes, .. } => reply.extend_from_slice(&bytes),
-                Action::Submit(batch) => {
-                    let result = super::commands::submit_to(app, batch, |answer| {
-                        Box::pin(async move {
-                            let wait = super::commands::RELAY_ANSWER_TIMEOUT;
-                            tokio::time::timeout(wait, answer.recv_async())
-                                .await
-                                .ok()?
-                                .ok()
-                        })
+    session.receive(payload, std::time::Instant::now());
+    session.eof(std::time::Instant::now());
+    while let Some(action) = session.poll_action() {
+        match action {
+            Action::Send { bytes, .. } => reply.extend_from_slice(&bytes),
+            Action::Submit(batch) => {
+                let result = super::commands::submit_to(app, batch, |answer| {
+                    Box::pin(async move {
+                        let wait = super::commands::RELAY_ANSWER_TIMEOUT;
+                        tokio::time::timeout(wait, answer.recv_async())
+                            .await
+                            .ok()?
+                            .ok()
                     })
-                    .await;
-                    session.applied(result, false, std::time::Instant::now(), &mut actions);
-                }
-                _ => {}
+                })
+                .await;
+                Session::applied(&mut session, result, false, std::time::Instant::now());
             }
+            _ => {}
         }
     }
     reply

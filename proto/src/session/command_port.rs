@@ -4,7 +4,7 @@
 //! command gets one reply line, in order; the last unterminated line counts at EOF.
 
 use super::commands::{parse_into, tally, Commands};
-use super::{Action, Applied, Settings};
+use super::{Action, Applied, Outbox, Session, Settings};
 use crate::command::LineSplitter;
 use crate::Disconnect;
 use bytes::Bytes;
@@ -21,6 +21,7 @@ pub struct CommandPortSession {
     eof: bool,
     closed: bool,
     peer: SocketAddr,
+    outbox: Outbox,
 }
 
 impl CommandPortSession {
@@ -33,6 +34,7 @@ impl CommandPortSession {
             eof: false,
             closed: false,
             peer,
+            outbox: Outbox::default(),
         }
     }
 
@@ -116,6 +118,39 @@ impl CommandPortSession {
             reason,
             frame: None,
         });
+    }
+}
+
+impl Session for CommandPortSession {
+    fn receive(&mut self, bytes: &[u8], now: Instant) {
+        let mut out = Vec::new();
+        self.on_bytes(bytes, false, now, &mut out);
+        self.outbox.extend(out);
+    }
+
+    fn eof(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        self.on_bytes(b"", true, now, &mut out);
+        self.outbox.extend(out);
+    }
+
+    /// The command port has no timer: a client may keep its connection as long as it likes.
+    fn timeout(&mut self, _now: Instant) {}
+
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, now: Instant) {
+        let mut out = Vec::new();
+        CommandPortSession::applied(self, result, stopping, now, &mut out);
+        self.outbox.extend(out);
+    }
+
+    fn finish(&mut self, _now: Instant) {}
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.outbox.pop()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        None
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::messages::Messages;
 use super::v2::Clock;
-use super::{Action, Applied, Settings};
+use super::{Action, Applied, Outbox, Session, Settings};
 use crate::command::{Line, LineSplitter};
 use crate::packet::Framing;
 use std::net::SocketAddr;
@@ -106,6 +106,98 @@ impl DataSession {
     }
 }
 
+/// A TCP data-port connection as a [`Session`]. Most upstream clients never send a byte, so
+/// the [`DataSession`] (line splitter, v2 state) is allocated only once something arrives: an
+/// idle client costs a few words.
+#[derive(Debug)]
+pub struct DataPort {
+    settings: Arc<Settings>,
+    peer: SocketAddr,
+    session: Option<Box<DataSession>>,
+    clock: Option<Clock>,
+    outbox: Outbox,
+}
+
+impl DataPort {
+    /// A new connection from `peer` (for logs).
+    pub fn new(settings: Arc<Settings>, peer: SocketAddr) -> Self {
+        Self {
+            settings,
+            peer,
+            session: None,
+            clock: None,
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// Whether the connection speaks v2.
+    pub fn is_v2(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.is_v2())
+    }
+}
+
+impl Session for DataPort {
+    fn set_clock(&mut self, clock: Clock) {
+        match &mut self.session {
+            Some(s) => s.set_clock(clock),
+            None => self.clock = Some(clock),
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8], now: Instant) {
+        let (settings, peer, clock) = (&self.settings, self.peer, self.clock.take());
+        let s = self.session.get_or_insert_with(|| {
+            let mut s = Box::new(DataSession::new(Arc::clone(settings), peer, now));
+            if let Some(clock) = clock {
+                s.set_clock(clock);
+            }
+            s
+        });
+        let mut out = Vec::new();
+        s.on_bytes(bytes, now, &mut out);
+        self.outbox.extend(out);
+    }
+
+    fn eof(&mut self, _now: Instant) {
+        self.outbox.push(Action::Close {
+            reason: crate::Disconnect::PeerClosed,
+            frame: None,
+        });
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        if let Some(s) = &mut self.session {
+            let mut out = Vec::new();
+            s.on_timeout(now, &mut out);
+            self.outbox.extend(out);
+        }
+    }
+
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, now: Instant) {
+        if let Some(s) = &mut self.session {
+            let mut out = Vec::new();
+            s.applied(result, stopping, now, &mut out);
+            self.outbox.extend(out);
+        }
+    }
+
+    fn finish(&mut self, now: Instant) {
+        if let Some(s) = &mut self.session {
+            let mut out = Vec::new();
+            s.finish(now, &mut out);
+            self.outbox.extend(out);
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.outbox.pop()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.session.as_ref().and_then(|s| s.deadline())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +221,31 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_data_port_session_exists_only_once_the_client_speaks() {
+        use crate::session::Session;
+        let t0 = Instant::now();
+        let settings = Arc::new(crate::session::test_settings(false));
+        let mut port = DataPort::new(settings, "127.0.0.1:1".parse().unwrap());
+        port.timeout(t0);
+        assert!(
+            port.session.is_none() && port.deadline().is_none(),
+            "v1: no timer"
+        );
+        port.receive(b"{\"op\":\"hello\"}\n", t0);
+        assert!(port.is_v2() && port.deadline().is_some());
+        let actions: Vec<Action> = std::iter::from_fn(|| port.poll_action()).collect();
+        assert_eq!(actions[0], Action::EnterV2(Framing::Lines));
+        port.eof(t0);
+        assert!(matches!(
+            port.poll_action(),
+            Some(Action::Close {
+                reason: Disconnect::PeerClosed,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -15,11 +15,13 @@
 //! - [`messages`]: one connection's text messages in either protocol: v1 commands, `hello`,
 //!   v2 ops.
 //! - [`v2`]: session protocol v2 (subscriptions, heartbeats, acknowledged commands, resume).
+//! - [`refusal`]: what a connection refused by `--max-clients` is told, on each port.
 
 pub mod command_port;
 pub mod commands;
 pub mod data_port;
 pub mod messages;
+pub mod refusal;
 pub mod upgrade;
 pub mod v2;
 pub mod websocket;
@@ -28,7 +30,7 @@ use crate::access::AccessPolicy;
 use crate::command::{Command, CommandError, ParseLimits, Reason};
 use crate::Disconnect;
 use bytes::Bytes;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Something the shell must do, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,8 +67,32 @@ pub enum Action {
     /// What `/connections` shows of the session (JSON object members).
     Detail(String),
     /// The connection ended: keep this v2 session for `resume` (the shell puts it in
-    /// [`v2::Parked`], `settings.v2.parked`). Only ever the answer to a session's `park`.
+    /// [`v2::Parked`], `settings.v2.parked`). Only ever the answer to a session's `finish`.
     Park(Box<v2::ParkedSession>),
+    /// Before a WebSocket upgrade: write this HTTP response straight to the socket, within
+    /// `within` (a 101, or a refusal that a Close follows).
+    Respond {
+        /// The response.
+        bytes: Bytes,
+        /// How long the peer may take to take it.
+        within: Duration,
+    },
+    /// Before a WebSocket upgrade: answer with this page, rendered by the shell (it holds what
+    /// pages show: metrics, connections); a Close follows.
+    Page {
+        /// Which page.
+        page: upgrade::Page,
+        /// A HEAD request (headers only).
+        head: bool,
+        /// How long the peer may take to take it.
+        within: Duration,
+    },
+    /// The WebSocket upgrade is done (its 101 went out with the `Respond` before): the
+    /// connection is a telemetry client from now on, with this permessage-deflate agreement.
+    Upgraded {
+        /// permessage-deflate, when agreed.
+        deflate: Option<crate::ws::deflate::Agreed>,
+    },
     /// End the connection: `frame` (a WebSocket Close) goes out after what is queued. Always the
     /// last action of a session.
     Close {
@@ -75,6 +101,82 @@ pub enum Action {
         /// The Close frame to send, if the transport has one.
         frame: Option<Bytes>,
     },
+}
+
+/// The one shape of every session (quinn-proto's): the shell feeds it what happened — bytes,
+/// the end of the peer's stream, a deadline passing, the tick's answer to a batch, the end of
+/// the connection — each with `now`, and carries out what [`poll_action`](Session::poll_action)
+/// returns, in order, until it returns `None`. Every session (upgrade, WebSocket, the TCP data
+/// and command ports) is driven by the same read loop and the same action interpreter.
+pub trait Session {
+    /// What the shell knows of the world before it feeds the session (v2's heartbeats and
+    /// pongs carry it); sessions read no clock.
+    fn set_clock(&mut self, _clock: v2::Clock) {}
+
+    /// Bytes the peer sent.
+    fn receive(&mut self, bytes: &[u8], now: Instant);
+
+    /// The peer closed its sending side: nothing more will come. A Close follows.
+    fn eof(&mut self, now: Instant);
+
+    /// [`deadline`](Session::deadline) passed.
+    fn timeout(&mut self, now: Instant);
+
+    /// The tick's answer to the last [`Action::Submit`] (`None`: it never got there);
+    /// `stopping`: the server is shutting down.
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, now: Instant);
+
+    /// The connection has ended, whatever ended it: the session's last word (a v2 session
+    /// answers [`Action::Park`]). Nothing is sent after it.
+    fn finish(&mut self, now: Instant);
+
+    /// The next thing to do, in order (`None`: nothing until the next input).
+    fn poll_action(&mut self) -> Option<Action>;
+
+    /// When [`timeout`](Session::timeout) is due, if ever.
+    fn deadline(&self) -> Option<Instant>;
+}
+
+/// Actions waiting for the shell, in order (what every [`Session`] keeps).
+#[derive(Debug, Default)]
+pub struct Outbox(std::collections::VecDeque<Action>);
+
+impl Outbox {
+    /// Queues these actions, in order.
+    pub fn extend(&mut self, actions: Vec<Action>) {
+        self.0.extend(actions);
+    }
+
+    /// Queues one action.
+    pub fn push(&mut self, action: Action) {
+        self.0.push_back(action);
+    }
+
+    /// The next action.
+    pub fn pop(&mut self) -> Option<Action> {
+        self.0.pop_front()
+    }
+}
+
+/// How long the shell may take to write a response before the WebSocket upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespondWithin {
+    /// The 101 Switching Protocols.
+    pub switching: Duration,
+    /// A plain HTTP page (the dashboard is the largest).
+    pub page: Duration,
+    /// A refusal (400, 403, 426, 431, 503): the peer gets little time.
+    pub refusal: Duration,
+}
+
+impl Default for RespondWithin {
+    fn default() -> Self {
+        Self {
+            switching: Duration::from_secs(2),
+            page: Duration::from_secs(5),
+            refusal: Duration::from_secs(1),
+        }
+    }
 }
 
 /// What sessions need of the configuration, shared by every connection.
@@ -100,6 +202,8 @@ pub struct Settings {
     pub v2: v2::V2Settings,
     /// permessage-deflate (`--ws-compression`).
     pub compression: crate::ws::deflate::Mode,
+    /// How long responses before the WebSocket upgrade may take to write.
+    pub respond_within: RespondWithin,
 }
 
 impl Default for Settings {
@@ -125,6 +229,7 @@ impl Default for Settings {
                 std::sync::Arc::new(v2::CountingIds::default()),
             ),
             compression: crate::ws::deflate::Mode::Shared,
+            respond_within: RespondWithin::default(),
         }
     }
 }

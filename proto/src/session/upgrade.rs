@@ -118,6 +118,16 @@ impl Upgrade {
         }
     }
 
+    /// The settings it was made with.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// The peer (for logs).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// When the client must have finished its request.
     pub fn deadline(&self) -> Instant {
         self.deadline

@@ -7,8 +7,9 @@
 //! commands without an id are logged and counted, never silently dropped.
 
 use super::messages::Messages;
+use super::upgrade::{Step, Upgrade};
 use super::v2::Clock;
-use super::{Action, Applied, Settings};
+use super::{Action, Applied, Outbox, Session, Settings};
 use crate::packet::Framing;
 use crate::ws::{close, frame, Event, MessageReader, OpCode};
 use crate::Disconnect;
@@ -253,6 +254,184 @@ impl WsSession {
     }
 }
 
+/// A WebSocket-port connection as a [`Session`]: its first request ([`Upgrade`]: an upgrade, a
+/// plain HTTP page or a refusal), then, once upgraded, its [`WsSession`].
+#[derive(Debug)]
+pub struct WsConnection {
+    phase: Phase,
+    outbox: Outbox,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading the first request.
+    Upgrading(Upgrade),
+    /// Upgraded.
+    Open(Box<WsSession>),
+    /// Answered or refused: only the Close is left to carry out.
+    Done,
+}
+
+impl WsConnection {
+    /// A new connection from `peer` (for logs), accepted at `now`.
+    pub fn new(settings: Arc<Settings>, peer: SocketAddr, now: Instant) -> Self {
+        Self {
+            phase: Phase::Upgrading(Upgrade::new(settings, peer, now)),
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// The upgraded session, once there is one.
+    pub fn session(&self) -> Option<&WsSession> {
+        match &self.phase {
+            Phase::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Carries out what the upgrade decided.
+    fn step(&mut self, step: Step, now: Instant) {
+        let Phase::Upgrading(upgrade) = &self.phase else {
+            return;
+        };
+        let within = upgrade.settings().respond_within;
+        self.phase = match step {
+            Step::More => return,
+            Step::Page { page, head } => {
+                self.outbox.push(Action::Page {
+                    page,
+                    head,
+                    within: within.page,
+                });
+                self.outbox.push(Action::Close {
+                    reason: Disconnect::HttpRequest,
+                    frame: None,
+                });
+                Phase::Done
+            }
+            Step::Refuse { response, reason } => {
+                if !response.is_empty() {
+                    self.outbox.push(Action::Respond {
+                        bytes: response.into(),
+                        within: within.refusal,
+                    });
+                }
+                self.outbox.push(Action::Close {
+                    reason,
+                    frame: None,
+                });
+                Phase::Done
+            }
+            Step::Upgraded {
+                response,
+                token,
+                leftover,
+                v2,
+                deflate,
+            } => {
+                let mut session = WsSession::new(
+                    Arc::clone(upgrade.settings()),
+                    token.as_deref(),
+                    leftover,
+                    upgrade.peer(),
+                    now,
+                    v2,
+                    deflate,
+                );
+                self.outbox.push(Action::Respond {
+                    bytes: response.into(),
+                    within: within.switching,
+                });
+                self.outbox.push(Action::Upgraded { deflate });
+                let mut out = Vec::new();
+                session.start(&mut out);
+                self.outbox.extend(out);
+                Phase::Open(Box::new(session))
+            }
+        };
+    }
+}
+
+impl Session for WsConnection {
+    fn set_clock(&mut self, clock: Clock) {
+        if let Phase::Open(s) = &mut self.phase {
+            s.set_clock(clock);
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8], now: Instant) {
+        match &mut self.phase {
+            Phase::Upgrading(upgrade) => {
+                let step = upgrade.on_bytes(bytes, now);
+                self.step(step, now);
+            }
+            Phase::Open(s) => {
+                let mut out = Vec::new();
+                s.on_bytes(bytes, now, &mut out);
+                self.outbox.extend(out);
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn eof(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Upgrading(upgrade) => {
+                let step = upgrade.on_eof();
+                self.step(step, now);
+            }
+            Phase::Open(s) if !s.is_closed() => self.outbox.push(Action::Close {
+                reason: Disconnect::PeerClosed,
+                frame: None,
+            }),
+            _ => {}
+        }
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Upgrading(upgrade) => {
+                let step = upgrade.on_timeout(now);
+                self.step(step, now);
+            }
+            Phase::Open(s) => {
+                let mut out = Vec::new();
+                s.on_timeout(now, &mut out);
+                self.outbox.extend(out);
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn applied(&mut self, result: Option<Applied>, stopping: bool, now: Instant) {
+        if let Phase::Open(s) = &mut self.phase {
+            let mut out = Vec::new();
+            s.applied(result, stopping, now, &mut out);
+            self.outbox.extend(out);
+        }
+    }
+
+    fn finish(&mut self, now: Instant) {
+        if let Phase::Open(s) = &mut self.phase {
+            let mut out = Vec::new();
+            s.finish(now, &mut out);
+            self.outbox.extend(out);
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.outbox.pop()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Upgrading(upgrade) => Some(upgrade.deadline()),
+            Phase::Open(s) => Some(s.deadline()),
+            Phase::Done => None,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -288,6 +467,93 @@ pub(crate) mod tests {
         let h = crate::ws::frame::decode_header(bytes).expect("a whole server frame");
         let end = h.header_len + h.payload_len as usize;
         (h.opcode, bytes[h.header_len..end].to_vec())
+    }
+
+    /// Every action a session has queued.
+    fn drain(s: &mut impl Session) -> Vec<Action> {
+        std::iter::from_fn(|| s.poll_action()).collect()
+    }
+
+    const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: aerobridge.v2\r\n\r\n";
+
+    #[test]
+    fn one_shape_from_the_upgrade_to_telemetry() {
+        let t0 = Instant::now();
+        let settings = Arc::new(settings(false));
+        let mut c = WsConnection::new(Arc::clone(&settings), "127.0.0.1:1".parse().unwrap(), t0);
+        assert_eq!(c.deadline(), Some(t0 + settings.handshake_timeout));
+        c.receive(&UPGRADE.as_bytes()[..20], t0);
+        assert!(drain(&mut c).is_empty(), "half a request: nothing yet");
+        c.receive(&UPGRADE.as_bytes()[20..], t0);
+        let actions = drain(&mut c);
+        let [Action::Respond { bytes, within }, Action::Upgraded { deflate: None }, Action::EnterV2(Framing::WebSocket), Action::Send { bytes: welcome, .. }, ..] =
+            &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert!(bytes.starts_with(b"HTTP/1.1 101 "));
+        assert_eq!(*within, settings.respond_within.switching);
+        assert!(String::from_utf8_lossy(welcome).contains("\"op\":\"welcome\""));
+        assert_eq!(c.deadline(), Some(c.session().unwrap().deadline()));
+        // The peer goes away: a Close, then the session's last word (parked for resume).
+        c.eof(t0);
+        assert!(matches!(
+            drain(&mut c)[..],
+            [Action::Close {
+                reason: Disconnect::PeerClosed,
+                ..
+            }]
+        ));
+        c.finish(t0);
+        assert!(matches!(drain(&mut c)[..], [Action::Park(_)]));
+    }
+
+    #[test]
+    fn pages_refusals_and_silence_end_in_a_close() {
+        let t0 = Instant::now();
+        let settings = Arc::new(settings(false));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let mut page = WsConnection::new(Arc::clone(&settings), peer, t0);
+        page.receive(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        let actions = drain(&mut page);
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    Action::Page {
+                        page: super::super::upgrade::Page::Metrics,
+                        head: true,
+                        ..
+                    },
+                    Action::Close {
+                        reason: Disconnect::HttpRequest,
+                        ..
+                    }
+                ]
+            ),
+            "{actions:?}"
+        );
+        assert_eq!(page.deadline(), None);
+        let mut bad = WsConnection::new(Arc::clone(&settings), peer, t0);
+        bad.receive(b"GET / HTTP/1.0\r\n\r\n", t0);
+        let actions = drain(&mut bad);
+        let [Action::Respond { bytes, .. }, Action::Close {
+            reason: Disconnect::HandshakeFailed,
+            ..
+        }] = &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert!(bytes.starts_with(b"HTTP/1.1 400 "));
+        let mut silent = WsConnection::new(Arc::clone(&settings), peer, t0);
+        silent.timeout(t0 + settings.handshake_timeout);
+        assert!(matches!(
+            drain(&mut silent)[..],
+            [Action::Close {
+                reason: Disconnect::HandshakeFailed,
+                ..
+            }]
+        ));
     }
 
     #[test]
