@@ -168,34 +168,54 @@ pub struct Cli {
 
     /// Publish every frame to a NATS server (`nats://HOST:PORT`) as feed `--feed`, and answer
     /// commands requested on it: this instance becomes an origin for `--source nats://…` edges.
-    #[arg(long, env = "AEROBRIDGE_NATS_PUBLISH")]
+    #[arg(long, help_heading = "NATS", env = "AEROBRIDGE_NATS_PUBLISH")]
     pub nats_publish: Option<String>,
 
     /// The feed name for `--nats-publish` (subjects `aerobridge.FEED.frames`, `.commands`).
-    #[arg(long, env = "AEROBRIDGE_FEED", default_value = "default")]
+    #[arg(
+        long,
+        help_heading = "NATS",
+        env = "AEROBRIDGE_FEED",
+        default_value = "default"
+    )]
     pub feed: String,
 
     /// NATS: a credentials file (user JWT and NKey seed), for `--nats-publish` and
     /// `--source nats://…`. A user and password or a token may also be given in the URL
     /// (`nats://USER:PASS@HOST:PORT`); credentials are never logged.
-    #[arg(long, env = "AEROBRIDGE_NATS_CREDS")]
+    #[arg(long, help_heading = "NATS", env = "AEROBRIDGE_NATS_CREDS")]
     pub nats_creds: Option<std::path::PathBuf>,
 
     /// NATS: an authentication token (prefer the environment variable: command lines are visible
     /// to every local user).
-    #[arg(long, env = "AEROBRIDGE_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        help_heading = "NATS",
+        env = "AEROBRIDGE_NATS_TOKEN",
+        hide_env_values = true
+    )]
     pub nats_token: Option<String>,
 
     /// NATS: root certificates (PEM) to trust; requires TLS. A `tls://` URL requires TLS too.
-    #[arg(long, env = "AEROBRIDGE_NATS_TLS_CA")]
+    #[arg(long, help_heading = "NATS", env = "AEROBRIDGE_NATS_TLS_CA")]
     pub nats_tls_ca: Option<std::path::PathBuf>,
 
     /// NATS: a client certificate (PEM), with `--nats-tls-key`; requires TLS.
-    #[arg(long, env = "AEROBRIDGE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    #[arg(
+        long,
+        help_heading = "NATS",
+        env = "AEROBRIDGE_NATS_TLS_CERT",
+        requires = "nats_tls_key"
+    )]
     pub nats_tls_cert: Option<std::path::PathBuf>,
 
     /// NATS: the client certificate's private key (PEM).
-    #[arg(long, env = "AEROBRIDGE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    #[arg(
+        long,
+        help_heading = "NATS",
+        env = "AEROBRIDGE_NATS_TLS_KEY",
+        requires = "nats_tls_cert"
+    )]
     pub nats_tls_key: Option<std::path::PathBuf>,
 
     /// With a relay source: where accepted commands go (default: the relay host, port 12346).
@@ -415,10 +435,8 @@ pub struct Config {
     pub backlog: u32,
     /// Protocol v2 limits and timers.
     pub v2: V2Limits,
-    /// `--nats-publish`: (server URL, feed).
-    pub nats_publish: Option<(String, String)>,
-    /// NATS credentials and TLS (origin and edge).
-    pub nats_security: crate::nats::Security,
+    /// NATS: publishing (an origin) and the link's credentials and TLS (origin and edge).
+    pub nats: NatsConfig,
     /// permessage-deflate mode.
     pub ws_compression: crate::ws::deflate::Mode,
     /// Stats log period.
@@ -542,18 +560,24 @@ impl Cli {
             ws_ping_timeout: self.ws_ping_timeout,
             backlog: self.backlog.max(1),
             ws_compression: self.ws_compression,
-            nats_publish: match &self.nats_publish {
-                None => None,
-                Some(url) => Some(
-                    crate::nats::parse_url(&format!("{}/{}", url.trim_end_matches('/'), self.feed))
+            nats: NatsConfig {
+                publish: match &self.nats_publish {
+                    None => None,
+                    Some(url) => Some(
+                        crate::nats::parse_url(&format!(
+                            "{}/{}",
+                            url.trim_end_matches('/'),
+                            self.feed
+                        ))
                         .map_err(|e| ConfigError(format!("--nats-publish: {e}")))?,
-                ),
-            },
-            nats_security: crate::nats::Security {
-                creds: self.nats_creds.clone(),
-                token: self.nats_token.clone(),
-                tls_ca: self.nats_tls_ca.clone(),
-                tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+                    ),
+                },
+                security: crate::nats::Security {
+                    creds: self.nats_creds.clone(),
+                    token: self.nats_token.clone(),
+                    tls_ca: self.nats_tls_ca.clone(),
+                    tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+                },
             },
             v2: V2Limits {
                 max_subscriptions: self.v2_max_subscriptions.max(1),
@@ -578,6 +602,15 @@ impl Cli {
             echo: false,
         })
     }
+}
+
+/// NATS: what an origin publishes, and how either end reaches the server.
+#[derive(Clone, Debug, Default)]
+pub struct NatsConfig {
+    /// `--nats-publish`: (server URL, feed).
+    pub publish: Option<(String, String)>,
+    /// Credentials and TLS (origin and edge).
+    pub security: crate::nats::Security,
 }
 
 /// Session ids from the operating system's random generator (the core draws none itself).

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         eprintln!("error: cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
+    let mut nats_edge = None;
     let source: Box<dyn Source> = match spec {
         SourceSpec::Sim => Box::new(Sim::new(std::time::SystemTime::now())),
         SourceSpec::Replay {
@@ -74,8 +75,11 @@ fn main() -> ExitCode {
             }
         },
         SourceSpec::Nats { server, feed } => {
-            match aerobridge::source::nats::start(server, feed, &config.nats_security) {
-                Ok(r) => Box::new(r),
+            match aerobridge::source::nats::start(server, feed, &config.nats.security) {
+                Ok(edge) => {
+                    nats_edge = Some(edge.stats());
+                    Box::new(edge)
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     return ExitCode::FAILURE;
@@ -90,7 +94,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    let server = match Server::start(config, source) {
+    let server = match Server::start(config, source, nats_edge) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -60,6 +60,20 @@
 //! up to `tcp_wmem`'s 4 MiB. The startup log states the worst case next to the host's limits and
 //! warns when it would cross the pressure mark.
 //!
+//! # Fair admission: established clients first
+//! A flood of new connections used to compete with established clients for the same tick: each
+//! new one costs its worker an adoption, a handshake and its first frames (a stalled data-port
+//! client's socket fills with three or four), and on `main` 5 000 stalled clients connecting in
+//! a burst made 40 healthy clients skip 8 frames each during the ramp (`tests/stall_flood.rs`,
+//! debug build). Now a worker takes a tick's frames to its established clients first (dispatch,
+//! then the writers run) and only then takes on new connections, at most its share of
+//! `--admission-rate` per tick; the rest wait in its channel and the kernel's listen backlog.
+//! The share is not fixed: [`aerobridge_proto::admission::AdmissionBudget`] starts at one per
+//! tick, grows while ticks reach the worker on time, and halves when one arrives more than an
+//! eighth of a period late, so a slower build or a loaded host admits more slowly instead of
+//! making anyone skip a frame. Refusals (`--max-clients` reached) are cheap and bounded by their
+//! own timers, so they are not held back: a flood is told at once.
+//!
 //! # Quiet logs under attack
 //! Every event an attacker can repeat (refused connections, failed handshakes, protocol errors,
 //! slow consumers, command floods, rejected commands, accept failures) logs through a

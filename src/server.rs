@@ -42,7 +42,11 @@ impl Server {
     /// Binds every listener, starts the workers and the tick. Fails (nothing left running) if a
     /// port cannot be bound or a runtime cannot start. In echo mode (`config.echo`) only the
     /// WebSocket listener runs and there is no tick.
-    pub fn start(config: Config, source: Box<dyn Source>) -> anyhow::Result<Server> {
+    pub fn start(
+        config: Config,
+        source: Box<dyn Source>,
+        nats_edge: Option<Arc<crate::nats::NatsStats>>,
+    ) -> anyhow::Result<Server> {
         let bind = |port: u16, what: &str| {
             let addr = SocketAddr::new(config.bind, port);
             net::bind(addr, config.backlog)
@@ -78,8 +82,8 @@ impl Server {
             commands: cmd_tx,
             admission: Arc::clone(&admission),
             sessions: Arc::new(config.session_settings()),
-            nats_origin: config.nats_publish.as_ref().map(|_| Arc::default()),
-            nats_edge: source.nats_stats(),
+            nats_origin: config.nats.publish.as_ref().map(|_| Arc::default()),
+            nats_edge,
             config: config.clone(),
         });
         let limits = WorkerLimits {
@@ -141,7 +145,7 @@ impl Server {
                 profiles: Arc::clone(&app.sessions.v2.profiles),
                 compression: config.ws_compression,
                 deflate_clients: Arc::clone(&admission.deflate_clients),
-                publish: match &config.nats_publish {
+                publish: match &config.nats.publish {
                     None => None,
                     Some((server, feed)) => Some(crate::net::nats::start(
                         server.clone(),

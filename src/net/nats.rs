@@ -39,7 +39,7 @@ pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flum
         let _ = getrandom::fill(&mut b);
         b.iter().map(|x| format!("{x:02x}")).collect::<String>()
     };
-    let (url, options) = runtime.block_on(app.config.nats_security.connect_options(
+    let (url, options) = runtime.block_on(app.config.nats.security.connect_options(
         &server,
         "origin",
         Arc::clone(&stats),

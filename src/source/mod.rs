@@ -6,6 +6,7 @@ pub mod nats;
 pub mod relay;
 pub mod replay;
 pub mod sim;
+mod upstream;
 
 use crate::command::{Command, CommandError};
 use crate::telemetry::Variables;
@@ -54,11 +55,6 @@ pub trait Source: Send + 'static {
     /// The `update_counter` for the frame, when the source passes one through (a NATS feed keeps
     /// the origin's, so gaps and latency are measured across the hop). `None`: count our own.
     fn frame_counter(&self) -> Option<u64> {
-        None
-    }
-
-    /// A NATS edge's counters, for `/metrics`.
-    fn nats_stats(&self) -> Option<std::sync::Arc<crate::nats::NatsStats>> {
         None
     }
 }

@@ -5,8 +5,8 @@
 //! `aerobridge.FEED.commands`.
 //!
 //! NATS runs on the official `async-nats` client, on a tokio runtime confined to one side thread;
-//! it meets the tick through the same shared state and wake-up as the TCP relay
-//! ([`super::relay`]), so the compio workers and their hot path do not change.
+//! it meets the tick through the same mailbox and wake-up as the TCP relay
+//! ([`super::upstream`]), so the compio workers and their hot path do not change.
 //!
 //! When several frames arrive at once (a hiccup of the machine or the network), the newest four
 //! (`FEED_BACKLOG`) are built in order, back to back, so a short hiccup costs no frame; beyond
@@ -14,14 +14,63 @@
 //! second origin on the feed, and messages that are not telemetry frames, are counted and
 //! dropped, never forwarded ([`crate::nats`]).
 
-use super::relay::{FeedFrame, Latest, Relay, FEED_BACKLOG};
-use crate::command::CommandError;
-use crate::nats::{Dropped, NatsStats, OriginTracker, OriginVerdict, PeriodEstimate, Security};
+use super::upstream::Upstream;
+use super::{Applying, Source};
+use crate::command::{Command, CommandError};
+use crate::nats::{
+    Dropped, FeedCounters, NatsStats, OriginTracker, OriginVerdict, PeriodEstimate, Security,
+};
 use crate::telemetry::decode::{DecodeError, FrameDecoder};
 use crate::telemetry::Variables;
 use futures_util::{FutureExt as _, StreamExt as _};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Feed frames an edge keeps to build in order when several arrive at once (a hiccup of the
+/// machine or the network: 80 ms at 50 Hz). Beyond that, latest wins: the oldest are dropped.
+const FEED_BACKLOG: usize = 4;
+
+/// What the feed's reader leaves for the tick.
+#[derive(Default)]
+pub(crate) struct Latest {
+    /// Frames not yet built, oldest first, at most [`FEED_BACKLOG`].
+    backlog: VecDeque<FeedFrame>,
+    /// The origin's broadcast period, as estimated from its frames.
+    period: Option<Duration>,
+}
+
+/// One decoded frame of the feed.
+struct FeedFrame {
+    vars: Variables,
+    /// The origin's `timestamp`.
+    timestamp_us: Option<u64>,
+    /// The origin's `update_counter`.
+    counter: u64,
+    /// The origin generation: it changes when the edge follows another origin.
+    epoch: u64,
+    /// The origin's `data_valid` (an origin whose own source is stale says so).
+    data_valid: bool,
+}
+
+/// The NATS edge source: the feed rules ([`crate::nats`]) over the reader's mailbox.
+pub struct NatsEdge {
+    describe: String,
+    upstream: Upstream<Latest>,
+    stats: Arc<NatsStats>,
+    vars: Variables,
+    timestamp_us: Option<u64>,
+    /// The counter of the frame being built, when it is a new feed frame: the origin's
+    /// `update_counter` plus `offset` (a stale re-broadcast counts on from it, so counters never
+    /// repeat).
+    counter: Option<u64>,
+    /// The feed's counters, mirroring the hub's.
+    numbers: FeedCounters,
+    /// The origin's `data_valid` for the frame being built.
+    valid: bool,
+    /// The frame being built is the origin's (not a stale re-broadcast).
+    fresh: bool,
+}
 
 /// Messages taken off the subscription before they are decoded and handed to the tick.
 const MAX_BATCH: usize = 64;
@@ -32,7 +81,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Starts an edge of `feed` on the NATS server at `server` (credentials in the URL or in
 /// `security`). Connecting goes on in the background: the edge serves stale frames until the
 /// feed arrives.
-pub fn start(server: String, feed: String, security: &Security) -> anyhow::Result<Relay> {
+pub fn start(server: String, feed: String, security: &Security) -> anyhow::Result<NatsEdge> {
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -89,7 +138,122 @@ pub fn start(server: String, feed: String, security: &Security) -> anyhow::Resul
             }
         }
     };
-    Relay::start_with("feed", describe, Some(stats), reader, forward)
+    Ok(NatsEdge {
+        describe,
+        upstream: Upstream::start("feed", reader, forward)?,
+        stats,
+        vars: Variables::new(),
+        timestamp_us: None,
+        counter: None,
+        numbers: FeedCounters::default(),
+        valid: true,
+        fresh: false,
+    })
+}
+
+impl NatsEdge {
+    /// The edge's counters, for `/metrics`.
+    pub fn stats(&self) -> Arc<NatsStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Places a feed frame (see [`FeedCounters::place`]), saying so when a restarted origin's
+    /// counters are shifted.
+    fn place(&mut self, epoch: u64, upstream: u64) -> Option<u64> {
+        let offset = self.numbers.offset();
+        let placed = self.numbers.place(epoch, upstream);
+        if self.numbers.offset() != offset && self.numbers.offset() > 0 {
+            tracing::info!(
+                offset = self.numbers.offset(),
+                "the feed's counter began again below ours: ours continue, {} above the origin's",
+                self.numbers.offset()
+            );
+        }
+        placed
+    }
+}
+
+impl Source for NatsEdge {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
+        let mailbox = Arc::clone(&self.upstream.mailbox);
+        let mut l = mailbox.lock().unwrap();
+        self.counter = None;
+        // The oldest frame not yet built that still has a place (see wait_for_update). A frame
+        // built in a silence (two of the origin's periods without one) is stale.
+        let mut fresh = false;
+        while let Some(frame) = l.backlog.pop_front() {
+            let Some(counter) = self.place(frame.epoch, frame.counter) else {
+                self.stats.drop_frame(Dropped::Late);
+                continue;
+            };
+            self.vars = frame.vars;
+            self.timestamp_us = frame.timestamp_us;
+            self.valid = frame.data_valid;
+            self.counter = Some(counter);
+            fresh = true;
+            break;
+        }
+        self.numbers.emit(self.counter);
+        self.fresh = fresh;
+        fresh && self.valid
+    }
+
+    fn variables(&self) -> &Variables {
+        &self.vars
+    }
+
+    fn pacing(&self) -> super::Pacing {
+        super::Pacing::Upstream
+    }
+
+    fn wait_for_update(&mut self, timeout: Duration) -> bool {
+        // Re-broadcast stale after two of the origin's periods without a frame.
+        let period = self.upstream.mailbox.lock().unwrap().period;
+        let deadline = Instant::now() + period.map_or(timeout, |p| p * 2);
+        loop {
+            {
+                let mailbox = Arc::clone(&self.upstream.mailbox);
+                let mut l = mailbox.lock().unwrap();
+                // A frame that arrives after a stale frame took its number is late: skipping it
+                // keeps our counters the origin's (the next one is on time).
+                while let Some(frame) = l.backlog.front() {
+                    if self.place(frame.epoch, frame.counter).is_some() {
+                        return true;
+                    }
+                    l.backlog.pop_front();
+                    self.stats.drop_frame(Dropped::Late);
+                }
+            }
+            if !self.upstream.wait_until(deadline) {
+                return false;
+            }
+        }
+    }
+
+    /// The origin's wall-clock `timestamp`, so latency is measured across the hop; a stale
+    /// re-broadcast is stamped now, as ours.
+    fn frame_timestamp_us(&self) -> Option<u64> {
+        if !self.fresh {
+            return None;
+        }
+        super::relay::plausible_wall_clock(self.timestamp_us)
+    }
+
+    fn frame_counter(&self) -> Option<u64> {
+        self.counter
+    }
+
+    fn apply(&mut self, command: &Command) -> Result<(), CommandError> {
+        self.upstream.apply(command)
+    }
+
+    fn submit(&mut self, command: &Command) -> Applying {
+        self.upstream.submit(command)
+    }
 }
 
 /// The origin's reply line, as a result: its own refusal in its words.

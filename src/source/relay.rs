@@ -4,73 +4,39 @@
 //! `data_valid` is 0. Accepted commands are forwarded to the upstream command port the way
 //! upstream clients send them (connect, one line, close).
 
+use super::upstream::Upstream;
 use super::{Applying, Source};
 use crate::command::{Command, CommandError};
-use crate::nats::{Dropped, FeedCounters, NatsStats};
 use crate::telemetry::decode::FrameDecoder;
 use crate::telemetry::Variables;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Frames older than this make the data stale.
 const STALE_AFTER: Duration = Duration::from_secs(1);
 const MAX_LINE: u64 = 4 << 20;
 
+/// What the reader leaves for the tick: upstream's latest state.
 #[derive(Default)]
 pub(crate) struct Latest {
-    pub(crate) vars: Option<Variables>,
+    vars: Option<Variables>,
     /// The upstream frame's own `timestamp`.
-    pub(crate) timestamp_us: Option<u64>,
-    pub(crate) version: u64,
-    pub(crate) received: Option<Instant>,
-    pub(crate) connected: bool,
-    pub(crate) bad_lines: u64,
-    /// A feed's frames not yet built, oldest first, at most [`FEED_BACKLOG`].
-    pub(crate) backlog: std::collections::VecDeque<FeedFrame>,
-    /// A feed's broadcast period, as estimated from its frames.
-    pub(crate) period: Option<Duration>,
-}
-
-/// Feed frames an edge keeps to build in order when several arrive at once (a hiccup of the
-/// machine or the network: 80 ms at 50 Hz). Beyond that, latest wins: the oldest are dropped.
-pub(crate) const FEED_BACKLOG: usize = 4;
-
-/// One decoded frame of a NATS feed.
-pub(crate) struct FeedFrame {
-    pub(crate) vars: Variables,
-    /// The origin's `timestamp`.
-    pub(crate) timestamp_us: Option<u64>,
-    /// The origin's `update_counter`.
-    pub(crate) counter: u64,
-    /// The origin generation: it changes when the edge follows another origin.
-    pub(crate) epoch: u64,
-    /// The origin's `data_valid` (an origin whose own source is stale says so).
-    pub(crate) data_valid: bool,
+    timestamp_us: Option<u64>,
+    version: u64,
+    received: Option<Instant>,
+    connected: bool,
+    bad_lines: u64,
 }
 
 /// The relay source.
 pub struct Relay {
-    upstream: String,
-    latest: Arc<Mutex<Latest>>,
+    describe: String,
+    upstream: Upstream<Latest>,
     version: u64,
     vars: Variables,
     timestamp_us: Option<u64>,
-    /// A NATS feed: its counters (and the feed rules below) apply.
-    feed: Option<Arc<NatsStats>>,
-    /// The counter of the frame being built, when it is a new feed frame: the origin's
-    /// `update_counter` plus `offset` (a stale re-broadcast counts on from it, so counters never
-    /// repeat).
-    counter: Option<u64>,
-    /// A feed's counters, mirroring the hub's.
-    numbers: FeedCounters,
-    /// The feed's `data_valid` for the frame being built.
-    feed_valid: bool,
-    /// A feed: the frame being built is the origin's (not a stale re-broadcast).
-    fresh: bool,
-    commands: flume::Sender<(String, flume::Sender<Result<(), CommandError>>)>,
-    updates: flume::Receiver<()>,
 }
 
 /// `tcp://HOST:PORT` → `HOST:PORT`.
@@ -89,10 +55,9 @@ pub fn parse_tcp_url(url: &str) -> anyhow::Result<String> {
 impl Relay {
     /// Starts the reader and command forwarder threads. `upstream` and `commands` are `HOST:PORT`.
     pub fn start(upstream: String, commands: String) -> anyhow::Result<Relay> {
-        Self::start_with(
+        let describe = format!("relay of tcp://{upstream}");
+        let upstream = Upstream::start(
             "relay",
-            format!("relay of tcp://{upstream}"),
-            None,
             move |latest, updated| read_upstream(&upstream, &latest, &updated),
             move |line| {
                 let result = forward(&commands, line);
@@ -101,67 +66,14 @@ impl Relay {
                 }
                 result
             },
-        )
-    }
-
-    /// A relay whose frames come from `reader` (run on its own thread, it fills the shared
-    /// latest state and wakes the tick) and whose commands go through `forward` (one line, on a
-    /// thread of its own). `kind` names the threads (`aerobridge-KIND`, `aerobridge-KIND-commands`),
-    /// `describe` the relay in the startup log. With `feed` (a NATS feed's
-    /// counters), the feed rules apply: the origin's `update_counter` and `data_valid` pass
-    /// through, and the origin's own period decides when a frame is missing.
-    pub(crate) fn start_with(
-        kind: &str,
-        describe: String,
-        feed: Option<Arc<NatsStats>>,
-        reader: impl FnOnce(Arc<Mutex<Latest>>, flume::Sender<()>) + Send + 'static,
-        forward: impl Fn(&str) -> Result<(), CommandError> + Send + 'static,
-    ) -> anyhow::Result<Relay> {
-        let latest = Arc::new(Mutex::new(Latest::default()));
-        let (updated, updates) = flume::bounded(1);
-        {
-            let latest = Arc::clone(&latest);
-            std::thread::Builder::new()
-                .name(format!("aerobridge-{kind}"))
-                .spawn(move || reader(latest, updated))?;
-        }
-        let (tx, rx) = flume::bounded::<(String, flume::Sender<Result<(), CommandError>>)>(256);
-        std::thread::Builder::new()
-            .name(format!("aerobridge-{kind}-commands"))
-            .spawn(move || {
-                for (line, answer) in rx.iter() {
-                    let _ = answer.send(forward(&line));
-                }
-            })?;
+        )?;
         Ok(Relay {
-            upstream: describe,
-            latest,
+            describe,
+            upstream,
             version: 0,
             vars: Variables::new(),
             timestamp_us: None,
-            feed,
-            counter: None,
-            numbers: FeedCounters::default(),
-            feed_valid: true,
-            fresh: false,
-            commands: tx,
-            updates,
         })
-    }
-
-    /// Places a feed frame (see [`FeedCounters::place`]), saying so when a restarted origin's
-    /// counters are shifted.
-    fn place(&mut self, epoch: u64, upstream: u64) -> Option<u64> {
-        let offset = self.numbers.offset();
-        let placed = self.numbers.place(epoch, upstream);
-        if self.numbers.offset() != offset && self.numbers.offset() > 0 {
-            tracing::info!(
-                offset = self.numbers.offset(),
-                "the feed's counter began again below ours: ours continue, {} above the origin's",
-                self.numbers.offset()
-            );
-        }
-        placed
     }
 }
 
@@ -291,33 +203,11 @@ fn plain(e: &std::io::Error) -> String {
 
 impl Source for Relay {
     fn describe(&self) -> String {
-        self.upstream.clone()
+        self.describe.clone()
     }
 
     fn advance(&mut self, _now: SystemTime, _dt: Duration) -> bool {
-        let latest = Arc::clone(&self.latest);
-        let mut l = latest.lock().unwrap();
-        self.counter = None;
-        if let Some(stats) = self.feed.clone() {
-            // The oldest frame not yet built that still has a place (see wait_for_update). A
-            // frame built in a silence (two of the origin's periods without one) is stale.
-            let mut fresh = false;
-            while let Some(frame) = l.backlog.pop_front() {
-                let Some(counter) = self.place(frame.epoch, frame.counter) else {
-                    stats.drop_frame(Dropped::Late);
-                    continue;
-                };
-                self.vars = frame.vars;
-                self.timestamp_us = frame.timestamp_us;
-                self.feed_valid = frame.data_valid;
-                self.counter = Some(counter);
-                fresh = true;
-                break;
-            }
-            self.numbers.emit(self.counter);
-            self.fresh = fresh;
-            return fresh && self.feed_valid;
-        }
+        let l = self.upstream.mailbox.lock().unwrap();
         if l.version != self.version {
             self.version = l.version;
             if let Some(v) = &l.vars {
@@ -337,75 +227,30 @@ impl Source for Relay {
     }
 
     fn wait_for_update(&mut self, timeout: Duration) -> bool {
-        let Some(stats) = self.feed.clone() else {
-            return self.updates.recv_timeout(timeout).is_ok();
-        };
-        // A feed is re-broadcast stale after two of the origin's periods without a frame.
-        let period = self.latest.lock().unwrap().period;
-        let deadline = Instant::now() + period.map_or(timeout, |p| p * 2);
-        loop {
-            {
-                let latest = Arc::clone(&self.latest);
-                let mut l = latest.lock().unwrap();
-                // A frame that arrives after a stale frame took its number is late: skipping it
-                // keeps our counters the origin's (the next one is on time).
-                while let Some(frame) = l.backlog.front() {
-                    if self.place(frame.epoch, frame.counter).is_some() {
-                        return true;
-                    }
-                    l.backlog.pop_front();
-                    stats.drop_frame(Dropped::Late);
-                }
-            }
-            if self.updates.recv_deadline(deadline).is_err() {
-                return false;
-            }
-        }
+        self.upstream.wait(timeout)
     }
 
     /// Another aerobridge stamps wall-clock µs: pass it through, so latency is measured from the
     /// origin across a chain. Upstream's DLL uses a boot-relative timer: stamp our own instead.
     fn frame_timestamp_us(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_micros() as u64;
-        if self.feed.is_some() && !self.fresh {
-            return None; // a stale re-broadcast: stamped now, as ours
-        }
-        self.timestamp_us.filter(|t| t.abs_diff(now) < 60_000_000)
-    }
-
-    fn frame_counter(&self) -> Option<u64> {
-        self.counter
-    }
-
-    fn nats_stats(&self) -> Option<Arc<NatsStats>> {
-        self.feed.clone()
+        plausible_wall_clock(self.timestamp_us)
     }
 
     /// Relayed commands are answered by [`submit`](Source::submit) once upstream has them.
     fn apply(&mut self, command: &Command) -> Result<(), CommandError> {
-        match self.submit(command) {
-            Applying::Done(result) => result,
-            Applying::Relayed(answer) => answer.recv().unwrap_or(Err(CommandError::Busy)),
-        }
+        self.upstream.apply(command)
     }
 
     fn submit(&mut self, command: &Command) -> Applying {
-        let mut line = Vec::new();
-        line.extend_from_slice(b"{\"variable\":");
-        crate::telemetry::encoder::write_json_string(&mut line, command.name.name);
-        line.extend_from_slice(b",\"value\":");
-        crate::telemetry::encoder::write_number(&mut line, command.value);
-        line.extend_from_slice(b"}\n");
-        let (answer, answered) = flume::bounded(1);
-        match self
-            .commands
-            .try_send((String::from_utf8(line).expect("ASCII JSON"), answer))
-        {
-            Ok(()) => Applying::Relayed(answered),
-            Err(_) => Applying::Done(Err(CommandError::Busy)),
-        }
+        self.upstream.submit(command)
     }
+}
+
+/// `timestamp_us` when it is wall-clock µs (within a minute of ours), else `None`.
+pub(crate) fn plausible_wall_clock(timestamp_us: Option<u64>) -> Option<u64> {
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_micros() as u64;
+    timestamp_us.filter(|t| t.abs_diff(now) < 60_000_000)
 }
