@@ -32,6 +32,7 @@
 //! aerobridge-proto   no I/O: ws, telemetry, packet, profile, queue, command, access, session,
 //!                    feed, sim, disconnect, log_limit        (its own map: proto/src/lib.rs)
 //! aerobridge (this)  the shell: config (clap), runtime, net, fanout, sources with I/O, metrics
+//! aerobridge-client  clients/rust: the v1 reader and v2 session client (loadtest and tests use it)
 //! loadtest, harness  the load generator and the test harness, over real sockets
 //! ```
 //!

@@ -2,9 +2,8 @@
 //! first bytes for `timestamp` and `update_counter`, two clock reads, histogram records and — for
 //! the sampled share — a simd-json parse that proves the frame is whole, valid JSON.
 
-use crate::report::{Commands, Group};
-use aerobridge::ws::frame::decode_header;
-use aerobridge::ws::reader::client_frame;
+use crate::model::{ClientSpec, Commands, Group, Role, Shared, Transport};
+use aerobridge_client::{FrameReader, Framing, Message};
 use compio::buf::BufResult;
 use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
@@ -13,65 +12,9 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// How a client speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp,
-    Ws,
-}
-
-/// How a client behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Healthy,
-    /// Reads at a throttled byte rate.
-    Slow,
-    /// Connects and never reads.
-    Stalled,
-}
-
-/// One client to run.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientSpec {
-    pub index: usize,
-    pub transport: Transport,
-    pub role: Role,
-    /// When to connect, from the run's start.
-    pub connect_at: Duration,
-}
-
-/// Where to connect.
-#[derive(Clone, Copy, Debug)]
-pub struct Targets {
-    pub tcp: SocketAddr,
-    pub ws: SocketAddr,
-    pub command: Option<SocketAddr>,
-}
-
-/// State every thread sees.
-pub struct Shared {
-    pub t0: Instant,
-    pub targets: Targets,
-    pub measuring: AtomicBool,
-    pub done: AtomicBool,
-    pub connected: AtomicUsize,
-    pub attempted: AtomicUsize,
-    /// Validate one frame in `validate_every` per client (0: never).
-    pub validate_every: u64,
-    pub slow_rate: u64,
-    /// SO_RCVBUF of slow and stalled clients.
-    pub laggard_rcvbuf: usize,
-    /// WebSocket clients negotiate permessage-deflate and inflate every message.
-    pub deflate: bool,
-    /// Messages that failed to inflate (measuring or not).
-    pub inflate_errors: AtomicU64,
-    pub command_rate: f64,
-    pub bytes: AtomicU64,
-}
 
 /// Histograms in µs: 1 µs .. 60 s, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -92,7 +35,7 @@ pub struct ThreadStats {
     pub reply_hist: Histogram<u64>,
     pub visible_hist: Histogram<u64>,
     /// v2 clients' figures and latency.
-    pub v2: crate::v2::V2Stats,
+    pub v2: crate::model::V2Stats,
     pub latency_v2: Histogram<u64>,
 }
 
@@ -301,34 +244,25 @@ async fn upgrade(
     index: usize,
     extra_headers: &str,
 ) -> io::Result<(TcpStream, Vec<u8>)> {
-    let key_bytes: [u8; 16] =
-        std::array::from_fn(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8));
-    let key = base64_16(&key_bytes);
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: aerobridge-loadtest\r\n{extra_headers}\r\n"
-    );
+    use aerobridge_client::handshake;
+    let key = handshake::key(std::array::from_fn(|i| {
+        (index as u8).wrapping_mul(31).wrapping_add(i as u8)
+    }));
+    let request = handshake::request(&addr.to_string(), "/", &key, extra_headers);
     let mut s = &stream;
     let BufResult(res, _) = s.write_all(request.into_bytes()).await;
     res?;
+    let require_deflate = extra_headers.contains("permessage-deflate");
     let mut buf = Vec::with_capacity(4096);
     loop {
-        if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            if !head.starts_with("HTTP/1.1 101") {
-                let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-                return Err(io::Error::other(format!("http {status}")));
+        match handshake::check_response(&buf, &key, require_deflate) {
+            Ok(Some(up)) => return Ok((stream, buf[up.consumed..].to_vec())),
+            Ok(None) => {}
+            Err(handshake::UpgradeError::Refused(status)) => {
+                let code = status.split_whitespace().nth(1).unwrap_or("?").to_string();
+                return Err(io::Error::other(format!("http {code}")));
             }
-            if !head.contains(&aerobridge::ws::handshake::accept_key(&key)) {
-                return Err(io::Error::other("bad Sec-WebSocket-Accept"));
-            }
-            if extra_headers.contains("permessage-deflate") && !head.contains("permessage-deflate")
-            {
-                return Err(io::Error::other("permessage-deflate declined"));
-            }
-            return Ok((stream, buf[end + 4..].to_vec()));
-        }
-        if buf.len() > 16 * 1024 {
-            return Err(io::Error::other("oversized upgrade response"));
+            Err(e) => return Err(io::Error::other(e.to_string())),
         }
         buf.reserve(4096);
         let BufResult(res, b) = s.append(buf).await;
@@ -337,11 +271,6 @@ async fn upgrade(
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
-}
-
-fn base64_16(bytes: &[u8; 16]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Reads and accounts frames until the run ends (`None`) or the connection does (its reason).
@@ -360,94 +289,39 @@ async fn read_frames(
     let slow = spec.role == Role::Slow;
     // Slow clients read `chunk` bytes 20 times a second.
     let chunk = (shared.slow_rate / 20).max(256) as usize;
-    let mut buf = leftover;
-    buf.reserve(256 * 1024);
     let mut scratch = Vec::with_capacity(chunk);
-    // permessage-deflate: the server may take context over, so each client keeps its inflater.
-    let mut inflater = (shared.deflate && spec.transport == Transport::Ws)
-        .then(|| flate2::Decompress::new_with_window_bits(false, 15));
-    let mut inflated: Vec<u8> = Vec::new();
+    let framing = match spec.transport {
+        Transport::Tcp => Framing::Lines,
+        Transport::Ws => Framing::WebSocket,
+    };
+    let mut reader = FrameReader::new(framing, leftover);
+    if shared.deflate && spec.transport == Transport::Ws {
+        // permessage-deflate: the server may take context over, so each client keeps its
+        // inflater.
+        reader = reader.with_deflate();
+    }
     loop {
         // Handle everything complete in the buffer.
-        let mut pos = 0;
-        match spec.transport {
-            Transport::Tcp => {
-                while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
-                    let end = pos + nl + 1;
-                    tracker.on_frame(&mut buf[pos..end], shared, stats);
-                    pos = end;
+        while let Some(next) = reader.next_message() {
+            match next {
+                Ok(Message::Text(frame)) => tracker.on_frame(frame, shared, stats),
+                Ok(Message::Close(code, _)) => return finished(shared, format!("close_{code}")),
+                Ok(Message::Ping(payload)) => {
+                    let pong = aerobridge_client::client_frame(0xA, payload);
+                    let mut s = stream;
+                    let _ = s.write_all(pong).await;
                 }
-            }
-            Transport::Ws => {
-                while let Some(h) = decode_header(&buf[pos..]) {
-                    let end = pos + h.header_len + h.payload_len as usize;
-                    if buf.len() < end {
-                        break;
+                Ok(Message::Pong) => {}
+                Ok(Message::Torn) | Err(_) => {
+                    if shared.deflate && spec.transport == Transport::Ws {
+                        shared.inflate_errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    let payload = pos + h.header_len..end;
-                    match h.opcode {
-                        0x1 if h.fin && h.rsv & 0x4 != 0 => {
-                            let Some(z) = inflater.as_mut() else {
-                                stats.borrow_mut().group(spec.role).torn += 1;
-                                pos = end;
-                                continue;
-                            };
-                            let mut input = buf[payload].to_vec();
-                            input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-                            inflated.clear();
-                            inflated.reserve(64 * 1024);
-                            let ok = loop {
-                                let before = z.total_in();
-                                match z.decompress_vec(
-                                    &input,
-                                    &mut inflated,
-                                    flate2::FlushDecompress::Sync,
-                                ) {
-                                    Err(_) => break false,
-                                    Ok(_) => {
-                                        input.drain(..(z.total_in() - before) as usize);
-                                        if input.is_empty() && inflated.len() < inflated.capacity()
-                                        {
-                                            break true;
-                                        }
-                                        inflated.reserve(64 * 1024);
-                                    }
-                                }
-                            };
-                            if ok {
-                                tracker.on_frame(&mut inflated, shared, stats);
-                            } else {
-                                shared.inflate_errors.fetch_add(1, Ordering::Relaxed);
-                                stats.borrow_mut().group(spec.role).torn += 1;
-                            }
-                        }
-                        0x1 if h.fin => tracker.on_frame(&mut buf[payload], shared, stats),
-                        0x8 => {
-                            let p = &buf[payload];
-                            let code = if p.len() >= 2 {
-                                u16::from_be_bytes([p[0], p[1]])
-                            } else {
-                                1005
-                            };
-                            return finished(shared, format!("close_{code}"));
-                        }
-                        0x9 => {
-                            let pong = client_frame(true, 0xA, &buf[payload], [7, 7, 7, 7]);
-                            let mut s = stream;
-                            let _ = s.write_all(pong).await;
-                        }
-                        0xA => {}
-                        _ => {
-                            if shared.measuring.load(Ordering::Relaxed) {
-                                stats.borrow_mut().group(spec.role).torn += 1;
-                            }
-                        }
+                    if shared.measuring.load(Ordering::Relaxed) {
+                        stats.borrow_mut().group(spec.role).torn += 1;
                     }
-                    pos = end;
                 }
             }
         }
-        buf.drain(..pos);
         if shared.done.load(Ordering::Relaxed) {
             return None;
         }
@@ -457,24 +331,25 @@ async fn read_frames(
             let BufResult(res, b) = s.read(scratch).await;
             scratch = b;
             if let Ok(n) = res {
-                buf.extend_from_slice(&scratch[..n]);
+                reader.push(&scratch[..n]);
             }
             compio::time::sleep(Duration::from_millis(50)).await;
             res
         } else {
+            let mut buf = reader.take_buffer();
             if buf.capacity() - buf.len() < 64 * 1024 {
                 buf.reserve(128 * 1024);
             }
             let mut s = stream;
             let BufResult(res, b) = s.append(buf).await;
-            buf = b;
+            reader.put_buffer(b);
             res
         };
         match read {
             Ok(0) => {
                 return finished(
                     shared,
-                    if buf.is_empty() {
+                    if reader.buffered() == 0 {
                         "eof".into()
                     } else {
                         "eof_mid_frame".into()
@@ -507,28 +382,20 @@ async fn stalled(stream: &TcpStream, spec: ClientSpec, shared: &Shared) -> Optio
         compio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_millis(1500);
-    let mut buf = Vec::with_capacity(256 * 1024);
-    let mut pos = 0;
+    let mut reader = FrameReader::new(Framing::WebSocket, Vec::with_capacity(256 * 1024));
     loop {
         if spec.transport == Transport::Ws {
-            while let Some(h) = decode_header(&buf[pos..]) {
-                let end = pos + h.header_len + h.payload_len as usize;
-                if buf.len() < end {
-                    break;
-                }
-                if h.opcode == 0x8 {
-                    let p = &buf[pos + h.header_len..end];
-                    let code = if p.len() >= 2 {
-                        u16::from_be_bytes([p[0], p[1]])
-                    } else {
-                        1005
-                    };
+            while let Some(next) = reader.next_message() {
+                if let Ok(Message::Close(code, _)) = next {
                     return Some(format!("close_{code}"));
                 }
-                pos = end;
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
+        let mut buf = reader.take_buffer();
+        if spec.transport == Transport::Tcp {
+            buf.clear(); // only the end of the stream matters
+        }
         if buf.capacity() - buf.len() < 64 * 1024 {
             buf.reserve(256 * 1024);
         }
@@ -536,7 +403,7 @@ async fn stalled(stream: &TcpStream, spec: ClientSpec, shared: &Shared) -> Optio
         match compio::time::timeout(left, s.append(buf)).await {
             Err(_) => return None, // still connected: never cut off
             Ok(BufResult(Ok(0), _)) => return Some("eof".into()),
-            Ok(BufResult(Ok(_), b)) => buf = b,
+            Ok(BufResult(Ok(_), b)) => reader.put_buffer(b),
             Ok(BufResult(Err(e), _)) => return Some(short(&e)),
         }
     }
@@ -671,17 +538,5 @@ mod tests {
         assert_eq!(field_u64(f, b"\"timestamp\":"), Some(1763712000123456));
         assert_eq!(field_u64(f, b"\"update_counter\":"), Some(4242));
         assert_eq!(field_u64(b"{}", b"\"timestamp\":"), None);
-    }
-
-    #[test]
-    fn websocket_keys_are_valid_base64() {
-        let key = base64_16(&[0u8; 16]);
-        assert_eq!(key, "AAAAAAAAAAAAAAAAAAAAAA==");
-        assert!(aerobridge::ws::handshake::parse_upgrade(
-            format!("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n", base64_16(&[200u8; 16])).as_bytes(),
-            8192
-        )
-        .unwrap()
-        .is_some());
     }
 }

@@ -8,6 +8,7 @@
 mod client;
 mod floor;
 mod measure;
+mod model;
 mod plot;
 mod procfs;
 mod report;
@@ -16,7 +17,7 @@ mod spawn;
 mod v2;
 
 use clap::{Parser, Subcommand};
-use client::Targets;
+use model::Targets;
 use report::Report;
 use scenario::{Plan, Scenario};
 use std::io::IsTerminal;

@@ -1,9 +1,11 @@
 //! One measurement run: start the client threads, ramp connections, warm up, measure a window,
 //! stop, merge the threads' figures into a [`RunReport`].
 
-use crate::client::{self, ClientSpec, Role, Shared, Targets, ThreadStats, Transport};
+use crate::client::{self, ThreadStats};
+use crate::model::{ClientSpec, Role, Shared, Targets, Transport};
+use crate::model::{Commands, Group, Percentiles};
 use crate::procfs::{CpuWindow, Peaks};
-use crate::report::{Commands, Group, Percentiles, ProcessCpu, RunReport};
+use crate::report::{ProcessCpu, RunReport};
 use crate::scenario::{Laggards, Plan, V2Transport};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -85,7 +87,7 @@ pub fn run(
     }
     // v2 clients: (connect_at, transport, profile), spread over the threads after the others.
     let first_v2 = per_thread.iter().map(Vec::len).sum::<usize>();
-    let mut v2_per_thread: Vec<Vec<(Duration, Transport, crate::v2::Profile)>> =
+    let mut v2_per_thread: Vec<Vec<(Duration, Transport, crate::model::Profile)>> =
         vec![Vec::new(); threads];
     for i in 0..plan.v2 {
         let transport = match plan.v2_transport {
@@ -110,7 +112,7 @@ pub fn run(
                     let rt = compio::runtime::Runtime::new()?;
                     Ok(rt.block_on(async move {
                         let stats = Rc::new(std::cell::RefCell::new(ThreadStats::new()));
-                        let v2 = Rc::new(std::cell::RefCell::new(crate::v2::V2Stats::default()));
+                        let v2 = Rc::new(std::cell::RefCell::new(crate::model::V2Stats::default()));
                         let latency = Rc::new(std::cell::RefCell::new(client::histogram()));
                         for spec in specs {
                             compio::runtime::spawn(client::run_client(
@@ -342,7 +344,7 @@ fn merge(
         (Group::default(), Group::default(), Group::default());
     let mut cmds = Commands::default();
     let mut earliest: HashMap<u64, u64> = HashMap::new();
-    let mut v2 = crate::v2::V2Stats::default();
+    let mut v2 = crate::model::V2Stats::default();
     let mut v2_latency = client::histogram();
     for p in &parts {
         v2.add(&p.v2);

@@ -1,7 +1,8 @@
 //! A self-contained SVG of the latency percentile distribution (HdrHistogram style: the x axis
 //! stretches the tail, 1/(1−q) on a log scale), one line per transport and run.
 
-use crate::report::{Percentiles, Report};
+use crate::model::Percentiles;
+use crate::report::Report;
 use std::fmt::Write as _;
 
 const W: f64 = 860.0;

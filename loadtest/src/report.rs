@@ -1,92 +1,9 @@
 //! What a run measured, as JSON (`--json`), as a table, and compared with a baseline.
 
+use crate::model::{Commands, Group, Percentiles};
 use crate::scenario::Plan;
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Summary of one histogram, in microseconds.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-    /// (percentile, value) pairs for plotting the distribution.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub curve: Vec<(f64, f64)>,
-}
-
-impl Percentiles {
-    /// Summarises `h`; with `curve`, also keeps points for a percentile plot.
-    pub fn of(h: &Histogram<u64>, curve: bool) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        let q = |p: f64| h.value_at_quantile(p) as f64;
-        let curve = if curve {
-            // 1/(1-q) spaced: 0, 50, 75, 87.5 … up to 99.999.
-            let mut pts = Vec::new();
-            let mut k = 0.0f64;
-            while k <= 16.6 {
-                let p = 1.0 - 0.5f64.powf(k);
-                pts.push((p * 100.0, q(p)));
-                k += 0.25;
-            }
-            pts.push((100.0, h.max() as f64));
-            pts
-        } else {
-            Vec::new()
-        };
-        Self {
-            count: h.len(),
-            mean: h.mean(),
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: h.max() as f64,
-            curve,
-        }
-    }
-}
-
-/// Counters for one group of clients (healthy, slow, stalled).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Group {
-    pub clients: u64,
-    /// Clients that completed their connection (and upgrade).
-    pub connected: u64,
-    /// Frames received in the window.
-    pub frames: u64,
-    /// Places where `update_counter` jumped by more than one.
-    pub gaps: u64,
-    /// Frames missing in those jumps.
-    pub missing_frames: u64,
-    /// Counters seen twice or going backwards.
-    pub duplicates: u64,
-    /// Frames that were not whole, valid JSON (or lacked the counter).
-    pub torn: u64,
-    /// How connections ended before the run did: `eof`, `reset`, `close_4000`, …
-    pub disconnects: BTreeMap<String, u64>,
-    /// Clients still connected at the end.
-    pub still_connected: u64,
-}
-
-/// Command round trips.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Commands {
-    pub sent: u64,
-    pub replies: u64,
-    pub errors: u64,
-    /// Send → reply line.
-    pub reply_us: Percentiles,
-    /// Send → first frame showing the value.
-    pub visible_us: Percentiles,
-}
 
 /// CPU and memory of a process over the window.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -171,7 +88,7 @@ impl RunReport {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct V2Report {
     #[serde(flatten)]
-    pub stats: crate::v2::V2Stats,
+    pub stats: crate::model::V2Stats,
     /// Distinct profiles the plan asked for.
     pub profiles_asked: usize,
     /// Bytes each v2 client received per second.
@@ -521,7 +438,7 @@ mod tests {
 
     #[test]
     fn percentiles_and_curve() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         for v in 1..=1000u64 {
             h.record(v).unwrap();
         }

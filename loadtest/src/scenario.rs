@@ -115,11 +115,11 @@ pub enum V2Transport {
 
 impl Plan {
     /// The profile of v2 client `i`: every combination of set, rate and mode in turn.
-    pub fn v2_profile(&self, i: usize) -> crate::v2::Profile {
+    pub fn v2_profile(&self, i: usize) -> crate::model::Profile {
         let sets = self.v2_vars.len().max(1);
         let rates = self.v2_hz.len().max(1);
         let modes = self.v2_mode.len().max(1);
-        crate::v2::Profile {
+        crate::model::Profile {
             vars: self.v2_vars.get(i % sets).cloned().unwrap_or_default(),
             hz: self.v2_hz.get(i / sets % rates).copied(),
             mode: self

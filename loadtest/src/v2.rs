@@ -4,15 +4,14 @@
 //! on the same thread records. Every mismatch, every delta whose base never came, and every
 //! jump in `seq` larger than the subscription's `every` is counted.
 
-use crate::client::{Shared, Transport};
+use crate::model::{Profile, Shared, Transport, V2Stats};
 use aerobridge::telemetry::VARIABLES;
-use aerobridge::ws::frame::decode_header;
+use aerobridge_client::v2::{Event, V2State, Value, HEARTBEAT};
+use aerobridge_client::{FrameReader, Framing, Message};
 use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
-use serde::{Deserialize, Serialize};
 use simd_json::prelude::*;
-use simd_json::BorrowedValue;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -20,98 +19,10 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What a v2 client subscribes to.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Profile {
-    /// Names or `Prefix.*` patterns; empty: every variable.
-    pub vars: Vec<String>,
-    /// Wanted rate (None: the broadcast rate).
-    pub hz: Option<f64>,
-    /// `full` or `delta`.
-    pub mode: String,
-}
-
-/// v2 figures of one thread (merged by addition).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct V2Stats {
-    pub clients: u64,
-    pub connected: u64,
-    /// Data messages (keyframes + deltas) received in the window.
-    pub messages: u64,
-    pub keyframes: u64,
-    pub deltas: u64,
-    /// Rebuilt states compared with the v1 frame of the same update_counter.
-    pub verified: u64,
-    /// Rebuilt states that differed from it (any value).
-    pub mismatches: u64,
-    /// States whose v1 frame the reference no longer (or never) had.
-    pub unverifiable: u64,
-    /// Deltas whose base keyframe the client never received.
-    pub broken_chain: u64,
-    /// Places where seq jumped by more than the subscription's `every`.
-    pub gaps: u64,
-    /// Messages on frames where `update_counter % every != 0`.
-    pub off_grid: u64,
-    /// Bytes received in the window.
-    pub bytes: u64,
-    /// Distinct profile ids acked.
-    #[serde(default)]
-    pub profiles: Vec<u64>,
-    pub disconnects: std::collections::BTreeMap<String, u64>,
-}
-
-impl V2Stats {
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, o: &V2Stats) {
-        self.clients += o.clients;
-        self.connected += o.connected;
-        self.messages += o.messages;
-        self.keyframes += o.keyframes;
-        self.deltas += o.deltas;
-        self.verified += o.verified;
-        self.mismatches += o.mismatches;
-        self.unverifiable += o.unverifiable;
-        self.broken_chain += o.broken_chain;
-        self.gaps += o.gaps;
-        self.off_grid += o.off_grid;
-        self.bytes += o.bytes;
-        for p in &o.profiles {
-            if !self.profiles.contains(p) {
-                self.profiles.push(*p);
-            }
-        }
-        for (k, v) in &o.disconnects {
-            *self.disconnects.entry(k.clone()).or_default() += v;
-        }
-    }
-}
-
-/// One value as both protocols carry it (numbers compared bit for bit after parsing the same
-/// text).
-#[derive(Clone, Debug, PartialEq)]
-enum Val {
-    Num(u64),
-    Str(Rc<str>),
-    Null,
-    Other,
-}
-
-fn val(v: &BorrowedValue<'_>) -> Val {
-    if let Some(s) = v.as_str() {
-        Val::Str(s.into())
-    } else if v.is_null() {
-        Val::Null
-    } else if let Some(f) = v.cast_f64() {
-        Val::Num(f.to_bits())
-    } else {
-        Val::Other
-    }
-}
-
 /// The v1 frames of the last few seconds, by update_counter, values in wire order.
 #[derive(Default)]
 pub struct Reference {
-    frames: VecDeque<(u64, Rc<Vec<Val>>)>,
+    frames: VecDeque<(u64, Rc<Vec<Value>>)>,
 }
 
 impl Reference {
@@ -129,7 +40,7 @@ impl Reference {
         };
         let values = VARIABLES
             .iter()
-            .map(|var| vars.get(var.name).map_or(Val::Other, val))
+            .map(|var| vars.get(var.name).map_or(Value::Null, Value::of))
             .collect();
         if self.frames.len() == Self::KEEP {
             self.frames.pop_front();
@@ -153,7 +64,7 @@ impl Reference {
 }
 
 enum Lookup {
-    Found(Rc<Vec<Val>>),
+    Found(Rc<Vec<Value>>),
     NotYet,
     Gone,
 }
@@ -186,12 +97,13 @@ struct Client<'a> {
     stats: &'a RefCell<V2Stats>,
     latency: &'a RefCell<hdrhistogram::Histogram<u64>>,
     reference: &'a RefCell<Reference>,
+    /// The session's subscriptions and rebuilt states (the client crate's, as any user's).
+    state: V2State,
     /// Wire index of each subscribed position.
     wire: Vec<usize>,
     every: u64,
-    keys: VecDeque<(u64, Vec<Val>)>,
     last_seq: Option<u64>,
-    pending: VecDeque<(u64, Vec<Val>)>,
+    pending: VecDeque<(u64, Vec<Value>)>,
     subscribed: bool,
 }
 
@@ -202,35 +114,30 @@ impl Client<'_> {
 
     /// Handles one message; `Err` ends the client with that reason.
     fn on_message(&mut self, text: &mut [u8]) -> Result<(), String> {
-        let v = simd_json::to_borrowed_value(text).map_err(|_| "bad_json".to_string())?;
-        let op = v.get("op").and_then(|o| o.as_str()).unwrap_or("");
-        match op {
-            "welcome" | "hb" | "pong" => Ok(()),
-            "ack" if !self.subscribed => {
-                if v.get("ok").and_then(|o| o.as_bool()) != Some(true) {
-                    let code = v
-                        .get("error")
-                        .and_then(|e| e.get("code"))
-                        .and_then(|c| c.as_str())
-                        .unwrap_or("?");
-                    return Err(format!("sub_refused_{code}"));
-                }
-                let names = v
-                    .get("vars")
-                    .and_then(|n| n.as_array())
-                    .ok_or("ack_without_vars")?;
+        match self
+            .state
+            .on_message(text)
+            .map_err(|_| "bad_json".to_string())?
+        {
+            Event::Ack {
+                ok: false, error, ..
+            } if !self.subscribed => Err(format!(
+                "sub_refused_{}",
+                error.map_or("?".to_string(), |(code, _)| code)
+            )),
+            Event::Subscribed { profile, every, .. } if !self.subscribed => {
                 let index: HashMap<&str, usize> = VARIABLES
                     .iter()
                     .enumerate()
                     .map(|(i, v)| (v.name, i))
                     .collect();
-                self.wire = names
+                self.wire = self.state.profiles[&profile]
+                    .names
                     .iter()
-                    .map(|n| n.as_str().and_then(|n| index.get(n).copied()))
+                    .map(|n| index.get(n.as_str()).copied())
                     .collect::<Option<_>>()
                     .ok_or("unknown_name_in_ack")?;
-                self.every = v.get("every").and_then(|e| e.as_u64()).unwrap_or(1);
-                let profile = v.get("profile").and_then(|p| p.as_u64()).unwrap_or(0);
+                self.every = every;
                 let mut st = self.stats.borrow_mut();
                 if !st.profiles.contains(&profile) {
                     st.profiles.push(profile);
@@ -238,59 +145,32 @@ impl Client<'_> {
                 self.subscribed = true;
                 Ok(())
             }
-            "key" | "delta" => self.on_data(&v, op == "key"),
-            "error" => Err(format!(
-                "error_{}",
-                v.get("code").and_then(|c| c.as_str()).unwrap_or("?")
-            )),
+            Event::Data {
+                profile,
+                seq,
+                t,
+                key,
+                ..
+            } => {
+                let state = self.state.profiles[&profile].values.clone();
+                self.on_data(seq, t, key, state);
+                Ok(())
+            }
+            Event::BrokenChain { .. } => {
+                if self.measuring() {
+                    self.stats.borrow_mut().broken_chain += 1;
+                }
+                Ok(())
+            }
+            Event::Error { code, .. } => Err(format!("error_{code}")),
             _ => Ok(()),
         }
     }
 
-    fn on_data(&mut self, v: &BorrowedValue<'_>, key: bool) -> Result<(), String> {
-        let seq = v.get("seq").and_then(|s| s.as_u64()).ok_or("no_seq")?;
-        let t = v.get("t").and_then(|s| s.as_u64()).unwrap_or(0);
-        let measuring = self.measuring();
-        let state = if key {
-            let values: Vec<Val> = v
-                .get("v")
-                .and_then(|a| a.as_array())
-                .ok_or("key_without_v")?
-                .iter()
-                .map(val)
-                .collect();
-            if self.keys.len() == 4 {
-                self.keys.pop_front();
-            }
-            self.keys.push_back((seq, values.clone()));
-            values
-        } else {
-            let base = v.get("base").and_then(|s| s.as_u64()).ok_or("no_base")?;
-            let Some((_, base_values)) = self.keys.iter().find(|(s, _)| *s == base) else {
-                if measuring {
-                    self.stats.borrow_mut().broken_chain += 1;
-                }
-                return Ok(());
-            };
-            let mut values = base_values.clone();
-            for c in v
-                .get("c")
-                .and_then(|c| c.as_array())
-                .ok_or("delta_without_c")?
-            {
-                let pos = c
-                    .get_idx(0)
-                    .and_then(|p| p.as_usize())
-                    .ok_or("bad_change")?;
-                if let (Some(slot), Some(value)) = (values.get_mut(pos), c.get_idx(1)) {
-                    *slot = val(value);
-                }
-            }
-            values
-        };
+    fn on_data(&mut self, seq: u64, t: u64, key: bool, state: Vec<Value>) {
         let last = self.last_seq.replace(seq);
-        if !measuring {
-            return Ok(());
+        if !self.measuring() {
+            return;
         }
         {
             let mut st = self.stats.borrow_mut();
@@ -300,7 +180,7 @@ impl Client<'_> {
             } else {
                 st.deltas += 1;
             }
-            if seq % self.every != 0 {
+            if !seq.is_multiple_of(self.every) {
                 st.off_grid += 1;
             }
             // A keyframe the queue sends before a delta may repeat an older seq: only forward
@@ -320,7 +200,6 @@ impl Client<'_> {
             .record(wall_us.saturating_sub(t).clamp(1, 60_000_000));
         self.pending.push_back((seq, state));
         self.verify();
-        Ok(())
     }
 
     /// Compares the pending states whose v1 frame has arrived.
@@ -368,9 +247,9 @@ pub async fn run_client(
                 stats: &stats,
                 latency: &latency,
                 reference: &reference,
+                state: V2State::default(),
                 wire: Vec::new(),
                 every: 1,
-                keys: VecDeque::new(),
                 last_seq: None,
                 pending: VecDeque::new(),
                 subscribed: false,
@@ -441,54 +320,32 @@ async fn run(
     let sub = sub_request(profile);
     let request = match transport {
         Transport::Tcp => format!("{sub}\n").into_bytes(),
-        Transport::Ws => {
-            aerobridge::ws::reader::client_frame(true, 1, sub.as_bytes(), [1, 2, 3, 4])
-        }
+        Transport::Ws => aerobridge_client::client_text(sub.as_bytes()),
     };
     let mut w = stream;
     if w.write_all(request).await.0.is_err() {
         return Some("write_failed".into());
     }
-    let mut buf = leftover;
-    buf.reserve(256 * 1024);
+    let framing = match transport {
+        Transport::Tcp => Framing::Lines,
+        Transport::Ws => Framing::WebSocket,
+    };
+    let mut reader = FrameReader::new(framing, leftover);
     let mut since_hb = std::time::Instant::now();
     loop {
-        let mut pos = 0;
-        match transport {
-            Transport::Tcp => {
-                while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
-                    let line = pos..pos + nl;
-                    pos += nl + 1;
-                    // v1 lines before the welcome (the switch is at a frame boundary).
-                    if buf[line.clone()].starts_with(b"{\"schema\"") {
-                        continue;
-                    }
-                    if let Err(e) = client.on_message(&mut buf[line]) {
+        while let Some(next) = reader.next_message() {
+            match next {
+                // v1 lines before the welcome (the switch is at a frame boundary).
+                Ok(Message::Text(text)) if text.starts_with(b"{\"schema\"") => {}
+                Ok(Message::Text(text)) => {
+                    if let Err(e) = client.on_message(text) {
                         return Some(e);
                     }
                 }
-            }
-            Transport::Ws => {
-                while let Some(h) = decode_header(&buf[pos..]) {
-                    let end = pos + h.header_len + h.payload_len as usize;
-                    if buf.len() < end {
-                        break;
-                    }
-                    let payload = pos + h.header_len..end;
-                    pos = end;
-                    match h.opcode {
-                        1 => {
-                            if let Err(e) = client.on_message(&mut buf[payload]) {
-                                return Some(e);
-                            }
-                        }
-                        8 => return Some("close".into()),
-                        _ => {}
-                    }
-                }
+                Ok(Message::Close(..)) => return Some("close".into()),
+                _ => {}
             }
         }
-        buf.drain(..pos);
         if client.shared.done.load(Ordering::Relaxed) {
             return None;
         }
@@ -496,19 +353,18 @@ async fn run(
         if since_hb.elapsed() > Duration::from_secs(20) {
             since_hb = std::time::Instant::now();
             let hb = match transport {
-                Transport::Tcp => b"{\"op\":\"hb\"}\n".to_vec(),
-                Transport::Ws => {
-                    aerobridge::ws::reader::client_frame(true, 1, b"{\"op\":\"hb\"}", [1, 2, 3, 4])
-                }
+                Transport::Tcp => format!("{HEARTBEAT}\n").into_bytes(),
+                Transport::Ws => aerobridge_client::client_text(HEARTBEAT.as_bytes()),
             };
             let _ = w.write_all(hb).await;
         }
+        let mut buf = reader.take_buffer();
         if buf.capacity() - buf.len() < 64 * 1024 {
             buf.reserve(128 * 1024);
         }
         let mut r = stream;
         let BufResult(res, b) = r.append(buf).await;
-        buf = b;
+        reader.put_buffer(b);
         match res {
             Ok(0) => return Some("eof".into()),
             Ok(n) => {
