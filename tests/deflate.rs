@@ -20,20 +20,7 @@ fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
         "--max-lag",
         "10s",
     ]);
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/deflate_client.py"
-        ))
-        .arg(format!("ws://{}/", server.ws()))
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python("deflate_client.py", &[&format!("ws://{}/", server.ws())]);
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(
         v["extensions"],
@@ -62,19 +49,9 @@ fn websockets_decodes_every_message_across_skips_and_commands_go_compressed() {
 #[test]
 fn standalone_mode_sends_only_standalone_messages() {
     let server = Server::start(&["--ws-compression", "standalone"]);
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/deflate_client.py"
-        ))
-        .arg(format!("ws://{}/", server.ws()))
-        .arg("50")
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    python(
+        "deflate_client.py",
+        &[&format!("ws://{}/", server.ws()), "50"],
     );
     assert!(server.metric("deflate_messages_total{variant=\"standalone\"}") >= 50.0);
     assert_eq!(

@@ -24,27 +24,16 @@ fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 fn metrics(server: &Server) -> HashMap<String, f64> {
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/metrics_check.py"
-        ))
-        .arg(format!("http://{}/metrics", server.ws()))
-        .output()
-        .expect("python3 with prometheus_client (pip install prometheus_client)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.rsplit_once('=').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
+    python(
+        "metrics_check.py",
+        &[&format!("http://{}/metrics", server.ws())],
+    )
+    .lines()
+    .map(|l| {
+        let (k, v) = l.rsplit_once('=').unwrap();
+        (k.to_string(), v.parse().unwrap())
+    })
+    .collect()
 }
 
 #[test]

@@ -687,20 +687,7 @@ fn heartbeats_when_quiet_and_silent_clients_are_dropped_as_idle() {
 #[test]
 fn length_prefixed_framing_read_by_a_plain_python_client() {
     let server = Server::start(&[]);
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/v2_length_client.py"
-        ))
-        .arg(server.data.to_string())
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python("v2_length_client.py", &[&server.data.to_string()]);
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(v["welcome"], "welcome");
     assert!(v["keyframes"].as_u64().unwrap() >= 1, "{v}");

@@ -97,16 +97,8 @@ fn bad_recordings_are_skipped_line_by_line_or_refused_clearly() {
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_aerobridge"))
-            .args([
-                "--data-port",
-                "0",
-                "--command-port",
-                "0",
-                "--ws-port",
-                "0",
-                "--source",
-                &arg,
-            ])
+            .args(aerobridge_harness::FREE_PORTS)
+            .args(["--source", &arg])
             .output()
             .unwrap();
         assert!(!out.status.success());

@@ -14,6 +14,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const STALLED: usize = 5_000;
+/// New stalled connections per second: 5 000 in 2 s (issue 21's flood is 10 000 in 3 s).
+const FLOOD_RATE: f64 = 2_500.0;
 const BROADCAST_MS: u64 = 20;
 const WORKERS: usize = 2;
 /// Threads a server may have beyond its workers and three acceptors: main, tick, stats logger,
@@ -70,13 +72,20 @@ impl Flood {
         self.max_io_wq = self.max_io_wq.max(self.server.io_wq_threads());
     }
 
-    /// Opens the stalled clients (4 KiB receive buffers; they never read).
+    /// Opens the stalled clients (4 KiB receive buffers; they never read) at [`FLOOD_RATE`]
+    /// connections per second.
     fn open_stalled(&mut self) {
+        let start = Instant::now();
         for i in 0..self.size {
             self.stalled
                 .push(small_buffer_stream(self.server.data, 4096));
             if i % 250 == 0 {
                 self.sample();
+            }
+            if i % 50 == 49 {
+                // The flood's pace (the load under test, not a wait for an event).
+                let due = start + Duration::from_secs_f64((i + 1) as f64 / FLOOD_RATE);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
         }
     }
@@ -215,13 +224,9 @@ fn under_host_tcp_memory_pressure_sends_back_off_instead_of_blocking_kernel_thre
 
 /// The host's `tcp_mem` hard limit in bytes (Linux; pages of 4 KiB).
 fn tcp_mem_limit() -> u64 {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").expect("Linux tcp_mem");
-    let pages: u64 = text
-        .split_whitespace()
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .expect("tcp_mem has three numbers");
-    pages * 4096
+    aerobridge_harness::procfs::tcp_mem_limits()
+        .expect("Linux tcp_mem")
+        .1
 }
 
 /// Stalled clients enough to exceed `tcp_mem` by half again: each pins about 1 MB before it is

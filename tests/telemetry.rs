@@ -122,19 +122,7 @@ fn tcp_and_websocket_carry_identical_payloads() {
 #[test]
 fn python_websockets_client_interoperates() {
     let server = Server::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_client.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(format!("ws://{}/", server.ws()))
-        .output()
-        .expect("python3 (with the `websockets` package: pip install websockets)");
-    assert!(
-        out.status.success(),
-        "python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = python("ws_client.py", &[&format!("ws://{}/", server.ws())]);
     assert!(stdout.contains("frames=50 gaps=0"), "{stdout}");
     assert!(stdout.contains("reply ok=True"), "{stdout}");
     assert!(stdout.contains("applied=True"), "{stdout}");

@@ -7,6 +7,8 @@
 //! and the `listening on ADDR (KIND)` lines, parsed by the server's own
 //! [`aerobridge::server::parse_listening_line`].
 
+pub mod procfs;
+
 use aerobridge::net::ListenerKind;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -177,6 +179,18 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Every listener on a free port (the harness learns each port from its listening line).
+pub const FREE_PORTS: [&str; 6] = ["--data-port", "0", "--command-port", "0", "--ws-port", "0"];
+
+/// The arguments every harnessed aerobridge starts with: [`FREE_PORTS`], and logs at `info`
+/// (where the listening lines are); the caller's own follow them.
+pub fn aerobridge_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = FREE_PORTS.to_vec();
+    args.extend_from_slice(&["--log", "info"]);
+    args.extend_from_slice(extra);
+    args
 }
 
 /// What an aerobridge listens on (each `None` when that listener does not run).

@@ -336,14 +336,7 @@ async fn read_frames(
             compio::time::sleep(Duration::from_millis(50)).await;
             res
         } else {
-            let mut buf = reader.take_buffer();
-            if buf.capacity() - buf.len() < 64 * 1024 {
-                buf.reserve(128 * 1024);
-            }
-            let mut s = stream;
-            let BufResult(res, b) = s.append(buf).await;
-            reader.put_buffer(b);
-            res
+            read_more(stream, &mut reader).await
         };
         match read {
             Ok(0) => {
@@ -364,6 +357,19 @@ async fn read_frames(
             Err(e) => return finished(shared, short(&e)),
         }
     }
+}
+
+/// Reads what is there into `reader`'s buffer (an owned-buffer read: the buffer goes to the
+/// kernel and comes back).
+pub async fn read_more(stream: &TcpStream, reader: &mut FrameReader) -> io::Result<usize> {
+    let mut buf = reader.take_buffer();
+    if buf.capacity() - buf.len() < 64 * 1024 {
+        buf.reserve(128 * 1024);
+    }
+    let mut s = stream;
+    let BufResult(res, b) = s.append(buf).await;
+    reader.put_buffer(b);
+    res
 }
 
 /// A connection that ended once the run was over is not a disconnect.

@@ -3,14 +3,14 @@
 //!
 //! Layout: `client` (compio client tasks, per-thread figures), `measure` (one run: ramp, warm-up,
 //! window, merge), `report` (JSON, table, baseline), `plot` (SVG), `spawn` (child processes),
-//! `floor` (the minimal reference broadcaster), `procfs` (CPU and RSS), `scenario` (presets).
+//! `floor` (the minimal reference broadcaster), `scenario` (presets), `model` (what they share);
+//! `/proc` figures come from `aerobridge_harness::procfs`, which the tests use too.
 
 mod client;
 mod floor;
 mod measure;
 mod model;
 mod plot;
-mod procfs;
 mod report;
 mod scenario;
 mod spawn;

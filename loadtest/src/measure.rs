@@ -4,9 +4,9 @@
 use crate::client::{self, ThreadStats};
 use crate::model::{ClientSpec, Role, Shared, Targets, Transport};
 use crate::model::{Commands, Group, Percentiles};
-use crate::procfs::{CpuWindow, Peaks};
 use crate::report::{ProcessCpu, RunReport};
 use crate::scenario::{Laggards, Plan, V2Transport};
+use aerobridge_harness::procfs::{CpuWindow, Peaks};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::rc::Rc;

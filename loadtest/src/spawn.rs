@@ -49,22 +49,14 @@ pub fn spawn_server(
     extra: &[String],
 ) -> anyhow::Result<Spawned> {
     let (broadcast, max) = (broadcast_ms.to_string(), max_clients.to_string());
-    let mut args = vec![
+    let mut args = aerobridge_harness::aerobridge_args(&[
         "--bind",
         "127.0.0.1",
-        "--data-port",
-        "0",
-        "--command-port",
-        "0",
-        "--ws-port",
-        "0",
-        "--log",
-        "info",
         "--broadcast-ms",
         &broadcast,
         "--max-clients",
         &max,
-    ];
+    ]);
     args.extend(extra.iter().map(String::as_str));
     let all = [
         ListenerKind::Data,

@@ -358,14 +358,7 @@ async fn run(
             };
             let _ = w.write_all(hb).await;
         }
-        let mut buf = reader.take_buffer();
-        if buf.capacity() - buf.len() < 64 * 1024 {
-            buf.reserve(128 * 1024);
-        }
-        let mut r = stream;
-        let BufResult(res, b) = r.append(buf).await;
-        reader.put_buffer(b);
-        match res {
+        match crate::client::read_more(stream, &mut reader).await {
             Ok(0) => return Some("eof".into()),
             Ok(n) => {
                 if client.measuring() {

@@ -2,6 +2,7 @@
 //! with plain sockets, a raw WebSocket client (for protocol violations), and tungstenite.
 #![allow(dead_code)]
 
+use aerobridge_harness::procfs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -26,17 +27,7 @@ impl Server {
     /// Like [`start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         use aerobridge::net::ListenerKind;
-        let mut all = vec![
-            "--data-port",
-            "0",
-            "--command-port",
-            "0",
-            "--ws-port",
-            "0",
-            "--log",
-            "info",
-        ];
-        all.extend_from_slice(args);
+        let all = aerobridge_harness::aerobridge_args(args);
         let want_ws =
             !args.contains(&"--no-ws") && !env.contains(&("AEROFLY_BRIDGE_WS_ENABLE", "0"));
         let mut expect = vec![ListenerKind::Data, ListenerKind::Command];
@@ -66,9 +57,7 @@ impl Server {
     /// Open file descriptors of the server process (Linux `/proc`; a missing `/proc` fails the
     /// test rather than making every leak check vacuous).
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("/proc/PID/fd (the leak checks need Linux /proc)")
-            .count()
+        procfs::fd_count(self.pid()).expect("/proc/PID/fd (the leak checks need Linux /proc)")
     }
 
     /// Waits until `tcp` TCP and `ws` WebSocket telemetry clients are registered.
@@ -85,16 +74,16 @@ impl Server {
 
     /// Threads of the server process (kernel io-wq workers included: they are its tasks too).
     pub fn thread_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+        procfs::thread_names(self.pid())
             .expect("/proc/PID/task (Linux)")
-            .count()
+            .len()
     }
 
     /// Names of the server's threads that are io_uring kernel workers (`iou-wrk-*`).
     pub fn io_wq_threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+        procfs::thread_names(self.pid())
             .expect("/proc/PID/task (Linux)")
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .iter()
             .filter(|name| name.starts_with("iou-wrk"))
             .count()
     }
@@ -131,15 +120,8 @@ impl Server {
 
     /// Resident memory of the server process, bytes.
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/PID/status (the memory checks need Linux /proc)");
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .expect("VmRSS in /proc/PID/status")
-            * 1024
+        procfs::rss_bytes(Some(self.pid()))
+            .expect("VmRSS in /proc/PID/status (the memory checks need Linux /proc)")
     }
 
     pub fn ws(&self) -> SocketAddr {
@@ -603,4 +585,22 @@ impl Watchers {
             );
         }
     }
+}
+
+/// Runs `tests/python/SCRIPT` with `args`; asserts it succeeded (showing its output if not) and
+/// returns its standard output.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 (with websockets and prometheus_client: see README's test command)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

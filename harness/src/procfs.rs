@@ -1,4 +1,6 @@
-//! CPU time and RSS of a process from Linux `/proc` (loadtest's own, the server's, the floor's).
+//! What Linux `/proc` says of a process and of the host: CPU time, memory, threads, file
+//! descriptors, TCP memory. The one reader loadtest (its own figures, the server's, the
+//! floor's) and the tests (leak, thread and memory checks) share.
 
 use std::time::Instant;
 
@@ -39,6 +41,33 @@ pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
 /// Threads of a process (io_uring's io-wq kernel workers count: they are its tasks).
 pub fn threads(pid: Option<u32>) -> Option<u64> {
     status_number(pid, "Threads:")
+}
+
+/// Open file descriptors of `pid`.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The names of `pid`'s threads (`/proc/PID/task/*/comm`), io_uring's io-wq kernel workers
+/// (`iou-wrk-*`) among them.
+pub fn thread_names(pid: u32) -> Option<Vec<String>> {
+    Some(
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_string())
+            .collect(),
+    )
+}
+
+/// The host's `tcp_mem` (pressure threshold, hard limit), bytes.
+pub fn tcp_mem_limits() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+    let pages: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Some((*pages.get(1)? * 4096, *pages.get(2)? * 4096))
 }
 
 /// Kernel memory held by TCP sockets on the whole host, bytes (`/proc/net/sockstat`, `TCP: …
