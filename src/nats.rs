@@ -20,27 +20,34 @@ pub fn origin_of(msg: &async_nats::Message) -> Option<&str> {
 /// `nats://[USER:PASS@|TOKEN@]HOST:PORT/FEED` (or `tls://…`) → (server URL with its credentials,
 /// FEED). The feed defaults to `default`.
 pub fn parse_url(url: &str) -> anyhow::Result<(String, String)> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .filter(|(s, _)| *s == "nats" || *s == "tls")
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "expected nats://HOST:PORT/FEED or tls://HOST:PORT/FEED, got {:?}",
-                redact(url)
-            )
-        })?;
-    let (server, feed) = rest.split_once('/').unwrap_or((rest, "default"));
-    let feed = if feed.is_empty() { "default" } else { feed };
-    let host = server.rsplit_once('@').map_or(server, |(_, h)| h);
-    anyhow::ensure!(
-        !host.is_empty()
-            && feed
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "expected {scheme}://HOST:PORT/FEED (FEED: letters, digits, - and _), got {:?}",
-        redact(url)
-    );
-    Ok((format!("{scheme}://{server}"), feed.to_string()))
+    let expected = |scheme: &str| {
+        anyhow::anyhow!(
+            "expected {scheme}://HOST:PORT/FEED (FEED: letters, digits, - and _), got {:?}",
+            redact(url)
+        )
+    };
+    let mut parsed = url::Url::parse(url).map_err(|_| expected("nats"))?;
+    let scheme = parsed.scheme().to_string();
+    if scheme != "nats" && scheme != "tls" {
+        return Err(anyhow::anyhow!(
+            "expected nats://HOST:PORT/FEED or tls://HOST:PORT/FEED, got {:?}",
+            redact(url)
+        ));
+    }
+    let feed = match parsed.path().trim_start_matches('/') {
+        "" => "default".to_string(),
+        feed => feed.to_string(),
+    };
+    let valid_feed = feed
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if parsed.host_str().is_none_or(str::is_empty) || !valid_feed {
+        return Err(expected(&scheme));
+    }
+    parsed.set_path("");
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    Ok((parsed.as_str().trim_end_matches('/').to_string(), feed))
 }
 
 /// The URL with any user, password or token replaced by `***`: the only form that is logged.
@@ -79,11 +86,7 @@ impl std::fmt::Debug for UrlAuth {
 /// `nats://bob:pw@host:4222` → (`nats://host:4222`, user and password). Percent-escapes in them
 /// are decoded.
 pub fn split_credentials(url: &str) -> (String, Option<UrlAuth>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), None);
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
+    let Ok(mut parsed) = url::Url::parse(url) else {
         return (url.to_string(), None);
     };
     let decode = |s: &str| {
@@ -91,12 +94,16 @@ pub fn split_credentials(url: &str) -> (String, Option<UrlAuth>) {
             .decode_utf8_lossy()
             .into_owned()
     };
-    let auth = match userinfo.split_once(':') {
-        Some((user, pass)) => UrlAuth::UserPassword(decode(user), decode(pass)),
-        None => UrlAuth::Token(decode(userinfo)),
+    let auth = match (parsed.username(), parsed.password()) {
+        ("", None) => return (url.to_string(), None),
+        (user, Some(pass)) => UrlAuth::UserPassword(decode(user), decode(pass)),
+        (token, None) => UrlAuth::Token(decode(token)),
     };
+    // A URL with a host can always lose its credentials.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
     (
-        format!("{scheme}://{host}{}", &rest[authority_end..]),
+        parsed.as_str().trim_end_matches('/').to_string(),
         Some(auth),
     )
 }

@@ -58,49 +58,51 @@ impl ConnectionInfo {
         self.last_activity_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, now: Instant) {
-        use std::fmt::Write;
+    /// What `/connections` shows of this connection.
+    fn to_json(&self, now: Instant) -> serde_json::Value {
         let since_us = self
             .since
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
-            .as_micros();
+            .as_micros() as u64;
         let age = now.saturating_duration_since(self.since_instant);
         let last = self.last_activity_ms.load(Ordering::Relaxed);
-        let idle_ms = if last == 0 {
-            None
-        } else {
-            Some(age.saturating_sub(Duration::from_millis(last)).as_millis())
-        };
-        let _ = write!(
-            out,
-            "{{\"id\":{},\"peer\":\"{}\",\"transport\":\"{}\",\"protocol\":{},\"connected_since_us\":{},\"connected_s\":{:.1},\"frames_sent\":{},\"bytes_sent\":{},\"frames_skipped\":{},\"lag_ms\":{:.1},\"idle_ms\":{}",
-            self.id,
-            self.peer,
-            match self.transport {
+        let idle_ms =
+            (last != 0).then(|| age.saturating_sub(Duration::from_millis(last)).as_millis() as u64);
+        let round1 = |x: f64| (x * 10.0).round() / 10.0;
+        let mut entry = serde_json::json!({
+            "id": self.id,
+            "peer": self.peer.to_string(),
+            "transport": match self.transport {
                 Transport::Tcp => "tcp",
                 Transport::WebSocket => "websocket",
             },
-            self.protocol.load(Ordering::Relaxed),
-            since_us,
-            age.as_secs_f64(),
-            self.frames_sent.load(Ordering::Relaxed),
-            self.bytes_sent.load(Ordering::Relaxed),
-            self.frames_skipped.load(Ordering::Relaxed),
-            self.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
-            idle_ms.map_or("null".to_string(), |ms| ms.to_string()),
-        );
-        out.push_str(match self.deflate.load(Ordering::Relaxed) {
-            1 => ",\"extensions\":\"permessage-deflate; client_no_context_takeover; server_no_context_takeover\"",
-            2 => ",\"extensions\":\"permessage-deflate; client_no_context_takeover\"",
-            _ => ",\"extensions\":null",
+            "protocol": self.protocol.load(Ordering::Relaxed),
+            "connected_since_us": since_us,
+            "connected_s": round1(age.as_secs_f64()),
+            "frames_sent": self.frames_sent.load(Ordering::Relaxed),
+            "bytes_sent": self.bytes_sent.load(Ordering::Relaxed),
+            "frames_skipped": self.frames_skipped.load(Ordering::Relaxed),
+            "lag_ms": round1(self.lag_us.load(Ordering::Relaxed) as f64 / 1000.0),
+            "idle_ms": idle_ms,
+            "extensions": match self.deflate.load(Ordering::Relaxed) {
+                1 => Some("permessage-deflate; client_no_context_takeover; server_no_context_takeover"),
+                2 => Some("permessage-deflate; client_no_context_takeover"),
+                _ => None,
+            },
         });
+        // The session's own members (v2: session, client, framing, subscriptions), as it
+        // rendered them.
         let detail = self.detail.lock().expect("poisoned");
         if !detail.is_empty() {
-            out.push(',');
-            out.push_str(&detail);
+            if let (Some(obj), Ok(serde_json::Value::Object(more))) = (
+                entry.as_object_mut(),
+                serde_json::from_str(&format!("{{{detail}}}")),
+            ) {
+                obj.extend(more);
+            }
         }
-        out.push('}');
+        entry
     }
 }
 
@@ -165,18 +167,12 @@ impl Connections {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros();
-        let mut out = String::with_capacity(64 + list.len() * 320);
-        out.push_str(&format!(
-            "{{\"now_us\":{now_us},\"count\":{total},\"shown\":{},\"connections\":[",
-            list.len()
-        ));
-        for (i, c) in list.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            c.render(&mut out, now);
-        }
-        out.push_str("]}\n");
-        out
+        let page = serde_json::json!({
+            "now_us": now_us as u64,
+            "count": total,
+            "shown": list.len(),
+            "connections": list.iter().map(|c| c.to_json(now)).collect::<Vec<_>>(),
+        });
+        format!("{page}\n")
     }
 }

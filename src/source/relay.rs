@@ -41,15 +41,16 @@ pub struct Relay {
 
 /// `tcp://HOST:PORT` → `HOST:PORT`.
 pub fn parse_tcp_url(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("tcp://")
-        .ok_or_else(|| anyhow::anyhow!("expected tcp://HOST:PORT, got {url:?}"))?;
-    anyhow::ensure!(
-        rest.rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
-        "expected tcp://HOST:PORT, got {url:?}"
-    );
-    Ok(rest.to_string())
+    let expected = || anyhow::anyhow!("expected tcp://HOST:PORT, got {url:?}");
+    let parsed = url::Url::parse(url).map_err(|_| expected())?;
+    match (parsed.scheme(), parsed.host_str(), parsed.port()) {
+        ("tcp", Some(host), Some(port))
+            if !host.is_empty() && matches!(parsed.path(), "" | "/") =>
+        {
+            Ok(format!("{host}:{port}"))
+        }
+        _ => Err(expected()),
+    }
 }
 
 impl Relay {
