@@ -655,7 +655,7 @@ impl Config {
                 std::sync::Arc::new(OsRandomIds),
             ),
             compression: self.ws_compression,
-            respond_within: Default::default(),
+            ..Settings::default()
         }
     }
 }

@@ -26,16 +26,19 @@ pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Dis
 /// `None` when the queue to the tick is full or the tick is gone.
 pub async fn submit(worker: &Worker, commands: Vec<crate::command::Command>) -> Option<Applied> {
     submit_to(&worker.app, commands, |answer| async move {
-        compio::time::timeout(RELAY_ANSWER_TIMEOUT, answer.recv_async())
-            .await
-            .ok()?
-            .ok()
+        compio::time::timeout(
+            worker.app.sessions.relay_answer_timeout,
+            answer.recv_async(),
+        )
+        .await
+        .ok()?
+        .ok()
     })
     .await
 }
 
 /// [`submit`] on any runtime: `within` waits for a relay's answer (compio on the workers, tokio on
-/// the NATS thread) for [`RELAY_ANSWER_TIMEOUT`], and answers `None` when it passes.
+/// the NATS thread) for the settings' `relay_answer_timeout`, and answers `None` when it passes.
 pub async fn submit_to<F>(
     app: &crate::app::App,
     commands: Vec<crate::command::Command>,
@@ -75,9 +78,6 @@ where
         relayed,
     })
 }
-
-/// Longest wait for a relay to report what became of a forwarded command.
-pub const RELAY_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counts command outcomes (an [`Action::Tally`]).
 pub fn count(worker: &Worker, accepted: u64, rejected: &[crate::command::Reason]) {

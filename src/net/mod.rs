@@ -336,7 +336,8 @@ where
             };
             if written && client.transport == crate::packet::Transport::WebSocket {
                 // Our Close went out; give the peer a moment to answer before we drop the socket.
-                let _ = compio::time::timeout(Duration::from_millis(250), reader).await;
+                let wait = worker.app.sessions.close_answer_wait;
+                let _ = compio::time::timeout(wait, reader).await;
             }
             reason
         }

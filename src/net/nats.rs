@@ -162,7 +162,7 @@ async fn run_commands(app: &App, payload: &[u8]) -> Vec<u8> {
             Action::Submit(batch) => {
                 let result = super::commands::submit_to(app, batch, |answer| {
                     Box::pin(async move {
-                        let wait = super::commands::RELAY_ANSWER_TIMEOUT;
+                        let wait = app.sessions.relay_answer_timeout;
                         tokio::time::timeout(wait, answer.recv_async())
                             .await
                             .ok()?

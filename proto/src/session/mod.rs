@@ -204,6 +204,12 @@ pub struct Settings {
     pub compression: crate::ws::deflate::Mode,
     /// How long responses before the WebSocket upgrade may take to write.
     pub respond_within: RespondWithin,
+    /// After our Close went out, how long the peer may take to answer with its own before the
+    /// socket is dropped (RFC 6455's closing handshake).
+    pub close_answer_wait: Duration,
+    /// How long a relayed command's answer may take (the relay's forwarder gives up after its
+    /// own timeouts; this only guards against one that died).
+    pub relay_answer_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -230,6 +236,8 @@ impl Default for Settings {
             ),
             compression: crate::ws::deflate::Mode::Shared,
             respond_within: RespondWithin::default(),
+            close_answer_wait: Duration::from_millis(250),
+            relay_answer_timeout: Duration::from_secs(10),
         }
     }
 }
