@@ -721,24 +721,15 @@ pub fn parse_send_buffer(s: &str) -> Result<SendBuffer, String> {
 /// `250ms`, `2s`, `1.5s`, `1m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 2s or 500ms, got {s:?}"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "" => return Err(format!("{s:?} needs a unit: ms, s or m (e.g. {s}s)")),
-        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s or m")),
-    };
-    if !secs.is_finite() || secs > 86_400.0 {
-        return Err(format!("duration {s:?} is out of range"));
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{s:?} needs a unit: ms, s or m (e.g. {s}s)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration like 2s, 500ms or 1m 30s, got {s:?} ({e})"))?;
+    if d > Duration::from_secs(86_400) {
+        return Err(format!("duration {s:?} is out of range (at most 24h)"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -861,8 +852,14 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1s 500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("25h").unwrap_err().contains("out of range"));
+        assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("2 fortnights")
+            .unwrap_err()
+            .contains("like 2s, 500ms"));
     }
 }

@@ -268,6 +268,42 @@ impl SendQueue {
         self.push(Frame::Full(Arc::clone(packet)), now)
     }
 
+    /// Queues what one tick has for this client (the worker's dispatch, per client): the full
+    /// frame for a v1 client (`v2: None`), or, for a v2 client, the message of each profile it
+    /// holds that is due on this tick. Refcount bumps only.
+    pub fn push_tick(
+        &mut self,
+        tick: &crate::tick::Tick,
+        v2: Option<&[crate::profile::ProfileRef]>,
+        now: Instant,
+    ) -> Pushed {
+        let Some(profiles) = v2 else {
+            return self.push_frame(&tick.packet, now);
+        };
+        let (mut wake, mut skipped) = (false, 0);
+        for p in profiles {
+            let Some(Some(msg)) = tick.profiles.get(p.shared().slot) else {
+                continue;
+            };
+            // A slot freed and reused between the tick's build and now belongs to another
+            // profile.
+            if msg.profile != p.id() {
+                continue;
+            }
+            match self.push(Frame::Profile(Arc::clone(msg)), now) {
+                Pushed::Queued {
+                    wake: w,
+                    skipped: s,
+                } => {
+                    wake |= w;
+                    skipped += s;
+                }
+                other => return other,
+            }
+        }
+        Pushed::Queued { wake, skipped }
+    }
+
     /// Queues a telemetry item. On overflow each stream keeps only its newest item.
     pub fn push(&mut self, frame: Frame, now: Instant) -> Pushed {
         if self.closing {
@@ -462,6 +498,60 @@ mod tests {
         let mut payload = format!("{{\"c\":{counter}}}").into_bytes();
         payload.resize(100, b' ');
         Arc::new(Packet::build(counter, 0, built, &payload))
+    }
+
+    #[test]
+    fn a_tick_gives_v1_clients_the_frame_and_v2_clients_their_due_profiles() {
+        use crate::profile::{Mode, ProfileKey, Profiles};
+        use crate::tick::{TickBuilder, TickInput};
+        let profiles = Profiles::new(4);
+        let every = profiles
+            .acquire(ProfileKey::new(vec![0], 1, Mode::Full))
+            .unwrap();
+        let fifth = profiles
+            .acquire(ProfileKey::new(vec![1], 5, Mode::Full))
+            .unwrap();
+        let mut builder =
+            TickBuilder::new(profiles, 50.0, crate::ws::deflate::Mode::Off, Instant::now);
+        let vars = crate::telemetry::Variables::new();
+        let t0 = Instant::now();
+        let (mut v1, mut v2) = (
+            SendQueue::new(Framing::Lines, QueueLimits::DEFAULT),
+            SendQueue::new(Framing::Lines, QueueLimits::DEFAULT),
+        );
+        v2.enter_v2(Framing::Lines);
+        let held = [every.clone(), fifth.clone()];
+        let mut got = Vec::new();
+        for n in 1..=5u64 {
+            let (tick, _) = builder.build(TickInput {
+                variables: &vars,
+                valid: true,
+                timestamp_us: n,
+                upstream_counter: None,
+                now: t0,
+                compressing: false,
+            });
+            assert!(matches!(
+                v1.push_tick(&tick, None, t0),
+                Pushed::Queued { .. }
+            ));
+            assert!(matches!(
+                v2.push_tick(&tick, Some(&held), t0),
+                Pushed::Queued { .. }
+            ));
+            while let Next::Write(bytes) = v2.take_next() {
+                got.push(String::from_utf8(bytes.to_vec()).unwrap());
+                v2.complete();
+            }
+        }
+        assert_eq!(v1.waiting_frames(), 5, "a v1 client gets every frame");
+        let of = |p: u32| {
+            got.iter()
+                .filter(|m| m.contains(&format!("\"p\":{p},")))
+                .count()
+        };
+        assert_eq!(of(every.id()), 5, "every frame: {got:?}");
+        assert_eq!(of(fifth.id()), 1, "only on frame 5: {got:?}");
     }
 
     fn limits() -> QueueLimits {

@@ -318,11 +318,8 @@ impl<A> Worker<A> {
         let mut waiting = 0;
         for client in self.clients.borrow().iter() {
             let mut queue = client.queue.borrow_mut();
-            let pushed = if client.v2.get() {
-                push_profiles(&mut queue, &client.profiles.borrow(), tick, now)
-            } else {
-                queue.push_frame(&tick.packet, now)
-            };
+            let profiles = client.v2.get().then(|| client.profiles.borrow());
+            let pushed = queue.push_tick(tick, profiles.as_deref().map(Vec::as_slice), now);
             waiting += queue.waiting_frames() as u64;
             client
                 .info
@@ -428,35 +425,6 @@ impl<A> Worker<A> {
 }
 
 /// Queues the messages of `profiles` due on `tick`.
-fn push_profiles(
-    queue: &mut SendQueue,
-    profiles: &[ProfileRef],
-    tick: &Tick,
-    now: Instant,
-) -> Pushed {
-    let (mut wake, mut skipped) = (false, 0);
-    for p in profiles {
-        let Some(Some(msg)) = tick.profiles.get(p.shared().slot) else {
-            continue;
-        };
-        // A slot freed and reused between the tick's build and now belongs to another profile.
-        if msg.profile != p.id() {
-            continue;
-        }
-        match queue.push(Frame::Profile(Arc::clone(msg)), now) {
-            Pushed::Queued {
-                wake: w,
-                skipped: s,
-            } => {
-                wake |= w;
-                skipped += s;
-            }
-            other => return other,
-        }
-    }
-    Pushed::Queued { wake, skipped }
-}
-
 /// Undoes a connection's accounting when its task ends, however it ends (cancellation included).
 pub struct ConnectionGuard<A> {
     worker: Rc<Worker<A>>,
