@@ -363,7 +363,7 @@ fn log_kernel_memory(config: &Config, frame_bytes: usize, sndbuf: Option<usize>)
 }
 
 /// `tcp_mem`'s pressure and limit thresholds in bytes (Linux).
-fn read_tcp_mem() -> Option<(u64, u64)> {
+pub fn read_tcp_mem() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
     let pages: Vec<u64> = text
         .split_whitespace()

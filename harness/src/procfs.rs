@@ -60,14 +60,9 @@ pub fn thread_names(pid: u32) -> Option<Vec<String>> {
     )
 }
 
-/// The host's `tcp_mem` (pressure threshold, hard limit), bytes.
+/// The host's `tcp_mem` (pressure threshold, hard limit), bytes: the server's own reading.
 pub fn tcp_mem_limits() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
-    let pages: Vec<u64> = text
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    Some((*pages.get(1)? * 4096, *pages.get(2)? * 4096))
+    aerobridge::server::read_tcp_mem()
 }
 
 /// Kernel memory held by TCP sockets on the whole host, bytes (`/proc/net/sockstat`, `TCP: …

@@ -15,13 +15,5 @@ use std::sync::Arc;
 pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
     let client = worker.register(Transport::Tcp, peer);
     let mut session = DataPort::new(Arc::clone(&worker.app.sessions), peer);
-    let reason = super::run_client(
-        stream,
-        worker,
-        &client,
-        super::drive_to_close(worker, stream, super::Outlet::Client(&client), &mut session),
-    )
-    .await;
-    super::finish(worker, &mut session);
-    reason
+    super::serve_client(worker, stream, &client, &mut session).await
 }

@@ -446,6 +446,25 @@ pub(crate) async fn drive<S: Session>(
     }
 }
 
+/// A registered telemetry client's life: its session driven beside its writer until it ends,
+/// then the session's last word ([`finish`]).
+pub(crate) async fn serve_client<S: Session>(
+    worker: &Rc<Worker>,
+    stream: &TcpStream,
+    client: &Rc<Client>,
+    session: &mut S,
+) -> Disconnect {
+    let reason = run_client(
+        stream,
+        worker,
+        client,
+        drive_to_close(worker, stream, Outlet::Client(client), session),
+    )
+    .await;
+    finish(worker, session);
+    reason
+}
+
 /// [`drive`] for a session that never upgrades (a telemetry client's or the command port's).
 pub(crate) async fn drive_to_close<S: Session>(
     worker: &Worker,

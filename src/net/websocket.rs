@@ -27,15 +27,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) ->
     if let Some(agreed) = deflate {
         worker.enable_deflate(&client, agreed);
     }
-    let reason = super::run_client(
-        stream,
-        worker,
-        &client,
-        super::drive_to_close(worker, stream, super::Outlet::Client(&client), &mut session),
-    )
-    .await;
-    super::finish(worker, &mut session);
-    reason
+    super::serve_client(worker, stream, &client, &mut session).await
 }
 
 /// A plain HTTP page, rendered now (`head`: headers only).
