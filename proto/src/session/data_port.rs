@@ -107,13 +107,21 @@ impl DataSession {
 }
 
 /// A TCP data-port connection as a [`Session`]. Most upstream clients never send a byte, so
-/// the [`DataSession`] (line splitter, v2 state) is allocated only once something arrives: an
-/// idle client costs a few words.
+/// everything but the settings and the peer (the [`DataSession`]: line splitter, v2 state; the
+/// outbox) is allocated only once something happens: an idle client costs a few words.
 #[derive(Debug)]
 pub struct DataPort {
     settings: Arc<Settings>,
     peer: SocketAddr,
-    session: Option<Box<DataSession>>,
+    started: Option<Box<Started>>,
+}
+
+/// A data-port connection that has sent something (or ended).
+#[derive(Debug)]
+struct Started {
+    /// `None` once the peer's stream ended before it said anything.
+    session: Option<DataSession>,
+    /// The clock the shell gave before the session existed.
     clock: Option<Clock>,
     outbox: Outbox,
 }
@@ -124,30 +132,48 @@ impl DataPort {
         Self {
             settings,
             peer,
-            session: None,
-            clock: None,
-            outbox: Outbox::default(),
+            started: None,
         }
     }
 
     /// Whether the connection speaks v2.
     pub fn is_v2(&self) -> bool {
-        self.session.as_ref().is_some_and(|s| s.is_v2())
+        self.session().is_some_and(|s| s.is_v2())
+    }
+
+    fn session(&self) -> Option<&DataSession> {
+        self.started.as_ref().and_then(|s| s.session.as_ref())
+    }
+
+    fn started(&mut self) -> &mut Started {
+        self.started.get_or_insert_with(|| {
+            Box::new(Started {
+                session: None,
+                clock: None,
+                outbox: Outbox::default(),
+            })
+        })
     }
 }
 
 impl Session for DataPort {
     fn set_clock(&mut self, clock: Clock) {
-        match &mut self.session {
-            Some(s) => s.set_clock(clock),
-            None => self.clock = Some(clock),
+        match self.started.as_deref_mut() {
+            Some(Started {
+                session: Some(s), ..
+            }) => s.set_clock(clock),
+            // Before the first bytes: kept for the session they create.
+            Some(started) => started.clock = Some(clock),
+            None => self.started().clock = Some(clock),
         }
     }
 
     fn receive(&mut self, bytes: &[u8], now: Instant) {
-        let (settings, peer, clock) = (&self.settings, self.peer, self.clock.take());
-        let s = self.session.get_or_insert_with(|| {
-            let mut s = Box::new(DataSession::new(Arc::clone(settings), peer, now));
+        let (settings, peer) = (Arc::clone(&self.settings), self.peer);
+        let started = self.started();
+        let clock = started.clock.take();
+        let s = started.session.get_or_insert_with(|| {
+            let mut s = DataSession::new(settings, peer, now);
             if let Some(clock) = clock {
                 s.set_clock(clock);
             }
@@ -155,46 +181,61 @@ impl Session for DataPort {
         });
         let mut out = Vec::new();
         s.on_bytes(bytes, now, &mut out);
-        self.outbox.extend(out);
+        started.outbox.extend(out);
     }
 
     fn eof(&mut self, _now: Instant) {
-        self.outbox.push(Action::Close {
+        self.started().outbox.push(Action::Close {
             reason: crate::Disconnect::PeerClosed,
             frame: None,
         });
     }
 
     fn timeout(&mut self, now: Instant) {
-        if let Some(s) = &mut self.session {
+        if let Some(Started {
+            session: Some(s),
+            outbox,
+            ..
+        }) = self.started.as_deref_mut()
+        {
             let mut out = Vec::new();
             s.on_timeout(now, &mut out);
-            self.outbox.extend(out);
+            outbox.extend(out);
         }
     }
 
     fn applied(&mut self, result: Option<Applied>, stopping: bool, now: Instant) {
-        if let Some(s) = &mut self.session {
+        if let Some(Started {
+            session: Some(s),
+            outbox,
+            ..
+        }) = self.started.as_deref_mut()
+        {
             let mut out = Vec::new();
             s.applied(result, stopping, now, &mut out);
-            self.outbox.extend(out);
+            outbox.extend(out);
         }
     }
 
     fn finish(&mut self, now: Instant) {
-        if let Some(s) = &mut self.session {
+        if let Some(Started {
+            session: Some(s),
+            outbox,
+            ..
+        }) = self.started.as_deref_mut()
+        {
             let mut out = Vec::new();
             s.finish(now, &mut out);
-            self.outbox.extend(out);
+            outbox.extend(out);
         }
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.outbox.pop()
+        self.started.as_mut()?.outbox.pop()
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.session.as_ref().and_then(|s| s.deadline())
+        self.session().and_then(|s| s.deadline())
     }
 }
 
@@ -231,7 +272,7 @@ mod tests {
         let mut port = DataPort::new(settings, "127.0.0.1:1".parse().unwrap());
         port.timeout(t0);
         assert!(
-            port.session.is_none() && port.deadline().is_none(),
+            port.started.is_none() && port.deadline().is_none(),
             "v1: no timer"
         );
         port.receive(b"{\"op\":\"hello\"}\n", t0);
