@@ -24,6 +24,10 @@ pub struct App {
     pub socket_send_buffer: Option<usize>,
     /// What every connection's session needs of the configuration.
     pub sessions: Arc<crate::session::Settings>,
+    /// The same for a mutual-TLS client whose certificate may not command (read-only).
+    pub sessions_certificate_read_only: Arc<crate::session::Settings>,
+    /// TLS (`--tls-cert`): the configuration new connections get, and its counters.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// `--nats-publish`: the origin's counters.
     pub nats_origin: Option<Arc<crate::nats::NatsStats>>,
     /// `--source nats://…`: the edge's counters.
@@ -42,6 +46,7 @@ impl App {
             parked_sessions: self.sessions.v2.parked.sweep(std::time::Instant::now()),
             nats_origin: self.nats_origin.as_deref(),
             nats_edge: self.nats_edge.as_deref(),
+            tls: self.tls.as_deref(),
         }
     }
 }

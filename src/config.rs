@@ -218,6 +218,83 @@ pub struct Cli {
     )]
     pub nats_tls_key: Option<std::path::PathBuf>,
 
+    /// PEM certificate chain (leaf first) for TLS. With --tls-key, the ports in --tls-ports speak
+    /// TLS (wss://, https:// for the dashboard). Reloaded on SIGHUP and when the file changes.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for --tls-cert (PKCS#8, RSA or EC).
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Which ports speak TLS once a certificate is given: any of ws, data, commands.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_TLS_PORTS",
+        default_value = "ws"
+    )]
+    pub tls_ports: crate::tls::TlsPorts,
+
+    /// Mutual TLS: PEM CA certificates; TLS clients must present a certificate one of them
+    /// signed. A client certificate is read-only unless listed in --tls-allow-commands.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: client certificates that may send commands, by common name (cockpit-1) or
+    /// whole subject ("CN=cockpit-1, O=Club"); comma-separated or repeated.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_TLS_ALLOW_COMMANDS",
+        value_delimiter = ','
+    )]
+    pub tls_allow_commands: Vec<String>,
+
+    /// Plaintext beside TLS: an extra plaintext listener for a service whose port speaks TLS,
+    /// as SERVICE=PORT (ws=8764, data=12347, commands=12348); repeatable.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_PLAIN_PORT",
+        value_delimiter = ','
+    )]
+    pub plain_port: Vec<crate::tls::PlainPort>,
+
+    /// Share of each tick period a worker may spend on TLS handshakes (0.01..=1); the rest of a
+    /// ClientHello flood waits, and streaming clients keep their frames.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_TLS_HANDSHAKE_SHARE",
+        default_value_t = 0.25
+    )]
+    pub tls_handshake_share: f64,
+
+    /// Kernel TLS: auto (probe the kernel once; without a TLS module, encrypt in user space) or off.
+    #[arg(
+        long,
+        help_heading = "TLS",
+        env = "AEROBRIDGE_KTLS",
+        default_value = "auto"
+    )]
+    pub ktls: crate::tls::KtlsMode,
+
     /// With a relay source: where accepted commands go (default: the relay host, port 12346).
     #[arg(long, env = "AEROBRIDGE_RELAY_COMMANDS")]
     pub relay_commands: Option<String>,
@@ -439,6 +516,10 @@ pub struct Config {
     pub nats: NatsConfig,
     /// permessage-deflate mode.
     pub ws_compression: crate::ws::deflate::Mode,
+    /// TLS (`--tls-cert`), when given.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Plaintext listeners beside TLS ones (`--plain-port`).
+    pub plain_ports: Vec<crate::tls::PlainPort>,
     /// Stats log period.
     pub stats_interval: Duration,
     /// How long a closing connection may take to flush what it owes (frame in flight, Close).
@@ -531,6 +612,48 @@ impl Cli {
                 return err(format!("{name} must be greater than zero"));
             }
         }
+        if !(0.01..=1.0).contains(&self.tls_handshake_share) {
+            return err("--tls-handshake-share must be between 0.01 and 1".into());
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                ports: self.tls_ports,
+                allow_commands: self
+                    .tls_allow_commands
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                handshake_share: self.tls_handshake_share,
+                ktls: self.ktls,
+            }),
+            _ => None,
+        };
+        if tls.is_none() && !self.plain_port.is_empty() {
+            return err(
+                "--plain-port adds a plaintext port beside a TLS one: it needs --tls-cert".into(),
+            );
+        }
+        for p in &self.plain_port {
+            let is_tls = tls.as_ref().is_some_and(|t| p.service.is_in(t.ports));
+            if !is_tls {
+                return err(format!(
+                    "--plain-port {}={}: that service's own port is already plaintext (add it to --tls-ports)",
+                    p.service.as_str(),
+                    p.port
+                ));
+            }
+            if p.port != 0 && ports.iter().any(|(_, q)| *q == p.port) {
+                return err(format!(
+                    "--plain-port {}: port {} is taken by another listener",
+                    p.service.as_str(),
+                    p.port
+                ));
+            }
+        }
         let workers = self.workers.map(NonZeroUsize::get).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(NonZeroUsize::get)
@@ -560,6 +683,8 @@ impl Cli {
             ws_ping_timeout: self.ws_ping_timeout,
             backlog: self.backlog.max(1),
             ws_compression: self.ws_compression,
+            tls,
+            plain_ports: self.plain_port.clone(),
             nats: NatsConfig {
                 publish: match &self.nats_publish {
                     None => None,
@@ -598,6 +723,7 @@ impl Cli {
                     .map(|o| o.trim().to_string())
                     .filter(|o| !o.is_empty())
                     .collect(),
+                certificate_read_only: false,
             },
             echo: false,
         })

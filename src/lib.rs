@@ -62,7 +62,7 @@
 //! along as a type parameter it never looks into.
 
 #![warn(missing_docs)]
-// One audited exception: `runtime::cap_io_wq` (a syscall compio does not wrap).
+// Audited exceptions: `runtime::cap_io_wq` and `tls::ktls_probe` (syscalls nobody wraps).
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -78,6 +78,7 @@ pub mod record;
 pub mod runtime;
 pub mod server;
 pub mod source;
+pub mod tls;
 
 // The protocol core (its own crate, no I/O), re-exported under the names the shell has always
 // used, so `crate::ws::…` reads the same in net/ as it does in the core.

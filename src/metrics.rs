@@ -26,6 +26,8 @@ pub struct View<'a> {
     pub nats_origin: Option<&'a crate::nats::NatsStats>,
     /// `--source nats://…`: the edge's counters (`None`: not an edge).
     pub nats_edge: Option<&'a crate::nats::NatsStats>,
+    /// TLS (`None`: no certificate given).
+    pub tls: Option<&'a crate::tls::Tls>,
 }
 
 impl View<'_> {
@@ -269,6 +271,86 @@ pub fn render(shared: &View<'_>) -> String {
             "counter",
             "NATS edge: command requests without an answer (timeout, or no origin).",
             &per_role(&|_, n| get(&n.request_failures)),
+        );
+    }
+    if let Some(tls) = shared.tls {
+        use std::sync::atomic::Ordering::Relaxed;
+        use strum::IntoEnumIterator as _;
+        let st = &tls.stats;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
+        family(
+            "tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed, by protocol version.",
+            &[
+                ("{version=\"TLSv1.3\"}".into(), n(&st.versions[0])),
+                ("{version=\"TLSv1.2\"}".into(), n(&st.versions[1])),
+            ],
+        );
+        let ciphers: Vec<(String, f64)> = st
+            .ciphers
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(c, v)| (format!("{{cipher=\"{c}\"}}"), *v as f64))
+            .collect();
+        family(
+            "tls_cipher_suites_total",
+            "counter",
+            "TLS handshakes completed, by cipher suite.",
+            &ciphers,
+        );
+        let failures: Vec<(String, f64)> = aerobridge_proto::tls::TlsFailure::iter()
+            .map(|f| {
+                (
+                    format!("{{reason=\"{}\"}}", f.as_str()),
+                    n(&st.failures[f as usize]),
+                )
+            })
+            .collect();
+        family(
+            "tls_failures_total",
+            "counter",
+            "TLS connections that failed, by reason (plaintext on a TLS port, malformed, timeout, untrusted client certificate, ...).",
+            &failures,
+        );
+        family(
+            "tls_client_certificates_total",
+            "counter",
+            "Mutual TLS: handshakes with a verified client certificate.",
+            &[(String::new(), n(&st.client_certificates))],
+        );
+        family(
+            "tls_handshakes_deferred_total",
+            "counter",
+            "Handshake steps that waited for the next tick (--tls-handshake-share used up).",
+            &[(String::new(), n(&st.deferred))],
+        );
+        family(
+            "tls_reloads_total",
+            "counter",
+            "Certificate reloads (SIGHUP or a changed file), by result; a refused one keeps the old certificate.",
+            &[
+                ("{result=\"ok\"}".into(), n(&st.reloads)),
+                ("{result=\"refused\"}".into(), n(&st.reload_failures)),
+            ],
+        );
+        let state = st.ktls_state();
+        family(
+            "tls_kernel_offload",
+            "gauge",
+            "Kernel TLS: 1 for the state found (unknown until the first TLS connection; unavailable: no tls ULP, user-space rustls).",
+            &[
+                ("{state=\"unknown\"}".into(), f64::from(u8::from(state == crate::tls::KtlsState::Unknown))),
+                ("{state=\"unavailable\"}".into(), f64::from(u8::from(state == crate::tls::KtlsState::Unavailable))),
+                ("{state=\"present\"}".into(), f64::from(u8::from(state == crate::tls::KtlsState::Present))),
+            ],
+        );
+        family(
+            "tls_user_space_connections_total",
+            "counter",
+            "TLS connections encrypted in user space (rustls) because kernel TLS did not take them.",
+            &[(String::new(), n(&st.user_space))],
         );
     }
     let hub = shared.hub;

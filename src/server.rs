@@ -60,6 +60,23 @@ impl Server {
             .then(|| bind(config.command_port, "--command-port"))
             .transpose()?;
         let ws = config.ws_port.map(|p| bind(p, "--ws-port")).transpose()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(settings) => Some(crate::tls::Tls::new(settings.clone())?),
+        };
+        let plain_extra = config
+            .plain_ports
+            .iter()
+            .filter(|p| telemetry || p.service == crate::tls::Service::Ws)
+            .map(|p| {
+                let kind = match p.service {
+                    crate::tls::Service::Ws => ListenerKind::WebSocket,
+                    crate::tls::Service::Data => ListenerKind::Data,
+                    crate::tls::Service::Commands => ListenerKind::Command,
+                };
+                bind(p.port, "--plain-port").map(|l| (l, kind))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let addresses = Addresses {
             data: data.as_ref().map(|l| l.local_addr()).transpose()?,
             command: command.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -75,13 +92,21 @@ impl Server {
             telemetry.then(|| estimate_frame_bytes(source.as_ref(), config.broadcast));
         let socket_send_buffer = config.send_buffer.resolve(frame_bytes.unwrap_or(0));
         let admission = Arc::new(Admission::new(config.workers, config.max_clients));
+        let sessions = Arc::new(config.session_settings());
         let app = Arc::new(App {
             socket_send_buffer,
             stats: stats.clone(),
             hub: Arc::clone(&hub_stats),
             commands: cmd_tx,
             admission: Arc::clone(&admission),
-            sessions: Arc::new(config.session_settings()),
+            sessions: Arc::clone(&sessions),
+            sessions_certificate_read_only: Arc::new({
+                // The same tables (v2 sessions park and resume across both), read-only access.
+                let mut s = (*sessions).clone();
+                s.access.certificate_read_only = true;
+                s
+            }),
+            tls: tls.clone(),
             nats_origin: config.nats.publish.as_ref().map(|_| Arc::default()),
             nats_edge,
             config: config.clone(),
@@ -163,30 +188,53 @@ impl Server {
             )
         };
 
+        let tls_ports = config.tls.as_ref().map(|t| t.ports).unwrap_or_default();
         let mut listeners = Vec::new();
         if let (Some(data), Some(command)) = (data, command) {
-            listeners.push((data, ListenerKind::Data));
-            listeners.push((command, ListenerKind::Command));
+            listeners.push((data, ListenerKind::Data, tls_ports.data));
+            listeners.push((command, ListenerKind::Command, tls_ports.commands));
         }
         if let Some(ws) = ws {
-            listeners.push((ws, ListenerKind::WebSocket));
+            listeners.push((ws, ListenerKind::WebSocket, tls_ports.ws));
         }
-        for (listener, kind) in listeners {
+        let plain_extra: Vec<_> = plain_extra
+            .into_iter()
+            .map(|(l, k)| (l, k, false))
+            .collect();
+        let first_extra = listeners.len();
+        listeners.extend(plain_extra);
+        for (i, (listener, kind, is_tls)) in listeners.into_iter().enumerate() {
             let addr = listener.local_addr()?;
             net::spawn_acceptor(
                 listener,
                 kind,
+                is_tls,
                 Arc::clone(&app),
                 worker_txs.clone(),
                 Arc::clone(&stop),
             )?;
-            tracing::info!("listening on {addr} ({})", kind.as_str());
+            if i >= first_extra {
+                // Its own label: scripts that look for "(websocket)" find the main port.
+                tracing::info!("listening on {addr} ({}-plain) beside TLS", kind.as_str());
+            } else if is_tls {
+                tracing::info!("listening on {addr} ({}) tls", kind.as_str());
+            } else {
+                tracing::info!("listening on {addr} ({})", kind.as_str());
+            }
+        }
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(Arc::clone(&stop))?;
         }
         if let Some(ws) = addresses.ws.filter(|_| telemetry) {
             // Where to point a browser: the bound address, or loopback for a wildcard bind.
             let host = reachable(ws);
+            let scheme = if tls_ports.ws && tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             tracing::info!(
-                "dashboard: http://{host}/  metrics: http://{host}/metrics  health: http://{host}/healthz"
+                "dashboard: {scheme}://{host}/  metrics: {scheme}://{host}/metrics  health: {scheme}://{host}/healthz"
             );
         }
         if let Some(frame_bytes) = frame_bytes {

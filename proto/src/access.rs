@@ -15,6 +15,21 @@ pub struct AccessPolicy {
     pub rate_per_second: u32,
     /// Browser origins allowed to upgrade (besides same-origin and loopback); `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// This connection's client certificate is not allowed to command (mutual TLS: see
+    /// [`certificate_may_command`]); set on the connection's own copy of the policy.
+    pub certificate_read_only: bool,
+}
+
+/// Mutual TLS: whether a client whose verified certificate has `subject` (as
+/// `CN=cockpit-1, O=Club`) may send commands. `allowed` lists common names or whole subjects;
+/// everyone else is read-only.
+pub fn certificate_may_command(allowed: &[String], subject: &str) -> bool {
+    allowed.iter().any(|a| {
+        a == subject
+            || subject
+                .split(", ")
+                .any(|part| part.strip_prefix("CN=") == Some(a.as_str()))
+    })
 }
 
 /// One connection's standing: authenticated or not, and its token bucket.
@@ -90,6 +105,9 @@ impl CommandGate {
         self.tokens -= 1.0;
         if policy.read_only {
             return Err(CommandError::ReadOnlyMode);
+        }
+        if policy.certificate_read_only {
+            return Err(CommandError::CertificateNotAllowed);
         }
         if !self.authorized {
             return Err(CommandError::Unauthorized { wrong_token: false });

@@ -110,6 +110,8 @@ pub enum CommandError {
     },
     /// `--read-only`: no commands at all.
     ReadOnlyMode,
+    /// Mutual TLS: this client certificate is not among `--tls-allow-commands`.
+    CertificateNotAllowed,
     /// More commands per second than `--command-rate-limit` allows on one connection.
     RateLimited {
         /// The limit.
@@ -163,6 +165,7 @@ impl std::fmt::Display for CommandError {
                 r#"unauthorized: this server requires a token for commands (TCP: send {"auth":"TOKEN"} first; WebSocket: Authorization: Bearer TOKEN or ?token=TOKEN)"#,
             ),
             CommandError::ReadOnlyMode => f.write_str("commands are disabled: the server runs with --read-only"),
+            CommandError::CertificateNotAllowed => f.write_str("read-only: this client certificate may not send commands (the server lists who may in --tls-allow-commands)"),
             CommandError::RateLimited { per_second } => {
                 write!(f, "rate limit: more than {per_second} commands per second on this connection")
             }

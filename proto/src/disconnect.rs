@@ -28,6 +28,9 @@ pub enum Disconnect {
     CommandFlood,
     /// A plain HTTP request (dashboard, `/metrics`, `/healthz`) was answered.
     HttpRequest,
+    /// TLS failed: a bad or slow handshake, garbage or plaintext on a TLS port, a refused
+    /// client certificate (`/metrics` says which).
+    TlsFailed,
 }
 
 impl Disconnect {

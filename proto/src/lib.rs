@@ -20,6 +20,7 @@
 //! feed        the rules a NATS edge follows: which origin, whose update_counter
 //! sim         the built-in flight model (a pure function of time and commands)
 //! tick        what one tick builds: frame, packets, deflate variants, v2 messages, its report
+//! tls         TLS as a layer: ciphertext in, plaintext out, shared packets sealed per client
 //! disconnect  why a connection ended
 //! log_limit   rate-limited warnings for events an attacker can repeat
 //! ```
@@ -45,6 +46,7 @@ pub mod session;
 pub mod sim;
 pub mod telemetry;
 pub mod tick;
+pub mod tls;
 pub mod ws;
 
 pub use disconnect::Disconnect;

@@ -48,8 +48,12 @@ pub static NATS_FEED: Throttle = Throttle::new("invalid NATS feed messages");
 /// Failed connection attempts to NATS (the client retries on its own).
 pub static NATS_LINK: Throttle = Throttle::new("failed NATS connection attempts");
 
+/// Failed TLS connections (garbage, plaintext on a TLS port, untrusted client certificates).
+pub static TLS: Throttle = Throttle::new("failed TLS connections");
+
 /// Every throttle, for [`flush_all`].
-pub static ALL: [&Throttle; 9] = [
+pub static ALL: [&Throttle; 10] = [
+    &TLS,
     &NATS_FEED,
     &NATS_LINK,
     &SERVER_FULL,

@@ -38,6 +38,8 @@ pub struct ConnectionInfo {
     pub detail: Mutex<String>,
     /// permessage-deflate: 0 none, 1 without server context takeover, 2 with (shared).
     pub deflate: AtomicU8,
+    /// TLS: `{"version","cipher","client_subject"}` as JSON (unset: plaintext).
+    pub tls: std::sync::OnceLock<Box<str>>,
 }
 
 impl ConnectionInfo {
@@ -56,6 +58,13 @@ impl ConnectionInfo {
             .saturating_duration_since(self.since_instant)
             .as_millis() as u64;
         self.last_activity_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Notes the connection's TLS (`None`: plaintext).
+    pub fn set_tls(&self, summary: Option<&str>) {
+        if let Some(summary) = summary {
+            let _ = self.tls.set(summary.into());
+        }
     }
 
     /// What `/connections` shows of this connection.
@@ -90,6 +99,10 @@ impl ConnectionInfo {
                 2 => Some("permessage-deflate; client_no_context_takeover"),
                 _ => None,
             },
+            "tls": self
+                .tls
+                .get()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
         });
         // The session's own members (v2: session, client, framing, subscriptions), as it
         // rendered them.
@@ -128,6 +141,7 @@ impl Connections {
             bytes_sent: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
+            tls: std::sync::OnceLock::new(),
             last_activity_ms: AtomicU64::new(0),
             detail: Mutex::new(String::new()),
             deflate: AtomicU8::new(0),

@@ -8,18 +8,23 @@ use crate::fanout::hub::CommandBatch;
 use crate::fanout::stats::Disconnect;
 use crate::session::command_port::CommandPortSession;
 use crate::session::Applied;
+use crate::session::Settings;
 use crate::source::Applying;
-use compio::net::TcpStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Serves one command connection until EOF. Replies are written straight to the socket: the
 /// command port has no telemetry queue.
-pub async fn serve(worker: &Worker, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
+pub async fn serve(
+    worker: &Worker,
+    link: &super::Link,
+    peer: SocketAddr,
+    settings: Arc<Settings>,
+) -> Disconnect {
     worker.stats.command_clients.add(1);
     let _gauge = scopeguard(|| worker.stats.command_clients.sub(1));
-    let mut session = CommandPortSession::new(Arc::clone(&worker.app.sessions), peer);
-    super::drive_to_close(worker, stream, super::Outlet::Socket, &mut session).await
+    let mut session = CommandPortSession::new(settings, peer);
+    super::drive_to_close(worker, link, super::Outlet::Socket, &mut session).await
 }
 
 /// Hands a batch to the tick (applied at the start of the next tick) and waits for the result;

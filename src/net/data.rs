@@ -6,14 +6,20 @@ use crate::app::Worker;
 use crate::fanout::stats::Disconnect;
 use crate::packet::Transport;
 use crate::session::data_port::DataPort;
-use compio::net::TcpStream;
+use crate::session::Settings;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 /// Serves one telemetry client until it leaves or is closed.
-pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
+pub async fn serve(
+    worker: &Rc<Worker>,
+    link: &super::Link,
+    peer: SocketAddr,
+    settings: Arc<Settings>,
+) -> Disconnect {
     let client = worker.register(Transport::Tcp, peer);
-    let mut session = DataPort::new(Arc::clone(&worker.app.sessions), peer);
-    super::serve_client(worker, stream, &client, &mut session).await
+    client.info.set_tls(link.summary.as_deref());
+    let mut session = DataPort::new(settings, peer);
+    super::serve_client(worker, link, &client, &mut session).await
 }

@@ -82,6 +82,40 @@ async fn send_nowait(stream: &TcpStream, bytes: Bytes) -> (io::Result<usize>, By
     (res, bytes)
 }
 
+/// Sends what fits of `buf[range]` now (never blocks), handing the buffer back.
+#[cfg(unix)]
+pub async fn send_range(
+    stream: &TcpStream,
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+) -> (io::Result<usize>, Vec<u8>) {
+    use compio::buf::IoBuf;
+    use compio::driver::op::{Send, SendFlags};
+    use compio::driver::ToSharedFd;
+    let op = Send::new(
+        stream.to_shared_fd(),
+        buf.slice(range),
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+    );
+    let BufResult(res, op) = compio::runtime::submit(op).await;
+    let slice = compio::buf::IntoInner::into_inner(op);
+    (res, compio::buf::IntoInner::into_inner(slice))
+}
+
+/// Sends `buf[range]` (IOCP holds no thread while a send waits).
+#[cfg(not(unix))]
+pub async fn send_range(
+    stream: &TcpStream,
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+) -> (io::Result<usize>, Vec<u8>) {
+    use compio::buf::IoBuf;
+    use compio::io::AsyncWrite;
+    let mut s = stream;
+    let BufResult(res, slice) = s.write(buf.slice(range)).await;
+    (res, compio::buf::IntoInner::into_inner(slice))
+}
+
 /// Waits until `stream` is readable (data, EOF or an error are all "readable").
 #[cfg(unix)]
 pub async fn readable(stream: &TcpStream) -> io::Result<()> {

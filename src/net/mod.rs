@@ -10,11 +10,14 @@
 
 pub mod commands;
 pub mod data;
+pub mod handshake;
 pub mod io;
+pub mod link;
 pub mod nats;
 pub mod websocket;
 
 pub use self::io::{read_some, write_bytes};
+pub use self::link::Link;
 
 use crate::app::{App, Worker};
 use crate::fanout::connections::ConnectionInfo;
@@ -67,6 +70,8 @@ pub struct Accepted {
     pub kind: ListenerKind,
     /// False when `--max-clients` was reached: the worker refuses it politely.
     pub admitted: bool,
+    /// The listener speaks TLS.
+    pub tls: bool,
 }
 
 /// Binds a listener with SO_REUSEADDR (Unix) and the configured backlog.
@@ -87,6 +92,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> stdio::Result<TcpListener> {
 pub fn spawn_acceptor(
     listener: TcpListener,
     kind: ListenerKind,
+    tls: bool,
     app: Arc<App>,
     workers: Vec<flume::Sender<WorkerMsg<Accepted>>>,
     stop: Arc<AtomicBool>,
@@ -119,6 +125,7 @@ pub fn spawn_acceptor(
                 peer,
                 kind,
                 admitted,
+                tls,
             };
             // A refusal ("server full") is cheap and bounded by its own timers: it is not held
             // back by fair admission, so a flood is told at once.
@@ -147,22 +154,58 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     let peer = accepted.peer;
     let reason = if !accepted.admitted {
         aerobridge_proto::limited!(crate::log_limit::SERVER_FULL, std::time::Instant::now(), warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients, "refusing connection: server full");
-        Box::pin(refuse(
-            &stream,
-            accepted.kind,
-            worker.app.config.max_clients,
-        ))
-        .await;
+        if accepted.tls {
+            // A TLS client cannot read a plaintext refusal, and a handshake only to refuse is
+            // CPU a flood would spend: a fatal alert (internal_error) says it without one.
+            let _ = compio::time::timeout(
+                Duration::from_secs(1),
+                write_bytes(&stream, Bytes::from_static(&[0x15, 3, 3, 0, 2, 2, 80])),
+            )
+            .await;
+            io::shutdown_write(&stream);
+        } else {
+            Box::pin(refuse(
+                &stream,
+                accepted.kind,
+                worker.app.config.max_clients,
+            ))
+            .await;
+        }
         Disconnect::ServerFull
     } else {
         tracing::debug!(%peer, listener = accepted.kind.as_str(), "connected");
-        match accepted.kind {
+        let (link, settings) = if accepted.tls {
+            match Box::pin(handshake::run(&worker, stream.clone(), peer)).await {
+                Ok(done) => {
+                    let mut link = done.link;
+                    link.summary = Some(done.summary.into());
+                    (link, done.settings)
+                }
+                Err(reason) => {
+                    guard.set_reason(reason);
+                    let _ = compio::time::timeout(Duration::from_secs(1), stream.close()).await;
+                    return;
+                }
+            }
+        } else {
+            (
+                Link::plain(stream.clone()),
+                Arc::clone(&worker.app.sessions),
+            )
+        };
+        let reason = match accepted.kind {
             // Boxed: the task's state machine would otherwise be as large as the largest of
             // the three, for every connection (memory per idle client).
-            ListenerKind::Data => Box::pin(data::serve(&worker, &stream, peer)).await,
-            ListenerKind::Command => Box::pin(commands::serve(&worker, &stream, peer)).await,
-            ListenerKind::WebSocket => Box::pin(websocket::serve(&worker, &stream, peer)).await,
-        }
+            ListenerKind::Data => Box::pin(data::serve(&worker, &link, peer, settings)).await,
+            ListenerKind::Command => {
+                Box::pin(commands::serve(&worker, &link, peer, settings)).await
+            }
+            ListenerKind::WebSocket => {
+                Box::pin(websocket::serve(&worker, &link, peer, settings)).await
+            }
+        };
+        drop(link);
+        reason
     };
     tracing::debug!(%peer, reason = reason.as_str(), "disconnected");
     guard.set_reason(reason);
@@ -211,17 +254,30 @@ async fn refuse(stream: &TcpStream, kind: ListenerKind, max: usize) {
 /// Drains a client's queue into the socket until the queue is closed and flushed. Each item is
 /// written whole (partial writes are continued by `write_all`); while closing, the item in flight
 /// gets until the close deadline.
-pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) -> stdio::Result<()> {
+pub async fn write_loop(link: &Link, client: &Client, worker: &Worker) -> stdio::Result<()> {
     loop {
         let next = client.queue.borrow_mut().take_next();
         match next {
-            Next::Idle => client.notify.wait().await,
+            Next::Idle => {
+                if link.has_pending() {
+                    // TLS output the reader produced (an alert, a KeyUpdate answer).
+                    write_item(link, client, worker, None).await?;
+                    continue;
+                }
+                link.shrink_if_idle();
+                client.notify.wait().await
+            }
             Next::Finished => {
-                io::shutdown_write(stream);
+                if link.is_tls() {
+                    // close_notify, then FIN; bounded by the close deadline like any item.
+                    link.queue_close_notify();
+                    write_item(link, client, worker, None).await?;
+                }
+                io::shutdown_write(&link.stream);
                 return Ok(());
             }
             Next::Write(bytes) => {
-                write_item(stream, client, worker, bytes).await?;
+                write_item(link, client, worker, Some(bytes)).await?;
                 let done = client.queue.borrow_mut().complete();
                 worker.stats.frames_sent.add(done.frames);
                 worker.stats.bytes_sent.add(done.bytes);
@@ -251,14 +307,23 @@ pub async fn write_loop(stream: &TcpStream, client: &Client, worker: &Worker) ->
 /// cancelled, so a deadline never leaves a frame half-sent without the writer knowing. While the
 /// client is closing, the item gets until the close deadline.
 async fn write_item(
-    stream: &TcpStream,
+    link: &Link,
     client: &Client,
     worker: &Worker,
-    mut bytes: Bytes,
+    item: Option<Bytes>,
 ) -> stdio::Result<()> {
     let mut wait = io::SendWait::default();
+    // On TLS the item is sealed into the connection's own buffer (the one per-client copy:
+    // ciphertext), then that buffer is sent; a plaintext link sends the shared bytes as they are.
+    let mut plain = match item {
+        Some(bytes) => link.seal(bytes)?,
+        None => None,
+    };
     loop {
-        let sent = io::send_some(stream, &mut bytes).await?;
+        let sent = match &mut plain {
+            Some(bytes) => io::send_some(&link.stream, bytes).await?,
+            None => link.send_pending().await?,
+        };
         if sent == io::Sent::All {
             return Ok(());
         }
@@ -267,7 +332,7 @@ async fn write_item(
             worker.stats.send_pressure.add(1);
         }
         // Boxed: only a client whose socket is full pays for the waiting state machine.
-        Box::pin(wait_for_room(stream, client, &mut wait)).await?;
+        Box::pin(wait_for_room(&link.stream, client, &mut wait)).await?;
     }
 }
 
@@ -302,7 +367,7 @@ async fn wait_for_room(
 /// The reader returns why it stopped (having started the close itself when something is owed,
 /// e.g. a WebSocket Close); the writer then gets the close grace to flush.
 pub async fn run_client<R>(
-    stream: &TcpStream,
+    link: &Link,
     worker: &Rc<Worker>,
     client: &Rc<Client>,
     reader: R,
@@ -311,8 +376,8 @@ where
     R: std::future::Future<Output = Disconnect>,
 {
     let writer = compio::runtime::spawn({
-        let (stream, client, worker) = (stream.clone(), Rc::clone(client), Rc::clone(worker));
-        async move { write_loop(&stream, &client, &worker).await }
+        let (link, client, worker) = (link.clone(), Rc::clone(client), Rc::clone(worker));
+        async move { write_loop(&link, &client, &worker).await }
     });
     let reader = pin!(reader);
     let reason = match select(reader, writer).await {
@@ -385,20 +450,27 @@ fn clock(worker: &Worker, outlet: Outlet<'_>, now: Instant) -> Clock {
 /// is with the tick nothing is read (the session takes no input until the answer).
 pub(crate) async fn drive<S: Session>(
     worker: &Worker,
-    stream: &TcpStream,
+    link: &Link,
     outlet: Outlet<'_>,
     session: &mut S,
 ) -> Ended {
     // An echo peer (Autobahn) sends megabytes; telemetry clients send little.
     let echo_chunk = worker.app.config.echo.then_some(256 * 1024);
+    // TLS: a request that came with the handshake's last flight is the session's first input.
+    let early = link.take_early();
+    if !early.is_empty() {
+        let now = Instant::now();
+        session.set_clock(clock(worker, outlet, now));
+        session.receive(&early, now);
+    }
     loop {
         if let Some(first) = session.poll_action() {
             // Boxed: only a connection with something to do pays for this state machine.
-            if let Some(end) = Box::pin(act(worker, stream, outlet, session, first)).await {
+            if let Some(end) = Box::pin(act(worker, link, outlet, session, first)).await {
                 return end;
             }
         }
-        let readable = io::readable(stream);
+        let readable = io::readable(&link.stream);
         let ready = match session.deadline() {
             None => Some(readable.await),
             Some(deadline) => {
@@ -422,43 +494,79 @@ pub(crate) async fn drive<S: Session>(
                     Some(chunk) => Vec::with_capacity(chunk),
                     None => worker.take_scratch(),
                 };
-                let (res, buf) = io::read_ready(stream, scratch).await;
-                let failed = match res {
-                    Ok(0) => {
+                let (read, buf) = link.read_ready(scratch).await;
+                let mut ended = None;
+                let plain = match &read {
+                    link::Read::InBuffer => Some(&buf[..]),
+                    link::Read::Decrypted(plain) => Some(&plain[..]),
+                    link::Read::Eof => {
                         session.eof(now);
-                        false
+                        None
                     }
-                    Ok(_) => {
-                        if let Outlet::Client(client) = outlet {
-                            client.info.touch(now);
-                        }
-                        session.receive(&buf, now);
-                        false
+                    link::Read::TlsFailed(failure) => {
+                        tls_failed(worker, *failure, "after the handshake");
+                        ended = Some(Disconnect::TlsFailed);
+                        None
                     }
-                    Err(_) => true,
+                    link::Read::Failed => {
+                        ended = Some(Disconnect::IoError);
+                        None
+                    }
                 };
+                if let Some(bytes) = plain.filter(|b| !b.is_empty()) {
+                    if let Outlet::Client(client) = outlet {
+                        client.info.touch(now);
+                    }
+                    session.receive(bytes, now);
+                }
                 worker.return_scratch(buf);
-                if failed {
-                    return Ended::Closed(Disconnect::IoError);
+                if link.has_pending() {
+                    match outlet {
+                        // The writer carries it out (in order with the frames it sends).
+                        Outlet::Client(client) => client.notify.notify(),
+                        Outlet::Socket => {
+                            let _ =
+                                compio::time::timeout(worker.app.config.close_grace, link.flush())
+                                    .await;
+                        }
+                    }
+                }
+                if let Some(reason) = ended {
+                    return Ended::Closed(reason);
                 }
             }
         }
     }
 }
 
+/// Counts a TLS failure and logs it (rate-limited: a flood of garbage is one line a while).
+pub(crate) fn tls_failed(worker: &Worker, failure: aerobridge_proto::tls::TlsFailure, when: &str) {
+    if let Some(tls) = &worker.app.tls {
+        tls.stats.failure(failure);
+    }
+    aerobridge_proto::limited!(
+        crate::log_limit::TLS,
+        Instant::now(),
+        info,
+        reason = failure.as_str(),
+        when,
+        "TLS connection failed"
+    );
+}
+
 /// A registered telemetry client's life: its session driven beside its writer until it ends,
 /// then the session's last word ([`finish`]).
 pub(crate) async fn serve_client<S: Session>(
     worker: &Rc<Worker>,
-    stream: &TcpStream,
+    link: &Link,
     client: &Rc<Client>,
     session: &mut S,
 ) -> Disconnect {
     let reason = run_client(
-        stream,
+        link,
         worker,
         client,
-        drive_to_close(worker, stream, Outlet::Client(client), session),
+        drive_to_close(worker, link, Outlet::Client(client), session),
     )
     .await;
     finish(worker, session);
@@ -468,11 +576,11 @@ pub(crate) async fn serve_client<S: Session>(
 /// [`drive`] for a session that never upgrades (a telemetry client's or the command port's).
 pub(crate) async fn drive_to_close<S: Session>(
     worker: &Worker,
-    stream: &TcpStream,
+    link: &Link,
     outlet: Outlet<'_>,
     session: &mut S,
 ) -> Disconnect {
-    match drive(worker, stream, outlet, session).await {
+    match drive(worker, link, outlet, session).await {
         Ended::Closed(reason) => reason,
         // Only the upgrade answers Upgraded, and only once.
         Ended::Upgraded(_) => Disconnect::ProtocolError,
@@ -483,7 +591,7 @@ pub(crate) async fn drive_to_close<S: Session>(
 /// ends the read loop (a close has been started, or the upgrade is done).
 async fn act<S: Session>(
     worker: &Worker,
-    stream: &TcpStream,
+    link: &Link,
     outlet: Outlet<'_>,
     session: &mut S,
     first: Action,
@@ -507,19 +615,19 @@ async fn act<S: Session>(
                     }
                 }
                 Outlet::Socket => {
-                    if write_bytes(stream, bytes).await.is_err() {
+                    if link.write_all(bytes).await.is_err() {
                         return Some(Ended::Closed(Disconnect::IoError));
                     }
                 }
             },
             Action::Respond { bytes, within } => {
-                if !respond(stream, bytes, within).await {
+                if !respond(link, bytes, within).await {
                     return Some(Ended::Closed(Disconnect::IoError));
                 }
             }
             Action::Page { page, head, within } => {
                 let bytes = Bytes::from(websocket::render(worker, page, head));
-                if !respond(stream, bytes, within).await {
+                if !respond(link, bytes, within).await {
                     return Some(Ended::Closed(Disconnect::IoError));
                 }
             }
@@ -554,7 +662,9 @@ async fn act<S: Session>(
                     Outlet::Client(client) => {
                         client.start_close(reason, frame, grace);
                     }
-                    Outlet::Socket => io::shutdown_write(stream),
+                    Outlet::Socket => {
+                        let _ = compio::time::timeout(grace, link.close_write()).await;
+                    }
                 }
                 return Some(Ended::Closed(reason));
             }
@@ -565,9 +675,9 @@ async fn act<S: Session>(
 }
 
 /// Writes a response before the upgrade within `within`; false when it could not.
-async fn respond(stream: &TcpStream, bytes: Bytes, within: Duration) -> bool {
+async fn respond(link: &Link, bytes: Bytes, within: Duration) -> bool {
     matches!(
-        compio::time::timeout(within, write_bytes(stream, bytes)).await,
+        compio::time::timeout(within, link.write_all(bytes)).await,
         Ok(Ok(()))
     )
 }

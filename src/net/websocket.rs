@@ -8,7 +8,7 @@ use crate::fanout::stats::Disconnect;
 use crate::packet::Transport;
 use crate::session::upgrade::{page_response, Page};
 use crate::session::websocket::WsConnection;
-use compio::net::TcpStream;
+use crate::session::Settings;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,17 +17,23 @@ use std::time::Instant;
 /// Serves one WebSocket connection: its first request (an upgrade, a page or a refusal), then
 /// frames until it ends. One session, [`WsConnection`], driven twice: with its answers written
 /// straight to the socket until the upgrade, then as a telemetry client with a queue.
-pub async fn serve(worker: &Rc<Worker>, stream: &TcpStream, peer: SocketAddr) -> Disconnect {
-    let mut session = WsConnection::new(Arc::clone(&worker.app.sessions), peer, Instant::now());
-    let deflate = match super::drive(worker, stream, super::Outlet::Socket, &mut session).await {
+pub async fn serve(
+    worker: &Rc<Worker>,
+    link: &super::Link,
+    peer: SocketAddr,
+    settings: Arc<Settings>,
+) -> Disconnect {
+    let mut session = WsConnection::new(settings, peer, Instant::now());
+    let deflate = match super::drive(worker, link, super::Outlet::Socket, &mut session).await {
         super::Ended::Closed(reason) => return reason,
         super::Ended::Upgraded(deflate) => deflate,
     };
     let client = worker.register(Transport::WebSocket, peer);
+    client.info.set_tls(link.summary.as_deref());
     if let Some(agreed) = deflate {
         worker.enable_deflate(&client, agreed);
     }
-    super::serve_client(worker, stream, &client, &mut session).await
+    super::serve_client(worker, link, &client, &mut session).await
 }
 
 /// A plain HTTP page, rendered now (`head`: headers only).

@@ -221,6 +221,7 @@ impl Default for Settings {
                 read_only: false,
                 rate_per_second: 50,
                 allowed_origins: Vec::new(),
+                certificate_read_only: false,
             },
             command_max_line: 64 << 10,
             parse: ParseLimits::DEFAULT,
