@@ -54,6 +54,27 @@ fn main() -> ExitCode {
         }
     };
     let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    // SIGINT (ctrlc) and, on Unix, SIGTERM stop the server; so does SIGHUP (a closed terminal),
+    // unless TLS is on: then SIGHUP reloads the certificate.
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGTERM};
+        let tx = signal_tx.clone();
+        let stop_on: &[i32] = if config.tls.is_some() { &[SIGTERM] } else { &[SIGTERM, SIGHUP] };
+        match signal_hook::iterator::Signals::new(stop_on) {
+            Ok(mut signals) => {
+                std::thread::spawn(move || {
+                    if signals.forever().next().is_some() {
+                        let _ = tx.send(());
+                    }
+                });
+            }
+            Err(e) => {
+                eprintln!("error: cannot install the signal handler: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.send(());
     }) {
