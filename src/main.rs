@@ -60,7 +60,11 @@ fn main() -> ExitCode {
     {
         use signal_hook::consts::{SIGHUP, SIGTERM};
         let tx = signal_tx.clone();
-        let stop_on: &[i32] = if config.tls.is_some() { &[SIGTERM] } else { &[SIGTERM, SIGHUP] };
+        let stop_on: &[i32] = if config.tls.is_some() {
+            &[SIGTERM]
+        } else {
+            &[SIGTERM, SIGHUP]
+        };
         match signal_hook::iterator::Signals::new(stop_on) {
             Ok(mut signals) => {
                 std::thread::spawn(move || {

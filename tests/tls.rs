@@ -45,7 +45,15 @@ impl TlsServer {
     }
 
     fn metric(&self, sample: &str) -> f64 {
-        pki::metric(self.server.ws(), self.client(), sample)
+        // Retried: right after a flood the server may still be refusing ("server full").
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match pki::try_metric(self.server.ws(), self.client(), sample) {
+                Ok(v) => return v,
+                Err(e) if Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     fn wait_metric(&self, sample: &str, at_least: f64) {
@@ -55,7 +63,10 @@ impl TlsServer {
             if v >= at_least {
                 return;
             }
-            assert!(Instant::now() < deadline, "{sample} stayed at {v} (< {at_least})");
+            assert!(
+                Instant::now() < deadline,
+                "{sample} stayed at {v} (< {at_least})"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -102,7 +113,10 @@ fn python_clients_read_telemetry_and_send_commands_over_tls_on_every_port() {
         .find_map(|c| c["tls"].as_object().cloned())
         .unwrap_or_else(|| panic!("no TLS connection on /connections: {body}"));
     assert_eq!(tls["version"], "TLSv1.3");
-    assert!(tls["cipher"].as_str().unwrap().starts_with("TLS13_"), "{tls:?}");
+    assert!(
+        tls["cipher"].as_str().unwrap().starts_with("TLS13_"),
+        "{tls:?}"
+    );
 }
 
 #[test]
@@ -111,8 +125,20 @@ fn openssl_s_client_sees_the_chain_and_both_versions_and_no_older_one() {
     let ca = t.files.write("ca.pem", &t.ca.pem);
     let run = |version: &str| {
         let mut child = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &t.server.data.to_string(), "-servername", "localhost"])
-            .args(["-CAfile", ca.to_str().unwrap(), "-verify_return_error", "-showcerts", version])
+            .args([
+                "s_client",
+                "-connect",
+                &t.server.data.to_string(),
+                "-servername",
+                "localhost",
+            ])
+            .args([
+                "-CAfile",
+                ca.to_str().unwrap(),
+                "-verify_return_error",
+                "-showcerts",
+                version,
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -122,20 +148,36 @@ fn openssl_s_client_sees_the_chain_and_both_versions_and_no_older_one() {
         let out = child.wait_with_output().unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     };
     for (flag, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
         let (ok, text) = run(flag);
         assert!(ok, "{flag}: {text}");
-        assert!(text.contains("Verify return code: 0 (ok)"), "{flag}: {text}");
-        assert!(text.contains(&format!("Protocol  : {name}")) || text.contains(&format!("New, {name}")), "{flag}: {text}");
+        assert!(
+            text.contains("Verify return code: 0 (ok)"),
+            "{flag}: {text}"
+        );
+        assert!(
+            text.contains(&format!("Protocol  : {name}")) || text.contains(&format!("New, {name}")),
+            "{flag}: {text}"
+        );
         // The served chain: the leaf and the CA that signed it.
-        assert!(text.contains("0 s:") && text.contains("1 s:"), "{flag}: {text}");
-        assert!(text.contains("CN=server-1") || text.contains("CN = server-1"), "{text}");
+        assert!(
+            text.contains("0 s:") && text.contains("1 s:"),
+            "{flag}: {text}"
+        );
+        assert!(
+            text.contains("CN=server-1") || text.contains("CN = server-1"),
+            "{text}"
+        );
     }
     let (ok, text) = run("-tls1_1");
-    assert!(!ok || !text.contains("Verify return code: 0 (ok)"), "TLS 1.1 must be refused: {text}");
+    assert!(
+        !ok || !text.contains("Verify return code: 0 (ok)"),
+        "TLS 1.1 must be refused: {text}"
+    );
     t.wait_metric("tls_handshakes_total{version=\"TLSv1.2\"}", 1.0);
 }
 
@@ -165,10 +207,15 @@ fn mutual_tls_takes_good_certificates_refuses_the_rest_and_gates_commands() {
 
     let command = |config| -> serde_json::Value {
         let mut s = pki::connect(server.command, config).unwrap();
-        s.write_all(b"{\"variable\":\"Controls.Throttle\",\"value\":0.5}\n").unwrap();
+        s.write_all(b"{\"variable\":\"Controls.Throttle\",\"value\":0.5}\n")
+            .unwrap();
         serde_json::from_slice(&pki::read_line(&mut s).unwrap()).unwrap()
     };
-    assert_eq!(command(as_pilot.clone())["ok"], true, "an allowed certificate commands");
+    assert_eq!(
+        command(as_pilot.clone())["ok"],
+        true,
+        "an allowed certificate commands"
+    );
     let refused = command(as_display.clone());
     assert_eq!(refused["ok"], false);
     assert!(
@@ -183,17 +230,21 @@ fn mutual_tls_takes_good_certificates_refuses_the_rest_and_gates_commands() {
     assert!(page.contains("CN=display-2"), "{page}");
 
     // No certificate, or one from another CA: refused (TLS 1.3 shows it on the first read).
-    let refused = |config| {
-        match pki::connect(server.data, config) {
-            Err(_) => {}
-            Ok(mut s) => {
-                let mut buf = [0u8; 64];
-                assert!(s.read(&mut buf).is_err(), "the server must refuse this client");
-            }
+    let refused = |config| match pki::connect(server.data, config) {
+        Err(_) => {}
+        Ok(mut s) => {
+            let mut buf = [0u8; 64];
+            assert!(
+                s.read(&mut buf).is_err(),
+                "the server must refuse this client"
+            );
         }
     };
     refused(pki::client_config(&ca, None));
-    refused(pki::client_config(&ca, Some(&stranger_ca.client("cockpit-1"))));
+    refused(pki::client_config(
+        &ca,
+        Some(&stranger_ca.client("cockpit-1")),
+    ));
     let m = |s: &str| pki::metric(server.ws(), as_pilot.clone(), s);
     let deadline = Instant::now() + Duration::from_secs(10);
     while m("tls_failures_total{reason=\"no_client_certificate\"}") < 1.0
@@ -282,15 +333,26 @@ fn answer_to(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn hostile_input_gets_an_alert_and_a_close_and_the_server_keeps_serving() {
-    let t = start("hostile", "ws,data,commands", &["--handshake-timeout", "1s"]);
+    let t = start(
+        "hostile",
+        "ws,data,commands",
+        &["--handshake-timeout", "1s"],
+    );
     let s = &t.server;
     // Plaintext on a TLS port: the browser-style request and a command line.
     for (addr, text) in [
         (s.ws(), &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..]),
-        (s.command, &b"{\"variable\":\"Controls.Throttle\",\"value\":1}\n"[..]),
+        (
+            s.command,
+            &b"{\"variable\":\"Controls.Throttle\",\"value\":1}\n"[..],
+        ),
     ] {
         let got = answer_to(addr, text);
-        assert_eq!(got.first(), Some(&0x15), "an alert record, then a close: {got:?}");
+        assert_eq!(
+            got.first(),
+            Some(&0x15),
+            "an alert record, then a close: {got:?}"
+        );
     }
     // Garbage, and a record longer than TLS allows.
     let got = answer_to(s.data, &[0x00, 0xff, 0x13, 0x37, 0x42, 0x42, 0x42, 0x42]);
@@ -305,11 +367,15 @@ fn hostile_input_gets_an_alert_and_a_close_and_the_server_keeps_serving() {
     // A handshake that stalls after a few bytes is cut at --handshake-timeout.
     let mut slow = TcpStream::connect(s.data).unwrap();
     slow.write_all(&[0x16, 0x03, 0x01]).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let started = Instant::now();
     let mut sink = Vec::new();
     let _ = slow.read_to_end(&mut sink);
-    assert!(started.elapsed() < Duration::from_secs(8), "slow handshake not cut");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "slow handshake not cut"
+    );
     t.wait_metric("tls_failures_total{reason=\"timeout\"}", 1.0);
 
     // A burst of garbage connections is counted, not logged line by line.
@@ -370,7 +436,11 @@ fn certificates_that_cannot_serve_are_clear_startup_errors() {
     let missing = files.path("missing.pem");
     let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
     for (cert, key, want) in [
-        (p(&cert), p(&other_key), "does not belong to the certificate"),
+        (
+            p(&cert),
+            p(&other_key),
+            "does not belong to the certificate",
+        ),
         (p(&expired), p(&key), "expired on"),
         (p(&der), p(&key), "holds no PEM certificate"),
         (p(&key), p(&key), "holds no PEM certificate"),
@@ -386,4 +456,98 @@ fn certificates_that_cannot_serve_are_clear_startup_errors() {
         assert!(!out.status.success(), "{cert} {key} started");
         assert!(stderr.contains(want), "want '{want}' in: {stderr}");
     }
+}
+
+/// A ClientHello as a rustls client sends it (the expensive thing for a server to answer).
+fn client_hello(config: std::sync::Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let mut conn = rustls::ClientConnection::new(
+        config,
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+#[test]
+fn a_client_hello_flood_waits_its_turn_while_streaming_clients_keep_their_frames() {
+    // A small share, so the flood is sure to reach it on any machine.
+    let t = start(
+        "flood",
+        "ws,data",
+        &["--tls-handshake-share", "0.02", "--handshake-timeout", "1s"],
+    );
+    let hello = client_hello(t.client());
+    let mut streaming = pki::connect(t.server.data, t.client()).unwrap();
+    pki::read_line(&mut streaming).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, hello, addr) = (std::sync::Arc::clone(&stop), hello.clone(), t.server.data);
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 1500 {
+                    // Each one costs the server a key exchange and a signature; we never finish.
+                    if let Ok(mut s) = TcpStream::connect(addr) {
+                        let _ = s.write_all(&hello);
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // Meanwhile the streaming client reads for two seconds.
+    let mut gaps = common::GapCounter::default();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        gaps.see(common::counter_of(&pki::read_line(&mut streaming).unwrap()));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(streaming); // it stops reading now: not a slow consumer to wait for
+    let hellos: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    t.wait_metric("tls_handshakes_deferred_total", 1.0);
+    assert!(
+        t.metric("tls_handshakes_deferred_total") > 0.0,
+        "{hellos} ClientHellos never reached the handshake budget"
+    );
+    // 2 s at 50 Hz is 100 frames; a starved worker would deliver a fraction.
+    assert!(gaps.frames >= 50, "{gaps:?} during {hellos} ClientHellos");
+}
+
+#[test]
+fn plaintext_runs_beside_tls_on_its_own_port() {
+    let t = start("beside", "ws", &["--plain-port", "ws=0"]);
+    let line = t
+        .server
+        .wait_for_log("(websocket-plain)", Duration::from_secs(5));
+    let addr: std::net::SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The plaintext port answers plain HTTP (and upgrades plain WebSockets) ...
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).unwrap();
+    assert!(ws.read().unwrap().is_text());
+    // ... while the main port speaks TLS only.
+    assert_eq!(
+        answer_to(t.server.ws(), b"GET /healthz HTTP/1.1\r\n\r\n").first(),
+        Some(&0x15)
+    );
+    assert!(pki::https_get(t.server.ws(), t.client(), "/healthz").starts_with("HTTP/1.1 200"));
 }

@@ -556,49 +556,52 @@ fn encode_into(
     }
 }
 
-/// How much handshake work a worker does per window, so a ClientHello flood cannot starve the
-/// clients it is streaming to: a handshake's first flight (key exchange and signature) costs
-/// CPU — a millisecond with an RSA key — and runs on the same thread as the tick's dispatch.
-/// The worker may spend `share` of each `window` on handshakes; a handshake that would start
-/// past that waits for the next window. The cost is measured, so an RSA key and an ECDSA key
-/// get the same share of time, not the same count.
+/// How much handshake work a worker does, so a ClientHello flood cannot starve the clients it
+/// is streaming to: a handshake's first flight (key exchange and signature) costs CPU — a
+/// millisecond with an RSA key, more in a debug build — and runs on the same thread as the
+/// tick's dispatch. The worker may spend `allowed` of every `window` (a tick period) on
+/// handshakes, as a leaky bucket: each step's measured cost is debt that drains at that rate, and
+/// while the debt exceeds one window's allowance new steps wait. A step dearer than the
+/// allowance is paid for by the windows after it, so the share holds whatever a step costs and
+/// an RSA key and an ECDSA key get the same share of time, not the same count.
 #[derive(Debug, Clone)]
 pub struct HandshakeBudget {
-    window: Duration,
     allowed: Duration,
-    window_start: Option<Instant>,
-    spent: Duration,
+    /// `allowed / window`.
+    share: f64,
+    debt: Duration,
+    last: Option<Instant>,
 }
 
 impl HandshakeBudget {
     /// A budget of `allowed` handshake time per `window`.
     pub fn new(window: Duration, allowed: Duration) -> Self {
+        let allowed = allowed.min(window).max(Duration::from_micros(1));
         Self {
-            window,
-            allowed: allowed.min(window),
-            window_start: None,
-            spent: Duration::ZERO,
+            allowed,
+            share: allowed.as_secs_f64() / window.as_secs_f64().max(1e-9),
+            debt: Duration::ZERO,
+            last: None,
         }
     }
 
     /// `Ok` when a handshake step may run now; otherwise when to ask again.
     pub fn may_run(&mut self, now: Instant) -> Result<(), Instant> {
-        let start = *self.window_start.get_or_insert(now);
-        if now.saturating_duration_since(start) >= self.window {
-            self.window_start = Some(now);
-            self.spent = Duration::ZERO;
-            return Ok(());
+        if let Some(last) = self.last {
+            let paid = now.saturating_duration_since(last).mul_f64(self.share);
+            self.debt = self.debt.saturating_sub(paid);
         }
-        if self.spent < self.allowed {
+        self.last = Some(now);
+        if self.debt < self.allowed {
             Ok(())
         } else {
-            Err(start + self.window)
+            Err(now + (self.debt - self.allowed).div_f64(self.share) + Duration::from_micros(1))
         }
     }
 
     /// A handshake step took `took`.
     pub fn spent(&mut self, took: Duration) {
-        self.spent += took;
+        self.debt += took;
     }
 }
 

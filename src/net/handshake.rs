@@ -103,13 +103,23 @@ async fn exchange(worker: &Worker, link: &Link) -> Result<(), TlsFailure> {
             .await
             .map_err(|_| TlsFailure::Abandoned)?;
         wait_for_budget(worker).await;
-        let started = Instant::now();
-        let (read, buf) = link.read_ready(worker.take_scratch()).await;
-        BUDGET.with(|b| {
-            if let Some(b) = b.borrow_mut().as_mut() {
-                b.spent(started.elapsed());
+        let (res, buf) = io::read_ready(&link.stream, worker.take_scratch()).await;
+        let read = match res {
+            Ok(0) => Read::Eof,
+            Ok(_) => {
+                // Only the synchronous work is timed (an await would count other tasks too).
+                let started = Instant::now();
+                let read = link.open(&buf);
+                let took = started.elapsed();
+                BUDGET.with(|b| {
+                    if let Some(b) = b.borrow_mut().as_mut() {
+                        b.spent(took);
+                    }
+                });
+                read
             }
-        });
+            Err(_) => Read::Failed,
+        };
         worker.return_scratch(buf);
         let result = match read {
             Read::Decrypted(plain) => {

@@ -89,20 +89,26 @@ impl Link {
     /// returns the plaintext (a plaintext link leaves it in the buffer it hands back).
     pub async fn read_ready(&self, scratch: Vec<u8>) -> (Read, Vec<u8>) {
         let (res, buf) = io::read_ready(&self.stream, scratch).await;
-        let n = match res {
-            Ok(0) => return (Read::Eof, buf),
-            Ok(n) => n,
-            Err(_) => return (Read::Failed, buf),
+        let read = match res {
+            Ok(0) => Read::Eof,
+            Ok(_) => self.open(&buf),
+            Err(_) => Read::Failed,
         };
+        (read, buf)
+    }
+
+    /// What `bytes` from the socket carry: for TLS, their plaintext (decrypted here, at once:
+    /// the handshake budget times this call).
+    pub fn open(&self, bytes: &[u8]) -> Read {
         let Some(tls) = &self.tls else {
-            return (Read::InBuffer, buf);
+            return Read::InBuffer;
         };
         let mut plain = Vec::new();
-        let got = tls.borrow_mut().receive(&buf[buf.len() - n..], &mut plain);
+        let got = tls.borrow_mut().receive(bytes, &mut plain);
         match got {
-            Err(failure) => (Read::TlsFailed(failure), buf),
-            Ok(r) if r.peer_closed && plain.is_empty() => (Read::Eof, buf),
-            Ok(_) => (Read::Decrypted(plain), buf),
+            Err(failure) => Read::TlsFailed(failure),
+            Ok(r) if r.peer_closed && plain.is_empty() => Read::Eof,
+            Ok(_) => Read::Decrypted(plain),
         }
     }
 

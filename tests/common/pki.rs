@@ -33,7 +33,10 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         Ca {
@@ -70,7 +73,9 @@ impl Ca {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.distinguished_name.push(DnType::OrganizationName, "Sim Club");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Sim Club");
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         adjust(&mut params);
@@ -162,21 +167,42 @@ pub fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::
 
 /// `GET path` over TLS; the whole response.
 pub fn https_get(addr: SocketAddr, config: Arc<rustls::ClientConfig>, path: &str) -> String {
-    let mut s = connect(addr, config).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    try_https_get(addr, config, path).unwrap()
+}
+
+/// `GET path` over TLS, or why it failed.
+pub fn try_https_get(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::io::Result<String> {
+    let mut s = connect(addr, config)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// One sample of `/metrics` over https (`aerobridge_` added).
 pub fn metric(addr: SocketAddr, config: Arc<rustls::ClientConfig>, sample: &str) -> f64 {
-    let page = https_get(addr, config, "/metrics");
+    try_metric(addr, config, sample).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One sample of `/metrics` over https, or why not.
+pub fn try_metric(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sample: &str,
+) -> Result<f64, String> {
+    let page = try_https_get(addr, config, "/metrics").map_err(|e| e.to_string())?;
     let want = format!("aerobridge_{sample} ");
     page.lines()
         .find_map(|l| l.strip_prefix(&want))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in {page}"))
+        .ok_or_else(|| format!("no {sample} in {page}"))
 }
 
 /// Reads one line (a telemetry frame or a reply).
