@@ -33,7 +33,7 @@ fn replay(target: &str, dir: &str, check: fn(&[u8])) -> usize {
 fn fuzz_seeds_and_past_crashes_pass() {
     use aerobridge::fuzzing::*;
     type Check = fn(&[u8]);
-    let targets: [(&str, Check, usize); 7] = [
+    let targets: [(&str, Check, usize); 8] = [
         ("ws_frames", ws_frames, 5),
         ("upgrade_request", upgrade_request, 3),
         ("commands", commands, 5),
@@ -41,6 +41,7 @@ fn fuzz_seeds_and_past_crashes_pass() {
         ("session", session, 16),
         ("data_port", data_port, 4),
         ("feed", feed, 3),
+        ("tls_session", tls, 5),
     ];
     for (target, check, min_seeds) in targets {
         let seeds = replay(target, "corpus", check);
@@ -51,4 +52,20 @@ fn fuzz_seeds_and_past_crashes_pass() {
         let crashes = replay(target, "regressions", check);
         eprintln!("{target}: {seeds} seeds and {crashes} past crash inputs replayed");
     }
+}
+
+/// `tls_session` with the configurations the fuzz target makes (a fresh self-signed certificate).
+fn tls(data: &[u8]) {
+    use std::sync::{Arc, OnceLock};
+    type Configs = (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>);
+    static CONFIGS: OnceLock<Configs> = OnceLock::new();
+    let (server, client) = CONFIGS.get_or_init(|| {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        aerobridge::fuzzing::tls_configs(
+            aerobridge::tls::provider(),
+            cert.cert.der().to_vec(),
+            cert.signing_key.serialize_der(),
+        )
+    });
+    aerobridge::fuzzing::tls_session(data, Arc::clone(server), Arc::clone(client));
 }

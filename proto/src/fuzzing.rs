@@ -404,3 +404,207 @@ pub fn feed(data: &[u8]) {
         }
     }
 }
+
+/// The configurations [`tls_session`] runs with: a server with `cert`/`key` and a client that
+/// trusts `cert`, both on `provider` (the caller's: this crate names none).
+pub fn tls_configs(
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+) -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let cert = CertificateDer::from(cert);
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .expect("a usable test certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("a usable test certificate");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (std::sync::Arc::new(server), std::sync::Arc::new(client))
+}
+
+/// The TLS-facing glue: a [`crate::tls::TlsLayer`] whose plaintext drives a WebSocket session
+/// (upgrade, messages, commands), as the shell wires them. The first byte picks raw mode (the
+/// rest is fed to the layer as it is: garbage, truncated records) or a real rustls client doing
+/// the handshake; then a script of `[op, len, bytes…]` steps: the client writes plaintext, the
+/// server seals a packet, a send moves part of the output buffer (lend, advance, give back),
+/// a byte of the client's records is flipped or foreign bytes are injected, either side closes.
+/// Invariants: nothing panics; a failed layer stays failed; without tampering, each side reads
+/// exactly what the other wrote, in order, and the server never fails; the output buffer only
+/// holds what was sealed and not yet sent.
+pub fn tls_session(
+    data: &[u8],
+    server: std::sync::Arc<rustls::ServerConfig>,
+    client: std::sync::Arc<rustls::ClientConfig>,
+) {
+    use crate::session::Session;
+    use crate::tls::TlsLayer;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    let Some((&mode, mut script)) = data.split_first() else {
+        return;
+    };
+    let mut layer = TlsLayer::new(server).expect("a server connection");
+    let now = Instant::now();
+    static BASE: std::sync::OnceLock<crate::session::Settings> = std::sync::OnceLock::new();
+    let settings = std::sync::Arc::new(BASE.get_or_init(crate::session::Settings::default).clone());
+    let mut session =
+        crate::session::websocket::WsConnection::new(settings, "127.0.0.1:9".parse().unwrap(), now);
+    let mut plain = Vec::new();
+    // Raw mode: the bytes as they come, in two pieces.
+    if mode & 1 == 0 {
+        let (a, b) = script.split_at(script.len() / 2);
+        for part in [a, b] {
+            let before = layer.failure();
+            match layer.receive(part, &mut plain) {
+                Ok(_) => assert!(before.is_none(), "a failed layer took input"),
+                Err(f) => assert_eq!(layer.failure(), Some(f)),
+            }
+        }
+        return;
+    }
+    let mut peer = rustls::ClientConnection::new(client, "localhost".try_into().unwrap())
+        .expect("a client connection");
+    let mut tampered = false;
+    let mut sent_by_client = Vec::new();
+    let mut sealed = Vec::new();
+    let mut read_by_client = Vec::new();
+    let mut received_by_server = Vec::new();
+    // Moves the client's pending records to the server (optionally in small pieces).
+    let client_to_server = |peer: &mut rustls::ClientConnection,
+                            layer: &mut TlsLayer,
+                            plain: &mut Vec<u8>,
+                            piece: usize,
+                            flip: Option<usize>| {
+        let mut wire = Vec::new();
+        while peer.wants_write() {
+            peer.write_tls(&mut wire).expect("vec write");
+        }
+        if let Some(at) = flip {
+            if !wire.is_empty() {
+                let i = at % wire.len();
+                wire[i] ^= 0x5a;
+            }
+        }
+        for chunk in wire.chunks(piece.max(1)) {
+            if layer.receive(chunk, plain).is_err() {
+                return;
+            }
+        }
+    };
+    // Moves up to `limit` bytes of the server's output to the client.
+    let server_to_client = |peer: &mut rustls::ClientConnection,
+                            layer: &mut TlsLayer,
+                            read: &mut Vec<u8>,
+                            limit: usize| {
+        let Some(mut out) = layer.lend() else {
+            return;
+        };
+        let n = out.pending().len().min(limit);
+        let mut bytes = &out.pending()[..n];
+        let mut ok = true;
+        while !bytes.is_empty() && ok {
+            ok = peer.read_tls(&mut bytes).is_ok() && peer.process_new_packets().is_ok();
+            let _ = peer.reader().read_to_end(read);
+        }
+        out.advance(n);
+        layer.give_back(out);
+    };
+    // The handshake.
+    for _ in 0..6 {
+        client_to_server(&mut peer, &mut layer, &mut plain, 4096, None);
+        server_to_client(&mut peer, &mut layer, &mut read_by_client, usize::MAX);
+    }
+    while let [op, len, rest @ ..] = script {
+        let len = (*len as usize).min(rest.len());
+        let (chunk, tail) = rest.split_at(len);
+        script = tail;
+        match op % 8 {
+            0 => {
+                if peer.writer().write_all(chunk).is_ok() {
+                    sent_by_client.extend_from_slice(chunk);
+                }
+                client_to_server(
+                    &mut peer,
+                    &mut layer,
+                    &mut plain,
+                    1 + (*op as usize >> 3),
+                    None,
+                );
+            }
+            1 => {
+                if layer.encrypt(chunk).is_ok() {
+                    sealed.extend_from_slice(chunk);
+                }
+            }
+            2 => {
+                let limit = chunk.first().map_or(usize::MAX, |&b| b as usize * 7 + 1);
+                server_to_client(&mut peer, &mut layer, &mut read_by_client, limit);
+            }
+            3 => {
+                let _ = peer.writer().write_all(chunk);
+                tampered = true;
+                client_to_server(&mut peer, &mut layer, &mut plain, 64, Some(*op as usize));
+            }
+            4 => {
+                tampered = true;
+                let _ = layer.receive(chunk, &mut plain);
+            }
+            5 => layer.close_notify(),
+            6 => {
+                peer.send_close_notify();
+                client_to_server(&mut peer, &mut layer, &mut plain, 4096, None);
+            }
+            _ => layer.shrink_if_idle(0),
+        }
+        // The glue: plaintext goes to the session; what it answers is sealed for the client.
+        if !plain.is_empty() {
+            received_by_server.extend_from_slice(&plain);
+            session.receive(&plain, now);
+            plain.clear();
+            while let Some(action) = session.poll_action() {
+                let bytes = match action {
+                    crate::session::Action::Send { bytes, .. }
+                    | crate::session::Action::Respond { bytes, .. } => bytes,
+                    _ => continue,
+                };
+                if layer.encrypt(&bytes).is_ok() {
+                    sealed.extend_from_slice(&bytes);
+                }
+            }
+        }
+        if layer.failure().is_some() {
+            assert!(layer.encrypt(b"x").is_err(), "a failed layer sealed data");
+        }
+    }
+    if !tampered && !peer.is_handshaking() {
+        assert!(
+            layer.failure().is_none(),
+            "an honest peer failed the server: {:?}",
+            layer.failure()
+        );
+        server_to_client(&mut peer, &mut layer, &mut read_by_client, usize::MAX);
+        assert!(
+            sealed.starts_with(&read_by_client),
+            "the client read something the server did not seal, or out of order"
+        );
+        assert_eq!(
+            received_by_server, sent_by_client,
+            "the server read other bytes than were sent"
+        );
+    }
+}

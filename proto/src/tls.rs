@@ -282,12 +282,13 @@ impl TlsLayer {
     }
 
     /// Encrypts `plaintext` (a shared packet, a reply) into the output buffer, as one or more
-    /// records. Nothing is copied but the ciphertext rustls writes.
+    /// records. Nothing is copied but the ciphertext rustls writes. After our close_notify
+    /// nothing more may be sent: what comes then is dropped (the connection is closing).
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<(), TlsFailure> {
         if let Some(failure) = self.failed {
             return Err(failure);
         }
-        if plaintext.is_empty() {
+        if plaintext.is_empty() || self.sent_close {
             return Ok(());
         }
         // Records carry at most 16 KiB; each costs a header, a tag and (1.3) a content type.

@@ -154,6 +154,7 @@ fn close_notify_ends_the_stream_cleanly() {
     let (mut layer, mut client) = connected(&[&rustls::version::TLS13]);
     layer.close_notify();
     layer.close_notify(); // once only
+    layer.encrypt(b"after the end").unwrap(); // dropped: nothing follows close_notify
     let out = layer.lend().unwrap();
     let mut slice = out.pending();
     client.read_tls(&mut slice).unwrap();
