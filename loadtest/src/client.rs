@@ -2,10 +2,9 @@
 //! first bytes for `timestamp` and `update_counter`, two clock reads, histogram records and — for
 //! the sampled share — a simd-json parse that proves the frame is whole, valid JSON.
 
+use crate::conn::Conn;
 use crate::model::{ClientSpec, Commands, Group, Role, Shared, Transport};
 use aerobridge_client::{FrameReader, Framing, Message};
-use compio::buf::BufResult;
-use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -150,9 +149,10 @@ pub async fn run_client(spec: ClientSpec, shared: Arc<Shared>, stats: Stats) {
     shared.attempted.fetch_add(1, Ordering::Relaxed);
     stats.borrow_mut().group(spec.role).clients += 1;
     let outcome = match spec.transport {
-        Transport::Tcp => connect_tcp(shared.targets.tcp, spec.role, shared.laggard_rcvbuf)
-            .await
-            .map(|s| (s, Vec::new())),
+        Transport::Tcp => match connect_tcp(shared.targets.tcp, spec.role, shared.laggard_rcvbuf).await {
+            Ok(s) => Conn::wrap(s, shared.tls.as_ref()).await.map(|c| (c, Vec::new())),
+            Err(e) => Err(e),
+        },
         Transport::Ws => {
             connect_ws(
                 shared.targets.ws,
@@ -160,6 +160,7 @@ pub async fn run_client(spec: ClientSpec, shared: Arc<Shared>, stats: Stats) {
                 spec.index,
                 shared.laggard_rcvbuf,
                 shared.deflate,
+                shared.tls.as_ref(),
             )
             .await
         }
@@ -217,8 +218,9 @@ async fn connect_ws(
     index: usize,
     rcvbuf: usize,
     deflate: bool,
-) -> io::Result<(TcpStream, Vec<u8>)> {
-    let stream = connect_tcp(addr, role, rcvbuf).await?;
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> io::Result<(Conn, Vec<u8>)> {
+    let stream = Conn::wrap(connect_tcp(addr, role, rcvbuf).await?, tls).await?;
     let offer = if deflate {
         // Chromium's offer.
         "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
@@ -233,25 +235,24 @@ async fn connect_ws(
 pub async fn connect_ws_with(
     addr: SocketAddr,
     extra_headers: &str,
-) -> io::Result<(TcpStream, Vec<u8>)> {
-    let stream = connect_tcp(addr, Role::Healthy, 0).await?;
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> io::Result<(Conn, Vec<u8>)> {
+    let stream = Conn::wrap(connect_tcp(addr, Role::Healthy, 0).await?, tls).await?;
     upgrade(stream, addr, 7, extra_headers).await
 }
 
 async fn upgrade(
-    stream: TcpStream,
+    stream: Conn,
     addr: SocketAddr,
     index: usize,
     extra_headers: &str,
-) -> io::Result<(TcpStream, Vec<u8>)> {
+) -> io::Result<(Conn, Vec<u8>)> {
     use aerobridge_client::handshake;
     let key = handshake::key(std::array::from_fn(|i| {
         (index as u8).wrapping_mul(31).wrapping_add(i as u8)
     }));
     let request = handshake::request(&addr.to_string(), "/", &key, extra_headers);
-    let mut s = &stream;
-    let BufResult(res, _) = s.write_all(request.into_bytes()).await;
-    res?;
+    stream.write_all(request.into_bytes()).await?;
     let require_deflate = extra_headers.contains("permessage-deflate");
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -265,7 +266,7 @@ async fn upgrade(
             Err(e) => return Err(io::Error::other(e.to_string())),
         }
         buf.reserve(4096);
-        let BufResult(res, b) = s.append(buf).await;
+        let (res, b) = stream.append(buf, 16 * 1024).await;
         buf = b;
         if res? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
@@ -275,7 +276,7 @@ async fn upgrade(
 
 /// Reads and accounts frames until the run ends (`None`) or the connection does (its reason).
 async fn read_frames(
-    stream: &TcpStream,
+    stream: &Conn,
     leftover: Vec<u8>,
     spec: ClientSpec,
     shared: &Shared,
@@ -308,8 +309,7 @@ async fn read_frames(
                 Ok(Message::Close(code, _)) => return finished(shared, format!("close_{code}")),
                 Ok(Message::Ping(payload)) => {
                     let pong = aerobridge_client::client_frame(0xA, payload);
-                    let mut s = stream;
-                    let _ = s.write_all(pong).await;
+                    let _ = stream.write_all(pong).await;
                 }
                 Ok(Message::Pong) => {}
                 Ok(Message::Torn) | Err(_) => {
@@ -327,8 +327,7 @@ async fn read_frames(
         }
         let read = if slow {
             scratch.clear();
-            let mut s = stream;
-            let BufResult(res, b) = s.read(scratch).await;
+            let (res, b) = stream.append(scratch, chunk).await;
             scratch = b;
             if let Ok(n) = res {
                 reader.push(&scratch[..n]);
@@ -361,13 +360,12 @@ async fn read_frames(
 
 /// Reads what is there into `reader`'s buffer (an owned-buffer read: the buffer goes to the
 /// kernel and comes back).
-pub async fn read_more(stream: &TcpStream, reader: &mut FrameReader) -> io::Result<usize> {
+pub async fn read_more(stream: &Conn, reader: &mut FrameReader) -> io::Result<usize> {
     let mut buf = reader.take_buffer();
     if buf.capacity() - buf.len() < 64 * 1024 {
         buf.reserve(128 * 1024);
     }
-    let mut s = stream;
-    let BufResult(res, b) = s.append(buf).await;
+    let (res, b) = stream.append(buf, 64 * 1024).await;
     reader.put_buffer(b);
     res
 }
@@ -383,7 +381,7 @@ fn finished(shared: &Shared, reason: String) -> Option<String> {
 
 /// A stalled client: never reads until the run is over, then drains to see how the server
 /// treated it (Close code, EOF, or still connected).
-async fn stalled(stream: &TcpStream, spec: ClientSpec, shared: &Shared) -> Option<String> {
+async fn stalled(stream: &Conn, spec: ClientSpec, shared: &Shared) -> Option<String> {
     while !shared.done.load(Ordering::Relaxed) {
         compio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -405,12 +403,11 @@ async fn stalled(stream: &TcpStream, spec: ClientSpec, shared: &Shared) -> Optio
         if buf.capacity() - buf.len() < 64 * 1024 {
             buf.reserve(256 * 1024);
         }
-        let mut s = stream;
-        match compio::time::timeout(left, s.append(buf)).await {
+        match compio::time::timeout(left, stream.append(buf, 256 * 1024)).await {
             Err(_) => return None, // still connected: never cut off
-            Ok(BufResult(Ok(0), _)) => return Some("eof".into()),
-            Ok(BufResult(Ok(_), b)) => reader.put_buffer(b),
-            Ok(BufResult(Err(e), _)) => return Some(short(&e)),
+            Ok((Ok(0), _)) => return Some("eof".into()),
+            Ok((Ok(_), b)) => reader.put_buffer(b),
+            Ok((Err(e), _)) => return Some(short(&e)),
         }
     }
 }
@@ -427,7 +424,11 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
             (Arc::clone(&shared), Rc::clone(&stats), Rc::clone(&pending));
         compio::runtime::spawn(async move { watch_values(shared, stats, pending).await }).detach();
     }
-    let Ok(stream) = TcpStream::connect(addr).await else {
+    let stream = match TcpStream::connect(addr).await {
+        Ok(s) => Conn::wrap(s, shared.tls.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    let Ok(stream) = stream else {
         stats.borrow_mut().commands.errors += 1;
         return;
     };
@@ -446,8 +447,7 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
         let sent = Instant::now();
         let measuring = shared.measuring.load(Ordering::Relaxed);
         pending.set(Some((value, sent)));
-        let mut s = &stream;
-        if s.write_all(line.into_bytes()).await.0.is_err() {
+        if stream.write_all(line.into_bytes()).await.is_err() {
             stats.borrow_mut().commands.errors += 1;
             return;
         }
@@ -472,9 +472,10 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
                 break;
             }
             buf.reserve(4096);
-            let res = compio::time::timeout(Duration::from_secs(2), s.append(buf)).await;
+            let res =
+                compio::time::timeout(Duration::from_secs(2), stream.append(buf, 16 * 1024)).await;
             match res {
-                Ok(BufResult(Ok(n), b)) if n > 0 => buf = b,
+                Ok((Ok(n), b)) if n > 0 => buf = b,
                 _ => {
                     stats.borrow_mut().commands.errors += 1;
                     return;
@@ -489,7 +490,11 @@ async fn watch_values(
     stats: Stats,
     pending: Rc<Cell<Option<(f64, Instant)>>>,
 ) {
-    let Ok(stream) = TcpStream::connect(shared.targets.tcp).await else {
+    let stream = match TcpStream::connect(shared.targets.tcp).await {
+        Ok(s) => Conn::wrap(s, shared.tls.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    let Ok(stream) = stream else {
         return;
     };
     let key = b"\"Navigation.SelectedCourse2\":";
@@ -525,8 +530,7 @@ async fn watch_values(
         }
         buf.drain(..pos);
         buf.reserve(128 * 1024);
-        let mut s = &stream;
-        let BufResult(res, b) = s.append(buf).await;
+        let (res, b) = stream.append(buf, 64 * 1024).await;
         buf = b;
         if !matches!(res, Ok(n) if n > 0) {
             return;

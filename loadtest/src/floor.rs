@@ -1,7 +1,9 @@
 //! The floor: the least a broadcaster can do. One thread writes one pre-framed frame to every
 //! socket with blocking writes, every tick — no queues, no slow-consumer policy, no protocol
 //! beyond the WebSocket upgrade. The frame is aerobridge's own (same keys, same size), so the
-//! only difference measured is the serving machinery.
+//! only difference measured is the serving machinery. Its TLS variant (`--tls CERT KEY`) gives
+//! every client a rustls stream (the same provider as aerobridge's) and writes the frame
+//! through it: encryption per client, nothing else.
 
 use aerobridge::packet::Packet;
 use aerobridge::source::sim::Sim;
@@ -11,10 +13,44 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-type Clients = Arc<Mutex<Vec<(TcpStream, bool)>>>;
+/// A client: where the frame goes (a socket, or a rustls stream over it), and whether it is a
+/// WebSocket.
+type Clients = Arc<Mutex<Vec<(Box<dyn Write + Send>, bool)>>>;
+
+type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+/// Runs the server side of a handshake to the end (blocking).
+fn accept_tls(config: &Arc<rustls::ServerConfig>, s: TcpStream) -> Option<TlsStream> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let conn = rustls::ServerConnection::new(Arc::clone(config)).ok()?;
+    let mut stream = rustls::StreamOwned::new(conn, s);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).ok()?;
+    }
+    Some(stream)
+}
 
 /// Serves until killed.
-pub fn run(broadcast_ms: u64) -> anyhow::Result<()> {
+pub fn run(broadcast_ms: u64, tls: Option<&[std::path::PathBuf]>) -> anyhow::Result<()> {
+    let tls = match tls {
+        None => None,
+        Some([cert, key]) => Some(Arc::new(
+            aerobridge::tls::load(
+                &aerobridge::tls::TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: None,
+                    ports: Default::default(),
+                    allow_commands: Vec::new(),
+                    handshake_share: 1.0,
+                    ktls: aerobridge::tls::KtlsMode::Off,
+                },
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        Some(_) => anyhow::bail!("--tls takes CERT and KEY"),
+    };
     let tcp = TcpListener::bind("127.0.0.1:0")?;
     let ws = TcpListener::bind("127.0.0.1:0")?;
     println!(
@@ -25,21 +61,38 @@ pub fn run(broadcast_ms: u64) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let clients: Clients = Arc::new(Mutex::new(Vec::new()));
     {
-        let clients = Arc::clone(&clients);
+        let (clients, tls) = (Arc::clone(&clients), tls.clone());
         std::thread::spawn(move || {
             for s in tcp.incoming().map_while(Result::ok) {
                 let _ = s.set_nodelay(true);
-                clients.lock().unwrap().push((s, false));
+                match &tls {
+                    None => clients.lock().unwrap().push((Box::new(s), false)),
+                    Some(config) => {
+                        let (clients, config) = (Arc::clone(&clients), Arc::clone(config));
+                        std::thread::spawn(move || {
+                            if let Some(s) = accept_tls(&config, s) {
+                                let _ = s.sock.set_read_timeout(None);
+                                clients.lock().unwrap().push((Box::new(s), false));
+                            }
+                        });
+                    }
+                }
             }
         });
     }
     {
-        let clients = Arc::clone(&clients);
+        let (clients, tls) = (Arc::clone(&clients), tls.clone());
         std::thread::spawn(move || {
             for s in ws.incoming().map_while(Result::ok) {
-                let clients = Arc::clone(&clients);
+                let (clients, tls) = (Arc::clone(&clients), tls.clone());
                 std::thread::spawn(move || {
-                    if let Some(s) = upgrade(s) {
+                    let client: Option<Box<dyn Write + Send>> = match &tls {
+                        None => upgrade(s).map(|s| Box::new(s) as _),
+                        Some(config) => accept_tls(config, s)
+                            .and_then(upgrade)
+                            .map(|s| Box::new(s) as _),
+                    };
+                    if let Some(s) = client {
                         clients.lock().unwrap().push((s, true));
                     }
                 });
@@ -80,8 +133,25 @@ pub fn run(broadcast_ms: u64) -> anyhow::Result<()> {
     }
 }
 
-fn upgrade(mut s: TcpStream) -> Option<TcpStream> {
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+/// What the upgrade needs of a stream beyond reading and writing.
+trait Socket: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+fn upgrade<S: Socket>(mut s: S) -> Option<S> {
+    s.tcp().set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {
@@ -97,7 +167,8 @@ fn upgrade(mut s: TcpStream) -> Option<TcpStream> {
                 None,
             ))
             .ok()?;
-            s.set_nodelay(true).ok()?;
+            s.tcp().set_nodelay(true).ok()?;
+            s.tcp().set_read_timeout(None).ok()?;
             return Some(s);
         }
         if buf.len() > 8192 {

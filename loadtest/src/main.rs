@@ -7,6 +7,8 @@
 //! `/proc` figures come from `aerobridge_harness::procfs`, which the tests use too.
 
 mod client;
+mod conn;
+mod tls;
 mod floor;
 mod measure;
 mod model;
@@ -124,6 +126,22 @@ struct Args {
     #[arg(long)]
     deflate: bool,
 
+    /// Every client speaks TLS: wss:// and TLS on the data and command ports. With
+    /// --spawn-server the server gets a fresh certificate; against another server, trust it
+    /// with --tls-ca or skip verification with --insecure.
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA certificate(s) that signed the server's certificate (--tls).
+    #[arg(long, requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// Accept any server certificate (--tls against a server whose CA you do not have).
+    #[arg(long, requires = "tls")]
+    insecure: bool,
+    /// What --calibrate compares with: the plaintext floor or a TLS floor (a rustls stream per
+    /// client). Default: the TLS floor when --tls.
+    #[arg(long, value_enum)]
+    floor: Option<FloorKind>,
+
     /// Start a release aerobridge on free ports, run, stop it (fails if it does not exit 0).
     #[arg(long)]
     spawn_server: bool,
@@ -166,7 +184,17 @@ enum Sub {
     Floor {
         #[arg(long, default_value_t = 20)]
         broadcast_ms: u64,
+        /// Serve TLS with this certificate and key (PEM).
+        #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
+        tls: Option<Vec<PathBuf>>,
     },
+}
+
+/// The floor --calibrate measures against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FloorKind {
+    Plain,
+    Tls,
 }
 
 fn plan_of(a: &Args) -> Plan {
@@ -228,6 +256,8 @@ fn plan_of(a: &Args) -> Plan {
     if a.deflate {
         p.deflate = true;
     }
+    p.tls = a.tls;
+    p.floor_tls = a.floor.map_or(a.tls, |f| f == FloorKind::Tls);
     p
 }
 
@@ -270,8 +300,8 @@ fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Sub::Floor { broadcast_ms }) = args.command {
-        return match floor::run(broadcast_ms) {
+    if let Some(Sub::Floor { broadcast_ms, tls }) = &args.command {
+        return match floor::run(*broadcast_ms, tls.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("floor: {e:#}");
@@ -308,12 +338,32 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
     );
 
+    // --tls: one certificate for whatever is spawned here (server and floor), trusted by the
+    // clients; or the CA the user gave; or none (--insecure).
+    let pki = (plan.tls || plan.floor_tls)
+        .then(|| tls::TestPki::new())
+        .transpose()?;
+    let client_tls = if !plan.tls {
+        None
+    } else if let Some(ca) = &args.tls_ca {
+        Some(tls::client_config_from_ca(ca)?)
+    } else if args.insecure {
+        Some(tls::insecure_client_config())
+    } else if args.spawn_server {
+        Some(pki.as_ref().expect("made above").client_config())
+    } else {
+        anyhow::bail!("--tls against a running server needs --tls-ca PEM (or --insecure)");
+    };
     let floor = if calibrate {
-        let f = spawn::spawn_floor(plan.broadcast_ms)?;
+        let f = spawn::spawn_floor(
+            plan.broadcast_ms,
+            pki.as_ref().filter(|_| plan.floor_tls),
+        )?;
         let targets = Targets {
             tcp: f.tcp,
             ws: f.ws,
             command: None,
+            tls: plan.floor_tls.then(|| pki.as_ref().expect("made above").client_config()),
         };
         let floor_plan = Plan {
             command_rate: 0.0,
@@ -330,11 +380,16 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let (mut run, server_status) = if args.spawn_server {
         let bin = spawn::server_binary(args.server_bin.as_deref())?;
-        let s = spawn::spawn_server(&bin, plan.broadcast_ms, total + 100, &plan.server_args)?;
+        let mut server_args = plan.server_args.clone();
+        if let Some(pki) = pki.as_ref().filter(|_| plan.tls) {
+            server_args.extend(pki.server_args());
+        }
+        let s = spawn::spawn_server(&bin, plan.broadcast_ms, total + 100, &server_args)?;
         let targets = Targets {
             tcp: s.tcp,
             ws: s.ws,
             command: s.command,
+            tls: client_tls.clone(),
         };
         let r = measure::run("aerobridge", &plan, targets, Some(s.pid()), progress, false)?;
         (r, s.stop())
@@ -343,6 +398,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             tcp: resolve(&args.host, args.tcp_port)?,
             ws: resolve(&args.host, args.ws_port)?,
             command: Some(resolve(&args.host, args.command_port)?),
+            tls: client_tls.clone(),
         };
         // Say at once when there is nothing to measure, rather than reporting a run of zeros.
         let used = [

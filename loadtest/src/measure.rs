@@ -63,6 +63,7 @@ pub fn run(
     let total = specs.len() + plan.v2;
     let shared = Arc::new(Shared {
         t0: Instant::now(),
+        tls: targets.tls.clone(),
         targets,
         measuring: AtomicBool::new(false),
         done: AtomicBool::new(false),
@@ -104,7 +105,7 @@ pub fn run(
     for (i, specs) in per_thread.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
         let v2_clients = v2_per_thread.next().unwrap_or_default();
-        let commands = i == 0 && plan.command_rate > 0.0 && targets.command.is_some();
+        let commands = i == 0 && plan.command_rate > 0.0 && shared.targets.command.is_some();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadtest-{i}"))
@@ -220,7 +221,7 @@ pub fn run(
         s.peaks = r.peaks;
     }
     let builds_before = (!healthy_only)
-        .then(|| tick_build_buckets(targets.ws))
+        .then(|| tick_build_buckets(&shared.targets))
         .flatten();
     let window_start = Instant::now();
     shared.measuring.store(true, Ordering::Release);
@@ -243,7 +244,7 @@ pub fn run(
     let own_cpu = own.as_mut().map(|w| w.finish()).unwrap_or((0.0, window));
     let server_cpu = server.as_mut().map(|w| (w.finish(), w.peaks));
     let tick_build = builds_before
-        .zip(tick_build_buckets(targets.ws))
+        .zip(tick_build_buckets(&shared.targets))
         .and_then(|(before, after)| tick_build_over(&before, &after));
     shared.done.store(true, Ordering::Release);
 
@@ -271,14 +272,27 @@ pub fn run(
 
 /// `aerobridge_tick_build_seconds` buckets (upper bound, cumulative count) from the server's
 /// /metrics on the WebSocket port; `None` when the server has none (the floor, upstream).
-fn tick_build_buckets(ws: std::net::SocketAddr) -> Option<Vec<(f64, u64)>> {
+fn tick_build_buckets(targets: &Targets) -> Option<Vec<(f64, u64)>> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&ws, Duration::from_secs(2)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&targets.ws, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: loadtest\r\n\r\n")
-        .ok()?;
+    let request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
+    match &targets.tls {
+        None => {
+            s.write_all(request).ok()?;
+            s.read_to_string(&mut text).ok()?;
+        }
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+            let conn = rustls::ClientConnection::new(std::sync::Arc::clone(config), name).ok()?;
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            tls.write_all(request).ok()?;
+            let mut bytes = Vec::new();
+            let _ = tls.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
     let prefix = "aerobridge_tick_build_seconds_bucket{le=\"";
     let buckets: Vec<(f64, u64)> = text
         .lines()

@@ -37,12 +37,13 @@ pub struct ClientSpec {
     pub connect_at: Duration,
 }
 
-/// Where to connect.
-#[derive(Clone, Copy, Debug)]
+/// Where to connect, and how (TLS: the client configuration).
+#[derive(Clone, Debug)]
 pub struct Targets {
     pub tcp: SocketAddr,
     pub ws: SocketAddr,
     pub command: Option<SocketAddr>,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// State every thread sees.
@@ -64,6 +65,8 @@ pub struct Shared {
     pub inflate_errors: AtomicU64,
     pub command_rate: f64,
     pub bytes: AtomicU64,
+    /// `--tls`: every connection speaks TLS with this client configuration.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Summary of one histogram, in microseconds.

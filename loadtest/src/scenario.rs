@@ -98,6 +98,12 @@ pub struct Plan {
     /// WebSocket clients negotiate permessage-deflate and inflate (and verify) every message.
     #[serde(default)]
     pub deflate: bool,
+    /// Every connection speaks TLS (`--tls`).
+    #[serde(default)]
+    pub tls: bool,
+    /// The floor (`--calibrate`) serves over TLS too: a rustls stream per client.
+    #[serde(default)]
+    pub floor_tls: bool,
 }
 
 /// Which transport v2 clients use.
@@ -170,6 +176,8 @@ impl Scenario {
             v2_mode: Vec::new(),
             v2_transport: V2Transport::Ws,
             deflate: false,
+            tls: false,
+            floor_tls: false,
         };
         match self {
             Scenario::Smoke => Plan {

@@ -8,8 +8,7 @@ use crate::model::{Profile, Shared, Transport, V2Stats};
 use aerobridge::telemetry::VARIABLES;
 use aerobridge_client::v2::{Event, V2State, Value, HEARTBEAT};
 use aerobridge_client::{FrameReader, Framing, Message};
-use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use crate::conn::Conn;
 use compio::net::TcpStream;
 use simd_json::prelude::*;
 use std::cell::RefCell;
@@ -71,7 +70,11 @@ enum Lookup {
 
 /// Records every v1 frame into `reference` until the run is done.
 pub async fn run_reference(shared: std::sync::Arc<Shared>, reference: Rc<RefCell<Reference>>) {
-    let Ok(stream) = TcpStream::connect(shared.targets.tcp).await else {
+    let stream = match TcpStream::connect(shared.targets.tcp).await {
+        Ok(s) => Conn::wrap(s, shared.tls.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    let Ok(stream) = stream else {
         return;
     };
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
@@ -83,8 +86,7 @@ pub async fn run_reference(shared: std::sync::Arc<Shared>, reference: Rc<RefCell
         }
         buf.drain(..pos);
         buf.reserve(128 * 1024);
-        let mut s = &stream;
-        let BufResult(res, b) = s.append(buf).await;
+        let (res, b) = stream.append(buf, 64 * 1024).await;
         buf = b;
         if !matches!(res, Ok(n) if n > 0) {
             return;
@@ -265,22 +267,21 @@ pub async fn run_client(
     }
 }
 
-async fn connect(transport: Transport, shared: &Shared) -> io::Result<(TcpStream, Vec<u8>)> {
+async fn connect(transport: Transport, shared: &Shared) -> io::Result<(Conn, Vec<u8>)> {
     match transport {
         Transport::Tcp => {
             let s = TcpStream::connect(shared.targets.tcp).await?;
             s.set_nodelay(true)?;
-            let mut w = &s;
-            let BufResult(res, _) = w
-                .write_all(b"{\"op\":\"hello\",\"protocol\":2,\"client\":\"loadtest\"}\n".to_vec())
-                .await;
-            res?;
+            let s = Conn::wrap(s, shared.tls.as_ref()).await?;
+            s.write_all(b"{\"op\":\"hello\",\"protocol\":2,\"client\":\"loadtest\"}\n".to_vec())
+                .await?;
             Ok((s, Vec::new()))
         }
         Transport::Ws => {
             crate::client::connect_ws_with(
                 shared.targets.ws,
                 "Sec-WebSocket-Protocol: aerobridge.v2\r\n",
+                shared.tls.as_ref(),
             )
             .await
         }
@@ -311,7 +312,7 @@ fn sub_request(profile: &Profile) -> String {
 }
 
 async fn run(
-    stream: &TcpStream,
+    stream: &Conn,
     leftover: Vec<u8>,
     transport: Transport,
     profile: &Profile,
@@ -322,8 +323,7 @@ async fn run(
         Transport::Tcp => format!("{sub}\n").into_bytes(),
         Transport::Ws => aerobridge_client::client_text(sub.as_bytes()),
     };
-    let mut w = stream;
-    if w.write_all(request).await.0.is_err() {
+    if stream.write_all(request).await.is_err() {
         return Some("write_failed".into());
     }
     let framing = match transport {
@@ -356,7 +356,7 @@ async fn run(
                 Transport::Tcp => format!("{HEARTBEAT}\n").into_bytes(),
                 Transport::Ws => aerobridge_client::client_text(HEARTBEAT.as_bytes()),
             };
-            let _ = w.write_all(hb).await;
+            let _ = stream.write_all(hb).await;
         }
         match crate::client::read_more(stream, &mut reader).await {
             Ok(0) => return Some("eof".into()),
