@@ -9,6 +9,8 @@
 //! runs it with `cargo test --test dashboard_e2e -- --ignored`, where a missing browser fails.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use common::*;
 use std::path::Path;
@@ -49,4 +51,47 @@ fn dashboard_updates_and_sends_commands_in_headless_chromium() {
             "screenshot saved"
         );
     }
+}
+
+#[test]
+#[ignore = "needs Debian's chromium and playwright-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
+fn dashboard_over_https_reads_telemetry_over_wss_in_headless_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium missing");
+    let ca = pki::Ca::new("dashboard test CA");
+    let files = pki::Files::new("dashboard");
+    let leaf = ca.server("localhost");
+    let (cert, key) = files.server(&leaf, &ca);
+    let leaf_pem = files.write("leaf.pem", &leaf.cert_pem);
+    let server = Server::start(&[
+        "--v2-idle-timeout",
+        "3s",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let shot = root.join("target/dashboard-https.png");
+    let out = Command::new("node")
+        .arg(root.join("tests/e2e/dashboard.mjs"))
+        .arg(format!("https://localhost:{}/", server.ws().port()))
+        .arg(&shot)
+        .env("COMPRESSION", "shared")
+        .env("CERT", &leaf_pem)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "https: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("dashboard ok"), "{stdout}");
+    // The browser's connections were TLS handshakes the server counted.
+    let handshakes = pki::metric(
+        server.ws(),
+        pki::client_config(&ca, None),
+        "tls_handshakes_total{version=\"TLSv1.3\"}",
+    );
+    assert!(handshakes >= 2.0, "{handshakes}");
 }

@@ -33,6 +33,9 @@ pub struct ThreadStats {
     pub commands: Commands,
     pub reply_hist: Histogram<u64>,
     pub visible_hist: Histogram<u64>,
+    /// `--churn` connections.
+    pub churn: crate::model::Churn,
+    pub churn_hist: Histogram<u64>,
     /// v2 clients' figures and latency.
     pub v2: crate::model::V2Stats,
     pub latency_v2: Histogram<u64>,
@@ -52,6 +55,8 @@ impl ThreadStats {
             visible_hist: histogram(),
             v2: Default::default(),
             latency_v2: histogram(),
+            churn: Default::default(),
+            churn_hist: histogram(),
         }
     }
 
@@ -409,6 +414,53 @@ async fn stalled(stream: &Conn, spec: ClientSpec, shared: &Shared) -> Option<Str
             Ok((Ok(_), b)) => reader.put_buffer(b),
             Ok((Err(e), _)) => return Some(short(&e)),
         }
+    }
+}
+
+/// `--churn`: this thread's share of new connections per second during the window, each
+/// upgraded (TLS handshake first, with --tls) and closed at once.
+pub async fn run_churn(shared: Arc<Shared>, stats: Stats, threads: usize) {
+    let period = Duration::from_secs_f64(threads as f64 / shared.churn_rate.max(0.001));
+    while !shared.measuring.load(Ordering::Relaxed) {
+        if shared.done.load(Ordering::Relaxed) {
+            return;
+        }
+        compio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut next = Instant::now();
+    let mut index = 1_000_000usize;
+    while shared.measuring.load(Ordering::Relaxed) && !shared.done.load(Ordering::Relaxed) {
+        compio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+        next += period;
+        index += 1;
+        stats.borrow_mut().churn.attempted += 1;
+        let (shared, stats) = (Arc::clone(&shared), Rc::clone(&stats));
+        compio::runtime::spawn(async move {
+            let started = Instant::now();
+            let outcome = compio::time::timeout(
+                Duration::from_secs(10),
+                connect_ws(
+                    shared.targets.ws,
+                    Role::Healthy,
+                    index,
+                    0,
+                    false,
+                    shared.tls.as_ref(),
+                ),
+            )
+            .await;
+            let mut st = stats.borrow_mut();
+            match outcome {
+                Ok(Ok(_)) => {
+                    st.churn.ok += 1;
+                    let _ = st
+                        .churn_hist
+                        .record(started.elapsed().as_micros().max(1) as u64);
+                }
+                _ => st.churn.failed += 1,
+            }
+        })
+        .detach();
     }
 }
 

@@ -126,6 +126,10 @@ struct Args {
     #[arg(long)]
     deflate: bool,
 
+    /// New WebSocket connections per second during the window, each closed once upgraded: the
+    /// cost of accepting clients (with --tls, their handshakes) while the others stream.
+    #[arg(long)]
+    churn: Option<f64>,
     /// Every client speaks TLS: wss:// and TLS on the data and command ports. With
     /// --spawn-server the server gets a fresh certificate; against another server, trust it
     /// with --tls-ca or skip verification with --insecure.
@@ -257,6 +261,9 @@ fn plan_of(a: &Args) -> Plan {
         p.deflate = true;
     }
     p.tls = a.tls;
+    if let Some(rate) = a.churn {
+        p.churn = rate;
+    }
     p.floor_tls = a.floor.map_or(a.tls, |f| f == FloorKind::Tls);
     p
 }

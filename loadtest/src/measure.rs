@@ -79,6 +79,7 @@ pub fn run(
         deflate: plan.deflate,
         inflate_errors: AtomicU64::new(0),
         command_rate: plan.command_rate,
+        churn_rate: plan.churn,
         bytes: AtomicU64::new(0),
     });
     let threads = plan.threads.max(1);
@@ -152,6 +153,15 @@ pub fn run(
                                 })
                                 .detach();
                             }
+                        }
+                        if shared.churn_rate > 0.0 {
+                            // Every thread opens its share.
+                            compio::runtime::spawn(client::run_churn(
+                                Arc::clone(&shared),
+                                Rc::clone(&stats),
+                                threads,
+                            ))
+                            .detach();
                         }
                         if commands {
                             compio::runtime::spawn(client::run_commands(
@@ -357,6 +367,8 @@ fn merge(
     let (mut healthy, mut slow, mut stalled) =
         (Group::default(), Group::default(), Group::default());
     let mut cmds = Commands::default();
+    let mut churn = crate::model::Churn::default();
+    let mut churn_hist = client::histogram();
     let mut earliest: HashMap<u64, u64> = HashMap::new();
     let mut v2 = crate::model::V2Stats::default();
     let mut v2_latency = client::histogram();
@@ -374,6 +386,10 @@ fn merge(
         ] {
             add_group(g, from);
         }
+        churn.attempted += p.churn.attempted;
+        churn.ok += p.churn.ok;
+        churn.failed += p.churn.failed;
+        churn_hist.add(&p.churn_hist).unwrap();
         cmds.sent += p.commands.sent;
         cmds.replies += p.commands.replies;
         cmds.errors += p.commands.errors;
@@ -455,6 +471,10 @@ fn merge(
         inflate_errors: 0,
         v2: v2_report,
         tick_build: None,
+        churn: (churn.attempted > 0).then(|| crate::model::Churn {
+            connect_us: Percentiles::of(&churn_hist, false),
+            ..churn
+        }),
     }
 }
 

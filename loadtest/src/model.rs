@@ -64,6 +64,8 @@ pub struct Shared {
     /// Messages that failed to inflate (measuring or not).
     pub inflate_errors: AtomicU64,
     pub command_rate: f64,
+    /// `--churn`: connections per second opened and closed during the window.
+    pub churn_rate: f64,
     pub bytes: AtomicU64,
     /// `--tls`: every connection speaks TLS with this client configuration.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -138,6 +140,18 @@ pub struct Group {
     pub disconnects: BTreeMap<String, u64>,
     /// Clients still connected at the end.
     pub still_connected: u64,
+}
+
+/// `--churn`: new connections per second beside the streaming clients (the handshake cost).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Churn {
+    /// Connections opened during the window (each does its handshake, then closes).
+    pub attempted: u64,
+    /// Connected, handshake (TLS) and upgrade done.
+    pub ok: u64,
+    pub failed: u64,
+    /// Connect → upgraded (TLS handshake included).
+    pub connect_us: Percentiles,
 }
 
 /// Command round trips.

@@ -40,6 +40,9 @@ pub struct RunReport {
     pub stalled: Group,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<Commands>,
+    /// `--churn`: connections opened and closed during the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<crate::model::Churn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ProcessCpu>,
     /// loadtest's own CPU, percent of all its cores.
@@ -213,6 +216,17 @@ pub fn print_summary(report: &Report) {
                     }
                 );
             }
+        }
+        if let Some(c) = &run.churn {
+            println!(
+                "  churn: {} new connections ({:.0}/s), {} upgraded, {} failed; connect to upgraded p50 {:.2} ms p99 {:.2} ms",
+                c.attempted,
+                c.attempted as f64 / run.window_s.max(1e-9),
+                c.ok,
+                c.failed,
+                c.connect_us.p50 / 1000.0,
+                c.connect_us.p99 / 1000.0
+            );
         }
         if let Some(c) = &run.commands {
             println!(

@@ -98,6 +98,10 @@ pub struct Plan {
     /// WebSocket clients negotiate permessage-deflate and inflate (and verify) every message.
     #[serde(default)]
     pub deflate: bool,
+    /// New WebSocket connections per second during the window, each closed once upgraded
+    /// (`--churn`): what accepting clients (their TLS handshakes) costs the streaming ones.
+    #[serde(default)]
+    pub churn: f64,
     /// Every connection speaks TLS (`--tls`).
     #[serde(default)]
     pub tls: bool,
@@ -176,6 +180,7 @@ impl Scenario {
             v2_mode: Vec::new(),
             v2_transport: V2Transport::Ws,
             deflate: false,
+            churn: 0.0,
             tls: false,
             floor_tls: false,
         };

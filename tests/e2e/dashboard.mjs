@@ -8,16 +8,29 @@ const [url, screenshot] = process.argv.slice(2);
 const compressed = process.env.COMPRESSION !== "off";
 const agreed = (ext) => (compressed ? ext.startsWith("permessage-deflate") : ext === "");
 const fail = (msg) => { console.error(`FAIL: ${msg}`); process.exit(1); };
+// CERT=PEM (https): Chromium trusts that certificate's key the way it allows, by an SPKI
+// allow-list flag (SHA-256 of the SubjectPublicKeyInfo, base64), not by ignoring TLS errors.
+const spki = [];
+if (process.env.CERT) {
+  const { X509Certificate, createHash } = await import("node:crypto");
+  const { readFileSync } = await import("node:fs");
+  const cert = new X509Certificate(readFileSync(process.env.CERT));
+  const der = cert.publicKey.export({ type: "spki", format: "der" });
+  spki.push(`--ignore-certificate-errors-spki-list=${createHash("sha256").update(der).digest("base64")}`);
+}
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
+         "--disable-component-update", "--disable-sync", ...spki],
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1320, height: 560 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(url);
+  if (url.startsWith("https:") && !(await page.evaluate(() => window.isSecureContext && location.protocol === "https:"))) {
+    fail("not a secure https page");
+  }
   await page.waitForFunction(() => document.getElementById("state").textContent === "live", null, { timeout: 10000 });
   await page.waitForFunction(() => document.getElementById("alt").textContent !== "–", null, { timeout: 5000 });
   const first = Number(await page.textContent("#counter"));
@@ -56,7 +69,7 @@ try {
   // A plain v1 client in the same browser: the full frames arrive compressed once per tick for
   // everyone, and every one of them parses, in order.
   const v1 = await page.evaluate(() => new Promise((resolve) => {
-    const s = new WebSocket(`ws://${location.host}/`);
+    const s = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`);
     const counters = [];
     s.onmessage = (e) => {
       counters.push(JSON.parse(e.data).update_counter);
