@@ -152,6 +152,25 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The server's provider: AES-128-GCM first. Every byte of every frame is sealed once per
+/// client, so the cipher is most of what TLS costs here; AES-128 is a third cheaper than
+/// AES-256 and as sound for this data (browsers prefer it too). ChaCha20 stays for clients
+/// without AES hardware.
+pub fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::CipherSuite as C;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let rank = |s: &rustls::SupportedCipherSuite| match s.suite() {
+        C::TLS13_AES_128_GCM_SHA256 | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        C::TLS13_CHACHA20_POLY1305_SHA256
+        | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 1,
+    };
+    // Stable: TLS 1.3 suites stay ahead of TLS 1.2 ones within each rank's order.
+    provider.cipher_suites.sort_by_key(|s| (s.version() != &rustls::version::TLS13, rank(s)));
+    Arc::new(provider)
+}
+
 /// Builds a `ServerConfig` from the files, checking everything a user can get wrong.
 pub fn load(settings: &TlsSettings, now: SystemTime) -> Result<ServerConfig, TlsLoadError> {
     let err = |s: String| TlsLoadError(s);
@@ -169,7 +188,7 @@ pub fn load(settings: &TlsSettings, now: SystemTime) -> Result<ServerConfig, Tls
             settings.key.display()
         ))
     })?;
-    let builder = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err(format!("TLS setup: {e}")))?;
     let builder = match &settings.client_ca {
@@ -205,6 +224,8 @@ pub fn load(settings: &TlsSettings, now: SystemTime) -> Result<ServerConfig, Tls
             settings.cert.display()
         )),
     })?;
+    // Our order (AES-128-GCM first), not the client's: see `server_provider`.
+    config.ignore_client_order = true;
     // The dashboard and WebSocket clients speak HTTP/1.1 (an upgrade has no h2 form here).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Kernel TLS needs the keys; extraction is off unless the kernel can take them.

@@ -10,6 +10,14 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+/// How a TLS read ended.
+enum TlsRead {
+    /// The stream goes on.
+    More,
+    /// EOF or close_notify.
+    End,
+}
+
 /// The socket, and the TLS client when the run speaks TLS.
 pub struct Conn {
     pub stream: TcpStream,
@@ -53,7 +61,8 @@ impl Conn {
             if !handshaking {
                 return Ok(c);
             }
-            if c.read_tls(32 * 1024).await? == 0 {
+            let mut early = Vec::new();
+            if let TlsRead::End = c.read_tls(32 * 1024, &mut early).await? {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -84,43 +93,34 @@ impl Conn {
     /// Appends what arrives to `buf` (plaintext). `Ok(0)` is the end of the stream. On TLS at
     /// most `max_cipher` bytes are read from the socket (slow readers stay slow).
     pub async fn append(&self, buf: Vec<u8>, max_cipher: usize) -> (io::Result<usize>, Vec<u8>) {
-        let Some(tls) = &self.tls else {
+        if self.tls.is_none() {
             let mut s = &self.stream;
             let BufResult(res, buf) = s.append(buf).await;
             return (res, buf);
-        };
+        }
         let mut buf = buf;
         loop {
-            // Plaintext already decrypted goes first.
             let before = buf.len();
-            let eof = {
-                let mut t = tls.borrow_mut();
-                match t.conn.reader().read_to_end(&mut buf) {
-                    Ok(_) => true, // close_notify
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-                    Err(e) => return (Err(e), buf),
-                }
-            };
-            if buf.len() > before {
-                return (Ok(buf.len() - before), buf);
-            }
-            if eof {
-                return (Ok(0), buf);
-            }
-            match self.read_tls(max_cipher).await {
-                Ok(0) => return (Ok(0), buf),
-                Ok(_) => {}
+            let read = match self.read_tls(max_cipher, &mut buf).await {
+                Ok(read) => read,
                 Err(e) => return (Err(e), buf),
-            }
+            };
             // A KeyUpdate answer or an alert may be due.
             if let Err(e) = self.flush_tls().await {
                 return (Err(e), buf);
             }
+            match read {
+                // The peer's close_notify, or EOF.
+                TlsRead::End if buf.len() == before => return (Ok(0), buf),
+                _ if buf.len() > before => return (Ok(buf.len() - before), buf),
+                _ => {} // a partial record: read on
+            }
         }
     }
 
-    /// Reads up to `max` ciphertext bytes and hands them to rustls.
-    async fn read_tls(&self, max: usize) -> io::Result<usize> {
+    /// Reads up to `max` ciphertext bytes, hands them to rustls and appends the plaintext to
+    /// `plain` record by record (rustls holds at most 16 KiB of it).
+    async fn read_tls(&self, max: usize, plain: &mut Vec<u8>) -> io::Result<TlsRead> {
         let tls = self.tls.as_ref().expect("tls");
         let mut cipher = std::mem::take(&mut tls.borrow_mut().cipher);
         cipher.clear();
@@ -133,14 +133,23 @@ impl Conn {
         let n = res?;
         let mut t = tls.borrow_mut();
         let mut slice = &cipher[..n];
-        while !slice.is_empty() {
+        let mut end = n == 0;
+        loop {
+            match t.conn.reader().read_to_end(plain) {
+                Ok(_) => end = true, // close_notify
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if slice.is_empty() {
+                break;
+            }
             t.conn.read_tls(&mut slice)?;
             t.conn
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
         t.cipher = cipher;
-        Ok(n)
+        Ok(if end { TlsRead::End } else { TlsRead::More })
     }
 
     /// Sends whatever TLS records wait.

@@ -198,13 +198,18 @@ impl Link {
         io::shutdown_write(&self.stream);
     }
 
-    /// Frees an idle TLS connection's output buffer beyond a small reserve.
+    /// Frees a TLS connection's output buffer when a one-off message (a large reply) grew it
+    /// past what frames need. A frame-sized buffer stays: it is reused for every frame, so the
+    /// steady state allocates nothing per client.
     pub fn shrink_if_idle(&self) {
         if let Some(tls) = &self.tls {
-            tls.borrow_mut().shrink_if_idle(0);
+            tls.borrow_mut().shrink_if_idle(KEEP_OUTPUT);
         }
     }
 }
+
+/// Output buffer kept between frames: a built-in frame sealed (12 KiB) with room to spare.
+const KEEP_OUTPUT: usize = 32 * 1024;
 
 fn tls_error(failure: TlsFailure) -> stdio::Error {
     stdio::Error::other(format!("TLS: {}", failure.as_str()))
