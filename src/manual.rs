@@ -47,7 +47,8 @@
 //! Only waits are ever cancelled (by a close deadline), never sends, so the writer always knows
 //! how much of a frame went out. As a second line of defence each worker caps its io-wq at
 //! [`crate::runtime::IO_WQ_MAX_WORKERS`] threads per class (`IORING_REGISTER_IOWQ_MAX_WORKERS`;
-//! compio exposes the ring fd but not the call, so it is the crate's one `unsafe` block). The
+//! compio exposes the ring fd but not the call, so it is one of the crate's two `unsafe` blocks;
+//! the other is the kernel-TLS probe's `setsockopt`). The
 //! rings are set up with `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN`: one thread owns each
 //! ring, so the kernel need not interrupt it for every completion.
 //!
@@ -205,6 +206,38 @@
 //! - **Secrets stay out of logs.** URLs are logged with `***` for credentials; the token has no
 //!   `Debug`. async-nats does not read credentials from a URL, so they are split off and passed
 //!   as options.
+//!
+//! # TLS: the shared packets, sealed per client
+//! TLS must not undo the design: a tick still builds each packet once, and every client shares
+//! it. Per client the only new work is the sealing itself.
+//! - The core's [`aerobridge_proto::tls::TlsLayer`] wraps rustls' *unbuffered* connection. Its
+//!   `encrypt` takes the shared `Bytes` by reference and rustls writes the records straight into
+//!   the connection's own output buffer (one copy, the ciphertext). The buffered API would have
+//!   copied the plaintext into rustls' queue first, and then the ciphertext out again.
+//! - Everything the layer writes (handshake flights, records, alerts, a KeyUpdate answer) goes
+//!   into that one buffer in the order rustls sealed it, so records leave in sequence-number
+//!   order. The writer *lends* the buffer to an io_uring send (`MSG_DONTWAIT`, like every send)
+//!   and gets it back; anything sealed meanwhile (the reader's alert) follows what the send had
+//!   not finished. Nothing is ever cut: a record is finished or the connection dropped.
+//! - The send queue picks the next frame (latest wins) *before* the layer sees it: skipping never
+//!   drops or cuts a TLS record. With permessage-deflate the compressed frame is what is sealed,
+//!   about 0.03 of the bytes.
+//! - The buffer is kept between frames (reused, so streaming allocates nothing per client) unless
+//!   a one-off message grew it past 32 KiB.
+//! - The core names no crypto provider: the shell builds the `ServerConfig` (ring, AES-128-GCM
+//!   first: the cipher is most of the per-client cost) and hands it in, so randomness still
+//!   enters the core only as an argument. `cargo tree -p aerobridge-proto -e normal` still names
+//!   no `ring` and no `getrandom`.
+//! - Handshakes run before the session starts, on the worker that owns the connection, bounded
+//!   by `--handshake-timeout`. Their CPU is budgeted per worker as a leaky bucket
+//!   ([`aerobridge_proto::tls::HandshakeBudget`]): the measured cost of each synchronous step is
+//!   debt that drains at `--tls-handshake-share` of real time. Only the synchronous step is timed
+//!   (timing across an await would bill other tasks' work to the handshake).
+//! - Kernel TLS would let the shared plaintext go to every socket as it is. The probe runs once,
+//!   on the first TLS connection; this kernel answers ENOENT, so user-space rustls is what runs
+//!   and is measured. Handing keys to a kernel that has TLS (`dangerous_extract_secrets`,
+//!   `TLS_TX`/`TLS_RX`, and rustls' `KernelConnection` for tickets and KeyUpdate) is not built:
+//!   it cannot be tested here.
 //!
 //! # Access control
 //! See [`crate::access`]. Commands can be gated by a token (constant-time comparison, never

@@ -95,3 +95,67 @@ fn dashboard_over_https_reads_telemetry_over_wss_in_headless_chromium() {
     );
     assert!(handshakes >= 2.0, "{handshakes}");
 }
+
+#[test]
+#[ignore = "needs Debian's firefox-esr and libnss3-tools and puppeteer-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
+fn dashboard_over_https_reads_telemetry_over_wss_in_headless_firefox() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Path::new("/usr/bin/firefox-esr").exists(),
+        "/usr/bin/firefox-esr missing: apt-get install firefox-esr"
+    );
+    assert!(
+        root.join("tests/e2e/node_modules/puppeteer-core").exists(),
+        "puppeteer-core missing: npm install --prefix tests/e2e --no-save puppeteer-core"
+    );
+    let ca = pki::Ca::new("dashboard test CA");
+    let files = pki::Files::new("firefox");
+    let (cert, key) = files.server(&ca.server("localhost"), &ca);
+    let ca_pem = files.write("ca.pem", &ca.pem);
+    // A Firefox profile whose NSS database trusts the test CA (certutil, libnss3-tools).
+    let profile = files.path("profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let db = format!("sql:{}", profile.display());
+    let certutil = |args: &[&str]| {
+        let out = Command::new("certutil")
+            .args(args)
+            .output()
+            .expect("certutil (apt-get install libnss3-tools)");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certutil(&["-N", "-d", &db, "--empty-password"]);
+    certutil(&[
+        "-A",
+        "-d",
+        &db,
+        "-n",
+        "aerobridge test CA",
+        "-t",
+        "C,,",
+        "-i",
+        ca_pem.to_str().unwrap(),
+    ]);
+    let server = Server::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let out = Command::new("node")
+        .arg(root.join("tests/e2e/firefox_tls.mjs"))
+        .arg(format!("https://localhost:{}/", server.ws().port()))
+        .arg(&profile)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "firefox: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("firefox ok"), "{stdout}");
+}

@@ -391,7 +391,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(pki) = pki.as_ref().filter(|_| plan.tls) {
             server_args.extend(pki.server_args());
         }
-        let s = spawn::spawn_server(&bin, plan.broadcast_ms, total + 100, &server_args)?;
+        // Churned connections count too while they are open (a few seconds of them at most).
+        let max_clients = total + 100 + (plan.churn * 5.0) as usize;
+        let s = spawn::spawn_server(&bin, plan.broadcast_ms, max_clients, &server_args)?;
         let targets = Targets {
             tcp: s.tcp,
             ws: s.ws,
