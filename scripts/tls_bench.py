@@ -7,8 +7,8 @@
    ratio to the *plaintext, uncompressed* floor (target <= 1.3).
 2. wss without compression: CPU per frame as a ratio to the TLS floor (a rustls stream per
    client; target <= 2), gaps (target 0), p99 against the TLS floor's.
-3. Handshake cost: 1000 new TLS connections per second (--churn) while 1000 stream: gaps
-   (target 0) and connections upgraded per second.
+3. Handshake cost: 1000 new TLS connections per second (--churn) while 1000 stream (wss with
+   shared deflate): gaps (target 0) and connections upgraded per second; and the same at 250/s.
 4. Memory per idle TLS client: 5000 wss clients at 1 Hz, RSS per client, and the TLS share of it
    (the same run in plaintext subtracted).
 
@@ -90,19 +90,21 @@ def main():
     summary["uncompressed_p99_ms"] = round(median(p99s), 2)
     summary["tls_floor_p99_ms"] = round(median(floor_p99s), 2)
 
-    # 3. 1000 new TLS connections per second while the others stream.
-    g, rate, failed, hs_p99 = [], [], [], []
-    for i in range(a.runs):
-        r = loadtest(f"churn-{i}", [*common, "--tls", "--churn", "1000"])
-        c = r["run"]["churn"]
-        g.append(gaps(r["run"]))
-        rate.append(c["ok"] / r["run"]["window_s"])
-        failed.append(c["failed"])
-        hs_p99.append(c["connect_us"]["p99"] / 1000.0)
-    summary["churn_upgraded_per_s"] = round(median(rate), 1)
-    summary["churn_failed_max"] = max(failed)
-    summary["churn_connect_p99_ms"] = round(median(hs_p99), 2)
-    summary["churn_streaming_gaps_max"] = max(g)
+    # 3. New TLS connections per second while the others stream: the target's 1000/s, and a
+    # rate this 2-core machine carries beside its own load generator without a gap.
+    for rate in (1000, 250):
+        g, ok_rate, failed, hs_p99 = [], [], [], []
+        for i in range(a.runs):
+            r = loadtest(f"churn-{rate}-{i}", [*common, "--tls", "--deflate", "--churn", str(rate)])
+            c = r["run"]["churn"]
+            g.append(gaps(r["run"]))
+            ok_rate.append(c["ok"] / r["run"]["window_s"])
+            failed.append(c["failed"])
+            hs_p99.append(c["connect_us"]["p99"] / 1000.0)
+        summary[f"churn{rate}_upgraded_per_s"] = round(median(ok_rate), 1)
+        summary[f"churn{rate}_failed_max"] = max(failed)
+        summary[f"churn{rate}_connect_p99_ms"] = round(median(hs_p99), 2)
+        summary[f"churn{rate}_streaming_gaps"] = sorted(g)
 
     # 4. Memory per idle client at 1 Hz: TLS and plaintext.
     idle = ["--ws", "5000", "--tcp", "0", "--broadcast-ms", "1000", "--duration", "5s", "--connect-rate", "2500",

@@ -160,14 +160,18 @@ pub fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::CipherSuite as C;
     let mut provider = rustls::crypto::ring::default_provider();
     let rank = |s: &rustls::SupportedCipherSuite| match s.suite() {
-        C::TLS13_AES_128_GCM_SHA256 | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_128_GCM_SHA256
+        | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
         C::TLS13_CHACHA20_POLY1305_SHA256
         | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
         | C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 2,
         _ => 1,
     };
     // Stable: TLS 1.3 suites stay ahead of TLS 1.2 ones within each rank's order.
-    provider.cipher_suites.sort_by_key(|s| (s.version() != &rustls::version::TLS13, rank(s)));
+    provider
+        .cipher_suites
+        .sort_by_key(|s| (s.version() != &rustls::version::TLS13, rank(s)));
     Arc::new(provider)
 }
 

@@ -57,7 +57,10 @@ fn dashboard_updates_and_sends_commands_in_headless_chromium() {
 #[ignore = "needs Debian's chromium and playwright-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
 fn dashboard_over_https_reads_telemetry_over_wss_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium missing");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium missing"
+    );
     let ca = pki::Ca::new("dashboard test CA");
     let files = pki::Files::new("dashboard");
     let leaf = ca.server("localhost");

@@ -154,10 +154,14 @@ pub async fn run_client(spec: ClientSpec, shared: Arc<Shared>, stats: Stats) {
     shared.attempted.fetch_add(1, Ordering::Relaxed);
     stats.borrow_mut().group(spec.role).clients += 1;
     let outcome = match spec.transport {
-        Transport::Tcp => match connect_tcp(shared.targets.tcp, spec.role, shared.laggard_rcvbuf).await {
-            Ok(s) => Conn::wrap(s, shared.tls.as_ref()).await.map(|c| (c, Vec::new())),
-            Err(e) => Err(e),
-        },
+        Transport::Tcp => {
+            match connect_tcp(shared.targets.tcp, spec.role, shared.laggard_rcvbuf).await {
+                Ok(s) => Conn::wrap(s, shared.tls.as_ref())
+                    .await
+                    .map(|c| (c, Vec::new())),
+                Err(e) => Err(e),
+            }
+        }
         Transport::Ws => {
             connect_ws(
                 shared.targets.ws,

@@ -42,10 +42,10 @@ impl Conn {
         config: &Arc<rustls::ClientConfig>,
         host: &str,
     ) -> io::Result<Conn> {
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
-            .map_err(io::Error::other)?;
+        let name =
+            ServerName::try_from(host.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut conn =
+            rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
         // Frames are drained after every read; no need for rustls' 64 KiB plaintext cap.
         conn.set_buffer_limit(None);
         let c = Conn {
@@ -69,7 +69,10 @@ impl Conn {
     }
 
     /// Connects to `addr` over `config` when given, plaintext otherwise.
-    pub async fn wrap(stream: TcpStream, tls: Option<&Arc<rustls::ClientConfig>>) -> io::Result<Conn> {
+    pub async fn wrap(
+        stream: TcpStream,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> io::Result<Conn> {
         match tls {
             None => Ok(Conn::plain(stream)),
             Some(config) => Conn::tls(stream, config, "localhost").await,

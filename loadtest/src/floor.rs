@@ -151,7 +151,9 @@ impl Socket for TlsStream {
 }
 
 fn upgrade<S: Socket>(mut s: S) -> Option<S> {
-    s.tcp().set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.tcp()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {

@@ -8,7 +8,6 @@
 
 mod client;
 mod conn;
-mod tls;
 mod floor;
 mod measure;
 mod model;
@@ -16,6 +15,7 @@ mod plot;
 mod report;
 mod scenario;
 mod spawn;
+mod tls;
 mod v2;
 
 use clap::{Parser, Subcommand};
@@ -348,7 +348,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // --tls: one certificate for whatever is spawned here (server and floor), trusted by the
     // clients; or the CA the user gave; or none (--insecure).
     let pki = (plan.tls || plan.floor_tls)
-        .then(|| tls::TestPki::new())
+        .then(tls::TestPki::new)
         .transpose()?;
     let client_tls = if !plan.tls {
         None
@@ -362,15 +362,14 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--tls against a running server needs --tls-ca PEM (or --insecure)");
     };
     let floor = if calibrate {
-        let f = spawn::spawn_floor(
-            plan.broadcast_ms,
-            pki.as_ref().filter(|_| plan.floor_tls),
-        )?;
+        let f = spawn::spawn_floor(plan.broadcast_ms, pki.as_ref().filter(|_| plan.floor_tls))?;
         let targets = Targets {
             tcp: f.tcp,
             ws: f.ws,
             command: None,
-            tls: plan.floor_tls.then(|| pki.as_ref().expect("made above").client_config()),
+            tls: plan
+                .floor_tls
+                .then(|| pki.as_ref().expect("made above").client_config()),
         };
         let floor_plan = Plan {
             command_rate: 0.0,

@@ -75,7 +75,10 @@ pub fn spawn_server(
 
 /// Starts the floor broadcaster (`loadtest floor`), which announces
 /// `floor listening tcp=ADDR ws=ADDR`.
-pub fn spawn_floor(broadcast_ms: u64, tls: Option<&crate::tls::TestPki>) -> anyhow::Result<Spawned> {
+pub fn spawn_floor(
+    broadcast_ms: u64,
+    tls: Option<&crate::tls::TestPki>,
+) -> anyhow::Result<Spawned> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["floor", "--broadcast-ms", &broadcast_ms.to_string()]);
     if let Some(pki) = tls {

@@ -23,7 +23,8 @@ impl TestPki {
             "localhost".to_string(),
             "127.0.0.1".to_string(),
         ])?;
-        let dir = std::env::temp_dir().join(format!("aerobridge-loadtest-tls-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("aerobridge-loadtest-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
@@ -79,7 +80,11 @@ pub fn client_config_from_ca(path: &Path) -> anyhow::Result<Arc<ClientConfig>> {
     for cert in CertificateDer::pem_file_iter(path)? {
         roots.add(cert?)?;
     }
-    anyhow::ensure!(!roots.is_empty(), "--tls-ca {}: no certificate", path.display());
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "--tls-ca {}: no certificate",
+        path.display()
+    );
     Ok(config(roots))
 }
 
@@ -117,7 +122,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -126,7 +136,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

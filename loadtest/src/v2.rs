@@ -4,11 +4,11 @@
 //! on the same thread records. Every mismatch, every delta whose base never came, and every
 //! jump in `seq` larger than the subscription's `every` is counted.
 
+use crate::conn::Conn;
 use crate::model::{Profile, Shared, Transport, V2Stats};
 use aerobridge::telemetry::VARIABLES;
 use aerobridge_client::v2::{Event, V2State, Value, HEARTBEAT};
 use aerobridge_client::{FrameReader, Framing, Message};
-use crate::conn::Conn;
 use compio::net::TcpStream;
 use simd_json::prelude::*;
 use std::cell::RefCell;
