@@ -13,39 +13,63 @@ mod common;
 mod pki;
 
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The repository root, after checking that `binary` and the node package `package` are there.
+fn needs(binary: &str, package: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Path::new(binary).exists(),
+        "{binary} missing (see README: Set up)"
+    );
+    assert!(
+        root.join("tests/e2e/node_modules").join(package).exists(),
+        "{package} missing: npm install --prefix tests/e2e --no-save {package}"
+    );
+    root
+}
+
+/// Runs `node tests/e2e/SCRIPT ARGS…` with `env`; its stdout, which must report `ok`.
+fn run_node(
+    root: &Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::ffi::OsStr)],
+    ok: &str,
+) -> String {
+    let out = Command::new("node")
+        .arg(root.join("tests/e2e").join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(ok), "{stdout}");
+    stdout
+}
 
 #[test]
 #[ignore = "needs Debian's chromium and playwright-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
 fn dashboard_updates_and_sends_commands_in_headless_chromium() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium missing: apt-get install chromium"
-    );
-    assert!(
-        root.join("tests/e2e/node_modules/playwright-core").exists(),
-        "playwright-core missing: npm install --prefix tests/e2e --no-save playwright-core@1.65.1"
-    );
+    let root = needs("/usr/bin/chromium", "playwright-core");
     for compression in ["shared", "off"] {
         // A short idle rule: the page must keep its v2 session alive by itself (heartbeats).
         let server = Server::start(&["--v2-idle-timeout", "3s", "--ws-compression", compression]);
         let shot = root.join(format!("target/dashboard-{compression}.png"));
-        let out = Command::new("node")
-            .arg(root.join("tests/e2e/dashboard.mjs"))
-            .arg(format!("http://{}/", server.ws()))
-            .arg(&shot)
-            .env("COMPRESSION", compression)
-            .output()
-            .expect("node");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "--ws-compression {compression}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let url = format!("http://{}/", server.ws());
+        run_node(
+            &root,
+            "dashboard.mjs",
+            &[url.as_ref(), shot.as_ref()],
+            &[("COMPRESSION", compression.as_ref())],
+            "dashboard ok",
         );
-        assert!(stdout.contains("dashboard ok"), "{stdout}");
         assert!(
             std::fs::metadata(&shot).unwrap().len() > 10_000,
             "screenshot saved"
@@ -56,11 +80,7 @@ fn dashboard_updates_and_sends_commands_in_headless_chromium() {
 #[test]
 #[ignore = "needs Debian's chromium and playwright-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
 fn dashboard_over_https_reads_telemetry_over_wss_in_headless_chromium() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium missing"
-    );
+    let root = needs("/usr/bin/chromium", "playwright-core");
     let ca = pki::Ca::new("dashboard test CA");
     let files = pki::Files::new("dashboard");
     let leaf = ca.server("localhost");
@@ -75,21 +95,17 @@ fn dashboard_over_https_reads_telemetry_over_wss_in_headless_chromium() {
         key.to_str().unwrap(),
     ]);
     let shot = root.join("target/dashboard-https.png");
-    let out = Command::new("node")
-        .arg(root.join("tests/e2e/dashboard.mjs"))
-        .arg(format!("https://localhost:{}/", server.ws().port()))
-        .arg(&shot)
-        .env("COMPRESSION", "shared")
-        .env("CERT", &leaf_pem)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "https: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!("https://localhost:{}/", server.ws().port());
+    run_node(
+        &root,
+        "dashboard.mjs",
+        &[url.as_ref(), shot.as_ref()],
+        &[
+            ("COMPRESSION", "shared".as_ref()),
+            ("CERT", leaf_pem.as_ref()),
+        ],
+        "dashboard ok",
     );
-    assert!(stdout.contains("dashboard ok"), "{stdout}");
     // The browser's connections were TLS handshakes the server counted.
     let handshakes = pki::metric(
         server.ws(),
@@ -102,15 +118,7 @@ fn dashboard_over_https_reads_telemetry_over_wss_in_headless_chromium() {
 #[test]
 #[ignore = "needs Debian's firefox-esr and libnss3-tools and puppeteer-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
 fn dashboard_over_https_reads_telemetry_over_wss_in_headless_firefox() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new("/usr/bin/firefox-esr").exists(),
-        "/usr/bin/firefox-esr missing: apt-get install firefox-esr"
-    );
-    assert!(
-        root.join("tests/e2e/node_modules/puppeteer-core").exists(),
-        "puppeteer-core missing: npm install --prefix tests/e2e --no-save puppeteer-core"
-    );
+    let root = needs("/usr/bin/firefox-esr", "puppeteer-core");
     let ca = pki::Ca::new("dashboard test CA");
     let files = pki::Files::new("firefox");
     let (cert, key) = files.server(&ca.server("localhost"), &ca);
@@ -148,17 +156,12 @@ fn dashboard_over_https_reads_telemetry_over_wss_in_headless_firefox() {
         "--tls-key",
         key.to_str().unwrap(),
     ]);
-    let out = Command::new("node")
-        .arg(root.join("tests/e2e/firefox_tls.mjs"))
-        .arg(format!("https://localhost:{}/", server.ws().port()))
-        .arg(&profile)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "firefox: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!("https://localhost:{}/", server.ws().port());
+    run_node(
+        &root,
+        "firefox_tls.mjs",
+        &[url.as_ref(), profile.as_ref()],
+        &[],
+        "firefox ok",
     );
-    assert!(stdout.contains("firefox ok"), "{stdout}");
 }
