@@ -551,3 +551,34 @@ fn plaintext_runs_beside_tls_on_its_own_port() {
     );
     assert!(pki::https_get(t.server.ws(), t.client(), "/healthz").starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn a_full_server_refuses_a_tls_client_with_an_alert_and_no_handshake() {
+    let t = start("full", "ws,data", &["--max-clients", "2"]);
+    // Two TLS telemetry clients fill the server.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = pki::connect(t.server.data, t.client()).unwrap();
+        pki::read_line(&mut c).unwrap();
+        held.push(c);
+    }
+    // The next one gets a fatal internal_error alert (7 bytes, no ServerHello) and a close.
+    let hello = client_hello(t.client());
+    let got = answer_to(t.server.data, &hello);
+    assert_eq!(got, [0x15, 3, 3, 0, 2, 2, 80], "{got:?}");
+    // A rustls client reports the alert.
+    let refused = pki::connect(t.server.data, t.client());
+    assert!(refused.is_err(), "a full server completed a handshake");
+    drop(held);
+    // Room again: served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut c) = pki::connect(t.server.data, t.client()) {
+            if pki::read_line(&mut c).is_ok() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
