@@ -422,6 +422,7 @@ impl Tls {
 
     /// Reloads on SIGHUP and when the certificate or key file changes (polled), until `stop`.
     pub fn spawn_reloader(self: &Arc<Self>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+        // Set by SIGHUP (Unix); elsewhere only file changes reload.
         let hup = Arc::new(AtomicBool::new(false));
         #[cfg(unix)]
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
@@ -461,7 +462,7 @@ impl Tls {
 
     /// After a handshake: tries to attach the kernel's TLS ULP to `socket` once per process;
     /// without it (this kernel: ENOENT) every connection stays in user space, logged once.
-    pub fn probe_kernel_tls<S: std::os::fd::AsFd>(&self, socket: &S) {
+    pub fn probe_kernel_tls(&self, socket: &compio::net::TcpStream) {
         if self.settings.ktls == KtlsMode::Off {
             return;
         }
@@ -485,9 +486,9 @@ impl Tls {
 /// `setsockopt(TCP_ULP, "tls")`: ENOENT means no TLS module. A ULP with no keys configured
 /// passes bytes through unchanged, so a successful probe does not disturb the connection.
 #[cfg(target_os = "linux")]
-fn ktls_probe<S: std::os::fd::AsFd>(socket: &S) -> KtlsState {
+fn ktls_probe(socket: &compio::net::TcpStream) -> KtlsState {
     use std::os::fd::AsRawFd;
-    let fd = socket.as_fd().as_raw_fd();
+    let fd = socket.as_raw_fd();
     let name = b"tls";
     #[allow(unsafe_code)]
     // SAFETY: a valid fd and a pointer/length pair into a live byte string.
@@ -508,7 +509,7 @@ fn ktls_probe<S: std::os::fd::AsFd>(socket: &S) -> KtlsState {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn ktls_probe<S>(_socket: &S) -> KtlsState {
+fn ktls_probe(_socket: &compio::net::TcpStream) -> KtlsState {
     KtlsState::Unavailable
 }
 

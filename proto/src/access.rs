@@ -313,4 +313,26 @@ mod tests {
             &["*".to_string()]
         ));
     }
+
+    #[test]
+    fn a_client_certificate_commands_only_when_its_cn_or_subject_is_listed() {
+        let allowed = vec!["cockpit-1".to_string(), "CN=tracker, O=Club".to_string()];
+        assert!(certificate_may_command(&allowed, "CN=cockpit-1, O=Club"));
+        assert!(certificate_may_command(&allowed, "CN=tracker, O=Club"));
+        assert!(!certificate_may_command(&allowed, "CN=cockpit-10, O=Club"));
+        assert!(!certificate_may_command(&allowed, "CN=tracker, O=Other"));
+        assert!(!certificate_may_command(&[], "CN=cockpit-1"));
+
+        // The policy of a connection whose certificate is not listed refuses every command.
+        let policy = AccessPolicy {
+            rate_per_second: 10,
+            certificate_read_only: true,
+            ..AccessPolicy::default()
+        };
+        let mut gate = CommandGate::new(&policy, None);
+        assert_eq!(
+            gate.admit(&policy, Instant::now()),
+            Err(CommandError::CertificateNotAllowed)
+        );
+    }
 }

@@ -254,3 +254,22 @@ fn the_handshake_budget_holds_its_share_whatever_a_step_costs() {
         retry - t0
     );
 }
+
+#[test]
+fn a_key_update_from_the_client_is_answered_in_order_and_traffic_goes_on() {
+    let (mut layer, mut client) = connected(&[&rustls::version::TLS13]);
+    // rustls asks the peer to update too (update_requested), so the layer owes a KeyUpdate.
+    client.refresh_traffic_keys().unwrap();
+    client.writer().write_all(b"after the update").unwrap();
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    let mut plain = Vec::new();
+    layer.receive(&wire, &mut plain).unwrap();
+    assert_eq!(plain, b"after the update");
+    // The answer (if any) and then a frame, sealed under the new keys, in order.
+    layer.encrypt(b"a frame").unwrap();
+    let out = layer.lend().unwrap();
+    assert_eq!(read_all(&mut client, out.pending()), b"a frame");
+}
