@@ -256,8 +256,8 @@ pub struct Cli {
     )]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
-    /// Mutual TLS: client certificates that may send commands, by common name (cockpit-1) or
-    /// whole subject ("CN=cockpit-1, O=Club"); comma-separated or repeated.
+    /// Mutual TLS: common names (CN) of the client certificates that may send commands
+    /// (cockpit-1,cockpit-2); comma-separated or repeated. Every other certificate is read-only.
     #[arg(
         long,
         help_heading = "TLS",

@@ -127,7 +127,7 @@ pub struct TlsSettings {
     pub client_ca: Option<PathBuf>,
     /// Which ports speak TLS.
     pub ports: TlsPorts,
-    /// Client-certificate subjects (a CN, or the whole subject) allowed to send commands.
+    /// Common names of the client certificates allowed to send commands.
     pub allow_commands: Vec<String>,
     /// Share of each tick a worker may spend in handshakes.
     pub handshake_share: f64,

@@ -61,9 +61,7 @@ pub async fn run(
         .await
         .unwrap_or(Err(TlsFailure::Timeout));
     if let Err(failure) = outcome {
-        if failure != TlsFailure::Abandoned || tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(%peer, reason = failure.as_str(), "TLS handshake failed");
-        }
+        tracing::debug!(%peer, reason = failure.as_str(), "TLS handshake failed");
         tls_failed(worker, failure, "during the handshake");
         // The alert, if any, within a short grace: the peer may not read at all.
         let _ = compio::time::timeout(Duration::from_millis(250), link.close_write()).await;

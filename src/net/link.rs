@@ -45,7 +45,7 @@ impl Link {
         }
     }
 
-    /// A TLS connection whose handshake is done (see [`super::handshake`]).
+    /// A TLS connection; its handshake runs first ([`super::handshake`]).
     pub fn tls(stream: TcpStream, layer: TlsLayer) -> Self {
         Self {
             stream,
