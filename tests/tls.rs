@@ -537,8 +537,7 @@ fn plaintext_runs_beside_tls_on_its_own_port() {
     // The plaintext port answers plain HTTP (and upgrades plain WebSockets) ...
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut page = String::new();
     let _ = s.read_to_string(&mut page);
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
@@ -546,10 +545,10 @@ fn plaintext_runs_beside_tls_on_its_own_port() {
     assert!(ws.read().unwrap().is_text());
     // ... while the main port speaks TLS only.
     assert_eq!(
-        answer_to(t.server.ws(), b"GET /healthz HTTP/1.1\r\n\r\n").first(),
+        answer_to(t.server.ws(), b"GET / HTTP/1.1\r\n\r\n").first(),
         Some(&0x15)
     );
-    assert!(pki::https_get(t.server.ws(), t.client(), "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(pki::https_get(t.server.ws(), t.client(), "/").starts_with("HTTP/1.1 200"));
 }
 
 #[test]

@@ -100,14 +100,22 @@ async fn exchange(worker: &Worker, link: &Link) -> Result<(), TlsFailure> {
         io::readable(&link.stream)
             .await
             .map_err(|_| TlsFailure::Abandoned)?;
-        wait_for_budget(worker).await;
         let (res, buf) = io::read_ready(&link.stream, worker.take_scratch()).await;
         let read = match res {
-            Ok(0) => Read::Eof,
-            Ok(_) => {
-                // Only the synchronous work is timed (an await would count other tasks too).
+            Ok(0) => {
+                worker.return_scratch(buf);
+                Read::Eof
+            }
+            Ok(n) => {
+                // The bytes wait for the budget in a buffer of their own (a ClientHello is a few
+                // hundred bytes); the worker's scratch buffer goes back at once.
+                let bytes = buf[buf.len() - n..].to_vec();
+                worker.return_scratch(buf);
+                // No await between the budget's yes and the spending: otherwise every waiting
+                // handshake would pass the check before the first one paid.
+                wait_for_budget(worker).await;
                 let started = Instant::now();
-                let read = link.open(&buf);
+                let read = link.open(&bytes);
                 let took = started.elapsed();
                 BUDGET.with(|b| {
                     if let Some(b) = b.borrow_mut().as_mut() {
@@ -116,9 +124,11 @@ async fn exchange(worker: &Worker, link: &Link) -> Result<(), TlsFailure> {
                 });
                 read
             }
-            Err(_) => Read::Failed,
+            Err(_) => {
+                worker.return_scratch(buf);
+                Read::Failed
+            }
         };
-        worker.return_scratch(buf);
         let result = match read {
             Read::Decrypted(plain) => {
                 // Application data with the client's last flight (a pipelined request):
