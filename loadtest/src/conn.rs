@@ -146,7 +146,11 @@ impl Conn {
             if slice.is_empty() {
                 break;
             }
-            t.conn.read_tls(&mut slice)?;
+            if t.conn.read_tls(&mut slice)? == 0 {
+                // After the server's close_notify rustls takes nothing more.
+                end = true;
+                break;
+            }
             t.conn
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

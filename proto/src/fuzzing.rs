@@ -484,6 +484,7 @@ pub fn tls_session(
     let mut sealed = Vec::new();
     let mut read_by_client = Vec::new();
     let mut received_by_server = Vec::new();
+    let mut client_closed = false;
     // Moves the client's pending records to the server (optionally in small pieces).
     let client_to_server = |peer: &mut rustls::ClientConnection,
                             layer: &mut TlsLayer,
@@ -518,7 +519,9 @@ pub fn tls_session(
         let mut bytes = &out.pending()[..n];
         let mut ok = true;
         while !bytes.is_empty() && ok {
-            ok = peer.read_tls(&mut bytes).is_ok() && peer.process_new_packets().is_ok();
+            // `Ok(0)`: the client has seen close_notify and takes nothing more.
+            ok = matches!(peer.read_tls(&mut bytes), Ok(n) if n > 0)
+                && peer.process_new_packets().is_ok();
             let _ = peer.reader().read_to_end(read);
         }
         out.advance(n);
@@ -535,7 +538,8 @@ pub fn tls_session(
         script = tail;
         match op % 8 {
             0 => {
-                if peer.writer().write_all(chunk).is_ok() {
+                // Data after the client's own close_notify is not the server's to read.
+                if peer.writer().write_all(chunk).is_ok() && !client_closed {
                     sent_by_client.extend_from_slice(chunk);
                 }
                 client_to_server(
@@ -566,6 +570,7 @@ pub fn tls_session(
             }
             5 => layer.close_notify(),
             6 => {
+                client_closed = true;
                 peer.send_close_notify();
                 client_to_server(&mut peer, &mut layer, &mut plain, 4096, None);
             }
