@@ -11,6 +11,8 @@
 //! v2          V2State: the subscribed names from the ack, the state rebuilt from keyframes and
 //!             deltas (a delta names its keyframe, so any one delta rebuilds the state)
 //! blocking    Connection: std sockets for scripts and tests (tcp:// and ws:// URLs)
+//! session     Client: the session client (as the Python and JS libraries): connect, the
+//!             rebuilt state, updates, set with its ack, resume after a lost connection, stale
 //! ```
 
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@
 pub mod blocking;
 pub mod frames;
 pub mod handshake;
+pub mod session;
 pub mod v2;
 
 pub use frames::{FrameReader, Framing, Message};
