@@ -165,3 +165,19 @@ fn dashboard_over_https_reads_telemetry_over_wss_in_headless_firefox() {
         "firefox ok",
     );
 }
+
+#[test]
+#[ignore = "needs Debian's chromium and playwright-core; run with `cargo test --test dashboard_e2e -- --ignored`"]
+fn the_altimeter_example_page_runs_on_the_js_client_in_headless_chromium() {
+    let root = needs("/usr/bin/chromium", "playwright-core");
+    let server = Server::start(&[]);
+    let bridge = format!("ws://{}/", server.ws.unwrap());
+    let shot = root.join("target/altimeter.png");
+    run_node(
+        &root,
+        "altimeter.mjs",
+        &[bridge.as_ref(), shot.as_os_str()],
+        &[],
+        "altimeter ok",
+    );
+}

@@ -89,6 +89,11 @@ export declare class Client {
   readonly updatesDropped: number;
   readonly lastError: string | null;
   readonly lastUpdate: Update | null;
+  /** WebSocket extensions agreed (e.g. "permessage-deflate; …"), "" for none. */
+  readonly extensions: string;
+  /** Characters of the last message / of all messages received (after inflating). */
+  readonly lastMessageBytes: number;
+  readonly bytesReceived: number;
   on(event: "update", listener: (update: Update) => void): () => void;
   on(event: "stale", listener: (stale: boolean) => void): () => void;
   on(event: "connected", listener: (session: string) => void): () => void;

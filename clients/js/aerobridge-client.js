@@ -188,6 +188,9 @@ export class Client {
     this.lastError = null;
     /** The last `Update` object handed out. */
     this.lastUpdate = null;
+    /** Characters of the last message and of all messages received (after inflating). */
+    this.lastMessageBytes = 0;
+    this.bytesReceived = 0;
     this._s = new SessionState();
     this._ws = null;
     this._connected = false;
@@ -213,6 +216,8 @@ export class Client {
   /** That frame's timestamp, µs since the UNIX epoch. */
   get timestamp() { return this._s.timestamp; }
   get connected() { return this._connected; }
+  /** The WebSocket extensions the server agreed to (e.g. permessage-deflate), "" for none. */
+  get extensions() { return this._ws?.extensions ?? ""; }
   /** Milliseconds between updates: the subscription's `every` frames at the server's rate. */
   get period() {
     const rate = this.welcome.rate_hz ?? 50;
@@ -331,7 +336,7 @@ export class Client {
           resolve();
         }, fail);
       };
-      ws.onerror = () => { if (!opened) fail(new ClientError("connect_failed", `${this.url}: the connection failed`)); };
+      ws.onerror = () => { if (!opened) fail(new ClientError("connect_failed", `${this.url}: the connection failed (nothing listening, or the bridge refused this page's origin: see its --allowed-origin)`)); };
       ws.onclose = (e) => {
         const why = `connection closed (${e.code}${e.reason ? " " + e.reason : ""})`;
         this.lastError = why;
@@ -348,6 +353,8 @@ export class Client {
       ws.onmessage = (e) => {
         this._lastReceived = now();
         if (typeof e.data !== "string") return;
+        this.lastMessageBytes = e.data.length;
+        this.bytesReceived += e.data.length;
         let m;
         try { m = JSON.parse(e.data); } catch { this.lastError = "protocol: not JSON"; return; }
         try { this._dispatch(m); } catch (err) { this.lastError = `protocol: ${err.message}`; }

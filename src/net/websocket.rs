@@ -50,6 +50,12 @@ pub(crate) fn render(worker: &Worker, page: Page, head: bool) -> Vec<u8> {
             crate::dashboard::PAGE.as_bytes(),
             head,
         ),
+        Page::ClientLibrary => page_response(
+            200,
+            "text/javascript; charset=utf-8",
+            crate::dashboard::CLIENT_LIBRARY.as_bytes(),
+            head,
+        ),
         Page::Metrics => page_response(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -75,7 +81,7 @@ pub(crate) fn render(worker: &Worker, page: Page, head: bool) -> Vec<u8> {
         Page::NotFound => page_response(
             404,
             text,
-            b"not found: this is aerobridge's WebSocket port; pages: / (dashboard), /metrics, /healthz, /connections\n",
+            b"not found: this is aerobridge's WebSocket port; pages: / (dashboard), /metrics, /healthz, /connections, /aerobridge-client.js\n",
             head,
         ),
     }

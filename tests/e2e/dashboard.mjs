@@ -46,7 +46,7 @@ try {
   const proto = await page.textContent("#proto");
   if (!proto.startsWith("v2 · profile")) fail(`not on protocol v2: ${proto}`);
   // Chromium offers permessage-deflate; the server compresses each profile's message once.
-  const extensions = await page.evaluate(() => ws.extensions);
+  const extensions = await page.evaluate(() => dashboard.client.extensions);
   if (!agreed(extensions)) fail(`extensions "${extensions}" (compression expected: ${compressed})`);
   const kbps = Number(await page.textContent("#rate"));
   if (!(kbps > 0 && kbps < 50)) fail(`received ${kbps} kB/s`);
@@ -55,7 +55,7 @@ try {
   const actual = Number((await page.textContent("#thr")).replace("%", "")) / 100;
   if (!(Math.abs(shown - actual) <= 0.015)) fail(`throttle slider ${shown} while the aircraft's throttle is ${actual}`);
   // The ground track is a line (points every half second), not just the current dot.
-  await page.waitForFunction(() => track.length >= 4, null, { timeout: 5000 });
+  await page.waitForFunction(() => dashboard.track.length >= 4, null, { timeout: 5000 });
   await page.click("#gear-down");
   await page.waitForSelector("#log .ok", { timeout: 5000 });
   const reply = await page.textContent("#log .ok");

@@ -464,21 +464,26 @@ impl Client {
         let deadline = Instant::now() + self.options.timeout;
         let tag = format!("\"id\":{id},");
         let tag_end = format!("\"id\":{id}}}");
-        self.wait_for(deadline, |m| {
-            !m.starts_with(b"{\"op\":\"key\"")
-                && !m.starts_with(b"{\"op\":\"delta\"")
-                && !(m.starts_with(b"{\"op\":\"ack\"")
-                    && memchr::memmem::find(m, b"\"resumed\":true").is_some())
-                && (memchr::memmem::find(m, tag.as_bytes()).is_some()
-                    || memchr::memmem::find(m, tag_end.as_bytes()).is_some())
-        })
-        .map_err(|e| {
-            if e.code == "connect_failed" {
-                ClientError::new("disconnected", e.message)
-            } else {
-                e
-            }
-        })
+        // Data messages carry no id; a resumed subscription's ack carries its sub id, which
+        // may equal a request's.
+        let data =
+            |m: &[u8]| m.starts_with(b"{\"op\":\"key\"") || m.starts_with(b"{\"op\":\"delta\"");
+        let resumed_ack = |m: &[u8]| {
+            m.starts_with(b"{\"op\":\"ack\"")
+                && memchr::memmem::find(m, b"\"resumed\":true").is_some()
+        };
+        let has_id = move |m: &[u8]| {
+            memchr::memmem::find(m, tag.as_bytes()).is_some()
+                || memchr::memmem::find(m, tag_end.as_bytes()).is_some()
+        };
+        self.wait_for(deadline, |m| !data(m) && !resumed_ack(m) && has_id(m))
+            .map_err(|e| {
+                if e.code == "connect_failed" {
+                    ClientError::new("disconnected", e.message)
+                } else {
+                    e
+                }
+            })
     }
 
     /// One message, or `None` when the read timed out. A lost connection is an error here

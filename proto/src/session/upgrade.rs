@@ -29,6 +29,9 @@ pub enum Page {
     Favicon,
     /// `GET /connections`: every telemetry connection (JSON).
     Connections,
+    /// `GET /aerobridge-client.js`: the JavaScript client library (the dashboard's, and any
+    /// page's that wants it from the bridge itself).
+    ClientLibrary,
     /// Any other path: 404 naming the pages there are.
     NotFound,
 }
@@ -41,6 +44,7 @@ pub fn route(target: &str) -> Page {
         "/healthz" => Page::Health,
         "/favicon.ico" => Page::Favicon,
         "/connections" => Page::Connections,
+        "/aerobridge-client.js" => Page::ClientLibrary,
         _ => Page::NotFound,
     }
 }
@@ -310,6 +314,7 @@ mod tests {
         assert_eq!(route("/"), Page::Dashboard);
         assert_eq!(route("/healthz?x=1"), Page::Health);
         assert_eq!(route("/favicon.ico"), Page::Favicon);
+        assert_eq!(route("/aerobridge-client.js"), Page::ClientLibrary);
         assert_eq!(route("/nope"), Page::NotFound);
         let r = String::from_utf8(page_response(503, "text/plain", b"down", false)).unwrap();
         assert!(
