@@ -374,6 +374,7 @@ fn same(value: &Value, json: &Json) -> bool {
 struct Checker {
     reference: Arc<Reference>,
     last: Option<u64>,
+    gaps: Vec<(u64, u64)>,
     rebuilt: BTreeMap<String, Value>,
     checked: usize,
 }
@@ -478,6 +479,7 @@ fn run_rust_scenario(fixture: &Fixture, transport: &str) {
     let mut checker = Checker {
         reference,
         last: None,
+        gaps: Vec::new(),
         rebuilt: BTreeMap::new(),
         checked: 0,
     };
@@ -523,6 +525,12 @@ fn run_rust_scenario(fixture: &Fixture, transport: &str) {
             other => panic!("unknown step {other}"),
         }
     }
+    let allowed = 2 * (1 + client.reconnects()) as usize;
+    assert!(
+        checker.gaps.len() <= allowed,
+        "gaps beyond the server's rules: {:?}",
+        checker.gaps
+    );
 }
 
 #[test]

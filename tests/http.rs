@@ -42,11 +42,22 @@ fn dashboard_page_is_served_self_contained() {
     let (status, head, body) = get(server.ws(), "/");
     assert_eq!(status, 200);
     assert!(head.contains("Content-Type: text/html"));
-    assert!(body.contains("<title>aerobridge</title>") && body.contains("new WebSocket("));
+    // The page speaks v2 through the client library, which the bridge serves itself.
+    assert!(body.contains("<title>aerobridge</title>"));
+    assert!(body.contains(r#"import { connect } from "/aerobridge-client.js";"#));
+    let (status, head, library) = get(server.ws(), "/aerobridge-client.js");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/javascript"), "{head}");
     assert!(
-        !body.contains("http://") && !body.contains("https://"),
-        "no external resources"
+        library.contains("export async function connect(")
+            && library.contains("new this.WebSocket(")
     );
+    for text in [&body, &library] {
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "no external resources"
+        );
+    }
 }
 
 #[test]

@@ -22,6 +22,8 @@ const KEYS_KEPT = 4;
 const UPDATES_KEPT = 1024;
 /** Without a `welcome` this long while v1 frames arrive, the server is a plain v1 bridge. */
 const V1_PATIENCE_MS = 1500;
+/** A plain bridge's broadcast rate (upstream's default, 20 ms); `hz` keeps every n-th frame. */
+const V1_RATE_HZ = 50;
 
 /** An error with a stable `code`: the server's reason token (`read_only`, `unknown_variable`,
  * `unauthorized`, …; `message` is the server's text) or the client's own (`bad_url`,
@@ -221,7 +223,7 @@ export class Client {
   /** Milliseconds between updates: the subscription's `every` frames at the server's rate. */
   get period() {
     const rate = this.welcome.rate_hz ?? 50;
-    if (this.protocol === 1) return 1000 / Math.min(this.hz ?? rate, rate);
+    if (this.protocol === 1) return (1000 * (this.hz ? Math.max(1, Math.round(V1_RATE_HZ / this.hz)) : 1)) / V1_RATE_HZ;
     return (1000 * Math.max(1, this.subscription.every ?? 1)) / rate;
   }
   /** True while the source says its data is not live (`data_valid` 0), no update came within
@@ -440,7 +442,10 @@ export class Client {
       case undefined:
         if (m.schema) {
           this._v1Frames++;
-          if (this.protocol === 1) this._emit(this._s.v1Frame(m, this.vars ? matches(this.vars) : null));
+          const every = this.hz ? Math.max(1, Math.round(V1_RATE_HZ / this.hz)) : 1;
+          if (this.protocol === 1 && (m.update_counter ?? 0) % every === 0) {
+            this._emit(this._s.v1Frame(m, this.vars ? matches(this.vars) : null));
+          }
         }
         break;
       default:

@@ -90,13 +90,16 @@ function control(request) {
 
 /** Reads every update as it comes and checks it against the reference. */
 function checker(client, reference) {
-  const c = { checked: 0, last: null, rebuilt: {}, failure: null, waiters: new Set() };
+  const c = { checked: 0, last: null, gaps: [], rebuilt: {}, failure: null, waiters: new Set() };
   const notify = () => { for (const w of c.waiters) w(); };
   (async () => {
     for await (const update of client) {
       const n = update.updateCounter, every = client.subscription.every;
       assert.equal(n % every, 0, `update ${n} is not on the subscription's frames (every ${every})`);
       assert.ok(c.last === null || n > c.last, `update ${n} after ${c.last}: repeated or going back`);
+      // Steps other than `every`: allowed only where a connection starts (its first keyframe may
+      // be up to a second old, then the current frame follows).
+      if (c.last !== null && n - c.last !== every) c.gaps.push([c.last, n]);
       c.last = n;
       Object.assign(c.rebuilt, update.values);
       const ref = await reference.frame(n);
@@ -168,6 +171,7 @@ for (const transport of TRANSPORTS) {
         }
       }
       assert.equal(check.failure, null);
+      assert.ok(check.gaps.length <= 2 * (1 + client.reconnects), `gaps beyond the server's rules: ${JSON.stringify(check.gaps)}`);
     } finally {
       await client.close();
       reference.stop();

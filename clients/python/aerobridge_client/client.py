@@ -28,6 +28,8 @@ from .errors import ClientError
 UPDATES_KEPT = 1024
 #: Without a ``welcome`` this long while v1 frames arrive, the server is a plain v1 bridge.
 V1_PATIENCE_S = 1.5
+#: A plain bridge's broadcast rate (upstream's default, 20 ms).
+V1_RATE_HZ = 50.0
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class Client:
         """Seconds between updates: the subscription's ``every`` frames at the server's rate."""
         rate = float(self.welcome.get("rate_hz") or 50.0)
         if self.protocol == 1:
-            return 1.0 / min(self.hz or rate, rate)
+            return max(1, round(V1_RATE_HZ / self.hz)) / V1_RATE_HZ if self.hz else 1 / V1_RATE_HZ
         return max(1, int(self.subscription.get("every", 1))) / rate
 
     @property
@@ -317,7 +319,9 @@ class Client:
                 self.last_error = f"{m.get('code')}: {m.get('message')}"
         elif op is None and "schema" in m:
             self._v1_frames += 1
-            if self.protocol == 1:
+            # A plain bridge sends every frame (upstream: 50 Hz): `hz` keeps every n-th, as v2 would.
+            every = max(1, round(V1_RATE_HZ / self.hz)) if self.hz else 1
+            if self.protocol == 1 and int(m.get("update_counter", 0)) % every == 0:
                 self._emit(self._session.v1_frame(m, self._v1_names(m)))
 
     def _v1_names(self, frame: Mapping[str, Any]) -> Optional[List[str]]:

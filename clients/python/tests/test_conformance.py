@@ -83,6 +83,9 @@ class Checker:
         self.client, self.reference = client, reference
         self.checked = 0
         self.last: Optional[int] = None
+        # Steps other than `every`: allowed only where a connection starts (its first keyframe
+        # may be up to a second old, then the current frame follows).
+        self.gaps: List[Any] = []
         self.rebuilt: Dict[str, Any] = {}
         self.progress = asyncio.Event()
         self.task = asyncio.create_task(self._run())
@@ -94,6 +97,8 @@ class Checker:
             n = update.update_counter
             assert n % every == 0, f"update {n} is not on the subscription's frames (every {every})"
             assert self.last is None or n > self.last, f"update {n} after {self.last}: repeated or going back"
+            if self.last is not None and n - self.last != every:
+                self.gaps.append((self.last, n))
             self.last = n
             self.rebuilt.update(update.values)
             reference = await self.reference.frame(n)
@@ -171,6 +176,7 @@ async def run_scenario(transport: str) -> None:
             else:
                 raise AssertionError(f"unknown step {kind}")
         assert not checker.task.done() or checker.task.result() is None
+        assert len(checker.gaps) <= 2 * (1 + client.reconnects), f"gaps beyond the server's rules: {checker.gaps}"
     finally:
         await client.close()
         checker.task.cancel()
@@ -205,5 +211,51 @@ def test_error(case: Dict[str, Any], url: str) -> None:
                 await client.set(case["set"]["variable"], case["set"]["value"])
         assert error.value.code == case["code"], error.value
         assert case.get("message_contains", "") in error.value.message, error.value
+
+    asyncio.run(asyncio.wait_for(run(), DEADLINE))
+
+
+def test_a_plain_v1_bridge_is_read_as_v1() -> None:
+    """A bridge that ignores `hello` (upstream's DLL) sends v1 frames only: the client reads them
+    (the subscribed subset, typed), and `set` says it cannot."""
+
+    async def run() -> None:
+        host, port = FIXTURE["reference"].rsplit(":", 1)
+
+        async def plain_bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port), limit=16 << 20)
+            try:
+                while True:  # what the client sends (its hello) is ignored, as upstream does
+                    writer.write(await upstream_reader.readline())
+                    await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                upstream_writer.close()
+                writer.close()
+
+        server = await asyncio.start_server(plain_bridge, "127.0.0.1", 0)
+        bridge_port = server.sockets[0].getsockname()[1]
+        reference = Reference()
+        await reference.start()
+        names = ["Aircraft.Altitude", "Aircraft.Name"]
+        async with await aerobridge_client.connect(f"tcp://127.0.0.1:{bridge_port}", vars=names, hz=10) as client:
+            assert client.protocol == 1
+            checked, rebuilt = 0, {}
+            async for update in client:
+                # 10 Hz of upstream's 50: every 5th frame.
+                assert update.update_counter % 5 == 0, update.update_counter
+                rebuilt.update(update.values)
+                frame = await reference.frame(update.update_counter)
+                assert rebuilt == {n: frame[n] for n in names}
+                assert isinstance(rebuilt["Aircraft.Altitude"], float)
+                checked += 1
+                if checked == 5:
+                    break
+            with pytest.raises(ClientError) as refused:
+                await client.set("Controls.Throttle", 0.5)
+            assert refused.value.code == "not_v2"
+        server.close()
+        await reference.stop()
 
     asyncio.run(asyncio.wait_for(run(), DEADLINE))
