@@ -161,7 +161,7 @@ class Session:
         seq = int(frame.get("update_counter", 0))
         if self.update_counter is not None and seq <= self.update_counter:
             return None
-        changed = {}
+        changed: Dict[str, Any] = {}
         for name in wanted if wanted else variables:
             if name in variables:
                 x = converter(self.types.get(name, "string" if isinstance(variables[name], str) else "number"))(variables[name])
