@@ -346,14 +346,28 @@ pub enum Mode {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RecordArgs {
     /// The bridge to record, e.g. tcp://127.0.0.1:12345.
-    #[arg(long, env = "AEROBRIDGE_RECORD_FROM")]
-    pub from: String,
-    /// Output file (`.zst`: zstd-compressed).
-    #[arg(long, env = "AEROBRIDGE_RECORD_OUT")]
-    pub out: std::path::PathBuf,
-    /// Stop after this long (default: until Ctrl-C).
+    #[arg(
+        long,
+        env = "AEROBRIDGE_RECORD_FROM",
+        required_unless_present = "repair"
+    )]
+    pub from: Option<String>,
+    /// Output file (`.zst`: zstd-compressed). Made durable every half second, so a crash
+    /// loses at most that much.
+    #[arg(
+        long,
+        env = "AEROBRIDGE_RECORD_OUT",
+        required_unless_present = "repair"
+    )]
+    pub out: Option<std::path::PathBuf>,
+    /// Stop after this long (default: until Ctrl-C). A source that goes away is reconnected
+    /// (with backoff) until then, into the same file.
     #[arg(long, env = "AEROBRIDGE_RECORD_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Instead of recording: write the whole part of a torn recording IN (a crash while
+    /// recording) to a clean file OUT.
+    #[arg(long, num_args = 2, value_names = ["IN", "OUT"], conflicts_with_all = ["from", "out", "duration"])]
+    pub repair: Option<Vec<std::path::PathBuf>>,
 }
 
 /// Where frames come from, validated.

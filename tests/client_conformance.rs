@@ -10,75 +10,16 @@
 
 mod common;
 
+use common::proxy::Proxy;
 use common::Server;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 const TOKEN: &str = "conformance-token";
-
-/// A TCP proxy whose connections can be cut and whose new connections can be refused.
-#[derive(Clone)]
-struct Proxy {
-    addr: SocketAddr,
-    connections: Arc<Mutex<Vec<TcpStream>>>,
-    paused: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let proxy = Proxy {
-            addr: listener.local_addr().unwrap(),
-            connections: Arc::default(),
-            paused: Arc::default(),
-        };
-        let p = proxy.clone();
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if p.paused.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                for s in [&client, &server] {
-                    s.set_nodelay(true).unwrap();
-                }
-                {
-                    let mut all = p.connections.lock().unwrap();
-                    all.push(client.try_clone().unwrap());
-                    all.push(server.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        proxy
-    }
-
-    /// Severs every connection through the proxy; returns how many client connections there were.
-    fn cut(&self) -> usize {
-        let all: Vec<TcpStream> = self.connections.lock().unwrap().drain(..).collect();
-        for s in &all {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        all.len() / 2
-    }
-}
 
 /// The servers and proxies of one conformance run.
 struct Fixture {
@@ -143,11 +84,10 @@ fn serve_control(conn: TcpStream, ws: &Proxy, tcp: &Proxy, source: &Proxy, edge_
         let answer = match line.trim() {
             "cut" => format!("ok {}", ws.cut() + tcp.cut()),
             "source stop" => {
-                source.paused.store(true, Ordering::SeqCst);
-                format!("ok {}", source.cut())
+                format!("ok {}", source.pause())
             }
             "source start" => {
-                source.paused.store(false, Ordering::SeqCst);
+                source.resume();
                 "ok 0".to_string()
             }
             other => match other.strip_prefix("subscriptions ") {

@@ -3,6 +3,7 @@
 //! replay plugs in here without touching anything downstream.
 
 pub mod nats;
+pub mod recording;
 pub mod relay;
 pub mod replay;
 pub mod sim;

@@ -6,7 +6,6 @@ use super::Source;
 use crate::command::{Command, CommandError};
 use crate::telemetry::decode::FrameDecoder;
 use crate::telemetry::Variables;
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,15 +30,10 @@ pub struct Replay {
     finished: bool,
 }
 
-/// Reads a whole recording (transparently zstd-decompressed).
+/// Reads a recording's whole lines (transparently zstd-decompressed; a torn end is left out,
+/// see [`super::recording`]).
 pub fn read_recording(path: &Path) -> std::io::Result<Vec<u8>> {
-    let raw = std::fs::read(path)?;
-    if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let mut out = Vec::new();
-        zstd::stream::read::Decoder::new(&raw[..])?.read_to_end(&mut out)?;
-        return Ok(out);
-    }
-    Ok(raw)
+    Ok(super::recording::read(path)?.text)
 }
 
 impl Replay {
@@ -49,8 +43,12 @@ impl Replay {
             speed.is_finite() && speed > 0.0,
             "--speed must be a positive number, got {speed}"
         );
-        let data = read_recording(path)
+        let recording = super::recording::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read recording {}: {e}", path.display()))?;
+        if let Some(warning) = recording.torn_warning(path) {
+            tracing::warn!("{warning}");
+        }
+        let data = recording.text;
         let mut decoder = FrameDecoder::new();
         let mut scratch = Variables::new();
         let (mut frames, mut skipped) = (Vec::new(), 0);

@@ -2,6 +2,8 @@
 //! with plain sockets, a raw WebSocket client (for protocol violations), and tungstenite.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use aerobridge_harness::procfs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
