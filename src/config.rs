@@ -15,6 +15,9 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+/// `--max-clients-per-ip` when not given (loopback peers exempt then).
+pub const DEFAULT_MAX_CLIENTS_PER_IP: usize = 1000;
+
 /// aerobridge: streams Aerofly FS4 Bridge telemetry to many clients at once over TCP and
 /// WebSocket, and carries their commands back.
 ///
@@ -73,6 +76,14 @@ pub struct Cli {
     /// politely (WebSocket: HTTP 503) and existing clients are untouched.
     #[arg(long, env = "AEROBRIDGE_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
+
+    /// Most connections from one address (telemetry and command), so one host cannot take every
+    /// slot; beyond it new connections from that address are refused politely (WebSocket: HTTP
+    /// 429). By default 1000, and loopback peers (this machine's own processes, load generators
+    /// included) count against --max-clients only; set explicitly, the limit applies to every
+    /// address, loopback included. 0: no per-address limit.
+    #[arg(long, env = "AEROBRIDGE_MAX_CLIENTS_PER_IP")]
+    pub max_clients_per_ip: Option<usize>,
 
     /// New connections taken on per second, all workers together, spread over the ticks: each
     /// worker admits its share right after a tick's frames went to its established clients, and
@@ -504,6 +515,10 @@ pub struct Config {
     pub workers: usize,
     /// Connection limit.
     pub max_clients: usize,
+    /// Connection limit per peer address (0: none).
+    pub max_clients_per_ip: usize,
+    /// Whether loopback peers count against it (only when it was set explicitly).
+    pub per_ip_counts_loopback: bool,
     /// New connections per second (`--admission-rate`).
     pub admission_rate: u32,
     /// Per-client queue bounds and lag limit.
@@ -681,6 +696,10 @@ impl Cli {
             broadcast: Duration::from_millis(self.broadcast_ms),
             workers,
             max_clients: self.max_clients,
+            max_clients_per_ip: self
+                .max_clients_per_ip
+                .unwrap_or(DEFAULT_MAX_CLIENTS_PER_IP),
+            per_ip_counts_loopback: self.max_clients_per_ip.is_some(),
             admission_rate: self.admission_rate.max(1),
             queue: QueueLimits {
                 max_frames: self.queue_frames as usize,

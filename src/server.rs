@@ -91,7 +91,12 @@ impl Server {
         let frame_bytes =
             telemetry.then(|| estimate_frame_bytes(source.as_ref(), config.broadcast));
         let socket_send_buffer = config.send_buffer.resolve(frame_bytes.unwrap_or(0));
-        let admission = Arc::new(Admission::new(config.workers, config.max_clients));
+        let admission = Arc::new(Admission::new(
+            config.workers,
+            config.max_clients,
+            config.max_clients_per_ip,
+            config.per_ip_counts_loopback,
+        ));
         let sessions = Arc::new(config.session_settings());
         let app = Arc::new(App {
             socket_send_buffer,

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::io::Read;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -215,4 +215,48 @@ fn startup_log_names_the_driver_workers_and_addresses_and_clients_are_balanced()
         c.frame();
     }
     server.wait_for_log("per_worker=[3, 3]", Duration::from_secs(3));
+}
+
+#[test]
+fn beyond_max_clients_per_ip_one_address_is_refused_and_others_are_not() {
+    // Set explicitly, the limit counts loopback peers too (by default they are exempt).
+    let server = Server::start(&["--max-clients-per-ip", "3"]);
+    let mut kept: Vec<TcpLines> = (0..3).map(|_| TcpLines::connect(server.data)).collect();
+    for c in &mut kept {
+        c.frame();
+    }
+    let (mut ws, status) = RawWs::upgrade(server.ws(), &RawWs::request(""));
+    assert_eq!(status, 429);
+    assert!(ws
+        .read_to_end()
+        .contains("too many connections from your address: 3 (--max-clients-per-ip)"));
+    let replies = command_oneshot(server.command, r#"{"variable":"Controls.Gear","value":1}"#);
+    assert_eq!(replies[0]["ok"], false);
+    assert_eq!(
+        replies[0]["error"],
+        "too many connections from your address"
+    );
+    // Another address (127.0.0.2 is this machine too, but not the same address) is served.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    other.connect(&server.ws().into()).unwrap();
+    let (_served, status) = RawWs::upgrade_on(other.into(), &RawWs::request(""));
+    assert_eq!(
+        status, 101,
+        "another address is not limited by this one's connections"
+    );
+    // The established clients are untouched.
+    for c in &mut kept {
+        let a = counter_of(&c.frame());
+        assert_eq!(counter_of(&c.frame()), a + 1);
+    }
+    // Refusals are counted by reason. A scrape is a connection from this address too: it gets
+    // through once a kept client has left (until then it is refused, and counted).
+    drop(kept.pop());
+    server.wait_until("refusals counted", Duration::from_secs(10), |s| {
+        s.try_metric("disconnects_total{reason=\"too_many_from_ip\"}")
+            .is_ok_and(|n| n >= 2.0)
+    });
 }

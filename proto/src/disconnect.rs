@@ -22,6 +22,8 @@ pub enum Disconnect {
     HandshakeFailed,
     /// `--max-clients` reached: refused politely.
     ServerFull,
+    /// `--max-clients-per-ip` reached for the peer's address: refused politely.
+    TooManyFromIp,
     /// Sent pings or commands without reading the answers.
     ControlOverflow,
     /// Kept sending commands far past `--command-rate-limit`.

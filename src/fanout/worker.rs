@@ -34,12 +34,29 @@ pub struct WorkerLimits {
 
 pub use aerobridge_proto::admission::AdmissionBudget;
 
-/// Connection accounting shared by the acceptors and every worker: `--max-clients` and the
-/// least-loaded choice.
+/// Whether an accepted connection is served, or refused (politely) and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Served.
+    Admitted,
+    /// `--max-clients` connections are open.
+    ServerFull,
+    /// `--max-clients-per-ip` connections are open from its address.
+    TooManyFromIp,
+}
+
+/// Connection accounting shared by the acceptors and every worker: `--max-clients`,
+/// `--max-clients-per-ip` and the least-loaded choice.
 #[derive(Debug)]
 pub struct Admission {
     /// Most connections admitted at once.
     pub max_clients: usize,
+    /// Most connections from one address; 0: no limit.
+    pub max_per_ip: usize,
+    /// Whether loopback peers count against `max_per_ip`.
+    pub per_ip_counts_loopback: bool,
+    /// Open connections per counted address (entries leave at zero).
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Admitted connections, all workers together.
     pub connected: AtomicUsize,
     /// Connections assigned to each worker.
@@ -51,10 +68,19 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Accounting for `workers` workers and at most `max_clients` connections.
-    pub fn new(workers: usize, max_clients: usize) -> Self {
+    /// Accounting for `workers` workers, at most `max_clients` connections and `max_per_ip`
+    /// from one address (loopback peers too when `per_ip_counts_loopback`).
+    pub fn new(
+        workers: usize,
+        max_clients: usize,
+        max_per_ip: usize,
+        per_ip_counts_loopback: bool,
+    ) -> Self {
         Self {
             max_clients,
+            max_per_ip,
+            per_ip_counts_loopback,
+            per_ip: Default::default(),
             connected: AtomicUsize::new(0),
             load: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             connections: Connections::default(),
@@ -62,18 +88,50 @@ impl Admission {
         }
     }
 
-    /// Takes a connection: whether it is admitted (else it is to be refused politely), and the
-    /// least-loaded worker it goes to (refusals are handled by a worker too).
-    pub fn admit(&self) -> (bool, usize) {
-        let admitted = self.connected.fetch_add(1, Ordering::Relaxed) < self.max_clients;
-        if !admitted {
-            self.connected.fetch_sub(1, Ordering::Relaxed);
+    /// Takes a connection from `ip`: whether it is admitted (else it is to be refused
+    /// politely), the address it counts against (to [`release`](Self::release) when it ends),
+    /// and the least-loaded worker it goes to (refusals are handled by a worker too).
+    pub fn admit(&self, ip: std::net::IpAddr) -> (Verdict, Option<std::net::IpAddr>, usize) {
+        // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d: one address, one count.
+        let ip = ip.to_canonical();
+        let counted = (self.max_per_ip > 0 && (self.per_ip_counts_loopback || !ip.is_loopback()))
+            .then_some(ip);
+        let mut verdict = Verdict::Admitted;
+        if let Some(ip) = counted {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_default();
+            if *n >= self.max_per_ip {
+                verdict = Verdict::TooManyFromIp;
+            } else {
+                *n += 1;
+            }
         }
+        if verdict == Verdict::Admitted
+            && self.connected.fetch_add(1, Ordering::Relaxed) >= self.max_clients
+        {
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+            verdict = Verdict::ServerFull;
+            if let Some(ip) = counted {
+                self.release(ip);
+            }
+        }
+        let counted = counted.filter(|_| verdict == Verdict::Admitted);
         let index = (0..self.load.len())
             .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
             .unwrap_or(0);
         self.load[index].fetch_add(1, Ordering::Relaxed);
-        (admitted, index)
+        (verdict, counted, index)
+    }
+
+    /// A connection from `ip` (as [`admit`](Self::admit) counted it) ended.
+    pub fn release(&self, ip: std::net::IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 }
 
@@ -414,11 +472,16 @@ impl<A> Worker<A> {
     }
 
     /// Tracks a connection task (telemetry, command or refusal) for the whole of its life.
-    pub fn connection_guard(self: &Rc<Self>, admitted: bool) -> ConnectionGuard<A> {
+    pub fn connection_guard(
+        self: &Rc<Self>,
+        admitted: bool,
+        counted_ip: Option<std::net::IpAddr>,
+    ) -> ConnectionGuard<A> {
         self.live_connections.set(self.live_connections.get() + 1);
         ConnectionGuard {
             worker: Rc::clone(self),
             admitted,
+            counted_ip,
             reason: Cell::new(None),
         }
     }
@@ -429,6 +492,8 @@ impl<A> Worker<A> {
 pub struct ConnectionGuard<A> {
     worker: Rc<Worker<A>>,
     admitted: bool,
+    /// The address it counts against (`--max-clients-per-ip`).
+    counted_ip: Option<std::net::IpAddr>,
     reason: Cell<Option<Disconnect>>,
 }
 
@@ -446,6 +511,9 @@ impl<A> Drop for ConnectionGuard<A> {
         w.admission.load[w.index].fetch_sub(1, Ordering::Relaxed);
         if self.admitted {
             w.admission.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(ip) = self.counted_ip {
+            w.admission.release(ip);
         }
         let reason = self.reason.get().unwrap_or(if w.shutting_down.get() {
             Disconnect::Shutdown
@@ -606,4 +674,48 @@ async fn yield_now() {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Admission, Verdict};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_address_limits_count_one_address_once_and_free_slots_on_release() {
+        let a = Admission::new(2, 100, 2, false);
+        let (v1, c1, _) = a.admit(ip("192.0.2.1"));
+        // A dual-stack listener's view of the same IPv4 peer is the same address.
+        let (v2, c2, _) = a.admit(ip("::ffff:192.0.2.1"));
+        let (v3, c3, _) = a.admit(ip("192.0.2.1"));
+        assert_eq!(
+            (v1, v2, v3),
+            (Verdict::Admitted, Verdict::Admitted, Verdict::TooManyFromIp)
+        );
+        assert_eq!(
+            (c1, c2, c3),
+            (Some(ip("192.0.2.1")), Some(ip("192.0.2.1")), None)
+        );
+        assert_eq!(a.admit(ip("192.0.2.2")).0, Verdict::Admitted);
+        // Loopback is exempt unless the limit was set explicitly.
+        for _ in 0..5 {
+            let (verdict, counted, _) = a.admit(ip("127.0.0.1"));
+            assert_eq!((verdict, counted), (Verdict::Admitted, None));
+        }
+        a.release(ip("192.0.2.1"));
+        assert_eq!(a.admit(ip("192.0.2.1")).0, Verdict::Admitted);
+        let strict = Admission::new(1, 100, 1, true);
+        assert_eq!(strict.admit(ip("127.0.0.1")).0, Verdict::Admitted);
+        assert_eq!(strict.admit(ip("127.0.0.1")).0, Verdict::TooManyFromIp);
+        // Server full wins over nothing: the address is not counted for a refused connection.
+        let full = Admission::new(1, 1, 5, false);
+        assert_eq!(full.admit(ip("192.0.2.9")).0, Verdict::Admitted);
+        assert_eq!(full.admit(ip("192.0.2.9")), (Verdict::ServerFull, None, 0));
+        full.release(ip("192.0.2.9"));
+        assert!(full.per_ip.lock().unwrap().is_empty());
+    }
 }

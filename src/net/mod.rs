@@ -20,11 +20,12 @@ pub use self::io::{read_some, write_bytes};
 pub use self::link::Link;
 
 use crate::app::{App, Worker};
+use crate::config::Config;
 use crate::fanout::connections::ConnectionInfo;
 use crate::fanout::hub::WorkerMsg;
 use crate::fanout::queue::Next;
 use crate::fanout::stats::Disconnect;
-use crate::fanout::worker::Client;
+use crate::fanout::worker::{Client, Verdict};
 use crate::session::v2::Clock;
 use crate::session::{Action, Session};
 use bytes::Bytes;
@@ -68,8 +69,10 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// Which port.
     pub kind: ListenerKind,
-    /// False when `--max-clients` was reached: the worker refuses it politely.
-    pub admitted: bool,
+    /// Served, or refused politely by the worker (`--max-clients`, `--max-clients-per-ip`).
+    pub verdict: Verdict,
+    /// The address it counts against (`--max-clients-per-ip`), released when it ends.
+    pub counted_ip: Option<std::net::IpAddr>,
     /// The listener speaks TLS.
     pub tls: bool,
 }
@@ -119,12 +122,14 @@ pub fn spawn_acceptor(
             if let Some(size) = app.socket_send_buffer {
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
             }
-            let (admitted, index) = app.admission.admit();
+            let (verdict, counted_ip, index) = app.admission.admit(peer.ip());
+            let admitted = verdict == Verdict::Admitted;
             let accepted = Accepted {
                 stream,
                 peer,
                 kind,
-                admitted,
+                verdict,
+                counted_ip,
                 tls,
             };
             // A refusal ("server full") is cheap and bounded by its own timers: it is not held
@@ -142,7 +147,8 @@ pub fn spawn_acceptor(
 
 /// Runs one connection on its worker.
 pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
-    let guard = worker.connection_guard(accepted.admitted);
+    let admitted = accepted.verdict == Verdict::Admitted;
+    let guard = worker.connection_guard(admitted, accepted.counted_ip);
     let stream = match TcpStream::from_std(accepted.stream) {
         Ok(s) => s,
         Err(e) => {
@@ -152,8 +158,13 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
         }
     };
     let peer = accepted.peer;
-    let reason = if !accepted.admitted {
-        aerobridge_proto::limited!(crate::log_limit::SERVER_FULL, std::time::Instant::now(), warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients, "refusing connection: server full");
+    let reason = if !admitted {
+        let full = accepted.verdict == Verdict::ServerFull;
+        if full {
+            aerobridge_proto::limited!(crate::log_limit::SERVER_FULL, std::time::Instant::now(), warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients, "refusing connection: server full");
+        } else {
+            aerobridge_proto::limited!(crate::log_limit::SERVER_FULL, std::time::Instant::now(), warn, %peer, listener = accepted.kind.as_str(), max = worker.app.config.max_clients_per_ip, "refusing connection: too many from this address (--max-clients-per-ip)");
+        }
         if accepted.tls {
             // A TLS client cannot read a plaintext refusal, and a handshake only to refuse is
             // CPU a flood would spend: a fatal alert (internal_error) says it without one.
@@ -167,11 +178,16 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
             Box::pin(refuse(
                 &stream,
                 accepted.kind,
-                worker.app.config.max_clients,
+                accepted.verdict,
+                &worker.app.config,
             ))
             .await;
         }
-        Disconnect::ServerFull
+        if full {
+            Disconnect::ServerFull
+        } else {
+            Disconnect::TooManyFromIp
+        }
     } else {
         tracing::debug!(%peer, listener = accepted.kind.as_str(), "connected");
         let (link, settings) = if accepted.tls {
@@ -214,18 +230,19 @@ pub async fn handle(worker: Rc<Worker>, accepted: Accepted) {
     let _ = compio::time::timeout(Duration::from_secs(1), stream.close()).await;
 }
 
-/// Says "server full" in the connection's own protocol, then closes (what and how long:
+/// Says "server full" (or "too many from your address") in the connection's own protocol, then closes (what and how long:
 /// [`crate::session::refusal`]).
-async fn refuse(stream: &TcpStream, kind: ListenerKind, max: usize) {
-    use crate::session::refusal::{server_full, Port};
-    let refusal = server_full(
-        match kind {
-            ListenerKind::Data => Port::Data,
-            ListenerKind::Command => Port::Command,
-            ListenerKind::WebSocket => Port::WebSocket,
-        },
-        max,
-    );
+async fn refuse(stream: &TcpStream, kind: ListenerKind, verdict: Verdict, config: &Config) {
+    use crate::session::refusal::{server_full, too_many_from_ip, Port};
+    let port = match kind {
+        ListenerKind::Data => Port::Data,
+        ListenerKind::Command => Port::Command,
+        ListenerKind::WebSocket => Port::WebSocket,
+    };
+    let refusal = match verdict {
+        Verdict::TooManyFromIp => too_many_from_ip(port, config.max_clients_per_ip),
+        _ => server_full(port, config.max_clients),
+    };
     if refusal.response.is_empty() {
         return;
     }

@@ -327,7 +327,7 @@ impl RawWs {
         Self::upgrade_on(TcpStream::connect(addr).unwrap(), request)
     }
 
-    fn upgrade_on(mut stream: TcpStream, request: &str) -> (Self, u16) {
+    pub fn upgrade_on(mut stream: TcpStream, request: &str) -> (Self, u16) {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();

@@ -33,6 +33,25 @@ pub struct Refusal {
 
 /// The refusal for a connection to `port` when `max_clients` are connected.
 pub fn server_full(port: Port, max_clients: usize) -> Refusal {
+    refuse(
+        port,
+        "server full",
+        503,
+        &format!("server full: {max_clients} clients connected (--max-clients)"),
+    )
+}
+
+/// The refusal for a connection to `port` from an address that has `max_per_ip` connections.
+pub fn too_many_from_ip(port: Port, max_per_ip: usize) -> Refusal {
+    refuse(
+        port,
+        "too many connections from your address",
+        429,
+        &format!("too many connections from your address: {max_per_ip} (--max-clients-per-ip)"),
+    )
+}
+
+fn refuse(port: Port, short: &'static str, status: u16, long: &str) -> Refusal {
     let response = match port {
         // Upstream's clients parse every line as telemetry: just close.
         Port::Data => Vec::new(),
@@ -40,17 +59,13 @@ pub fn server_full(port: Port, max_clients: usize) -> Refusal {
             let mut out = Vec::new();
             crate::command::write_error(
                 &mut out,
-                &crate::command::Rejection::bare(crate::command::CommandError::Unavailable(
-                    "server full",
-                )),
+                &crate::command::Rejection::bare(crate::command::CommandError::Unavailable(short)),
             );
             out
         }
-        Port::WebSocket => crate::ws::handshake::http_response(
-            503,
-            &format!("server full: {max_clients} clients connected (--max-clients)"),
-            &[("Retry-After", "5")],
-        ),
+        Port::WebSocket => {
+            crate::ws::handshake::http_response(status, long, &[("Retry-After", "5")])
+        }
     };
     Refusal {
         read_first: (port == Port::WebSocket).then_some(Duration::from_millis(200)),
@@ -84,5 +99,12 @@ mod tests {
         assert!(text.contains("server full: 10 clients connected (--max-clients)"));
         assert!(text.contains("Retry-After: 5"));
         assert!(ws.read_first.is_some());
+        let ws = String::from_utf8(too_many_from_ip(Port::WebSocket, 3).response).unwrap();
+        assert!(ws.starts_with("HTTP/1.1 429 Too Many Requests"), "{ws}");
+        assert!(ws.contains("too many connections from your address: 3 (--max-clients-per-ip)"));
+        let command = too_many_from_ip(Port::Command, 3).response;
+        assert!(String::from_utf8(command)
+            .unwrap()
+            .contains("too many connections from your address"));
     }
 }

@@ -238,6 +238,7 @@ pub fn http_response(status: u16, body: &str, extra: &[(&str, &str)]) -> Vec<u8>
         404 => "Not Found",
         408 => "Request Timeout",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
