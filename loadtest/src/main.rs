@@ -130,6 +130,13 @@ struct Args {
     /// cost of accepting clients (with --tls, their handshakes) while the others stream.
     #[arg(long)]
     churn: Option<f64>,
+    /// Connections to the data port opened during the window (4 KiB receive buffers, never
+    /// read) and held to its end: what a connection flood costs the streaming clients.
+    #[arg(long)]
+    flood: Option<usize>,
+    /// Pace of --flood, connections per second.
+    #[arg(long)]
+    flood_rate: Option<f64>,
     /// Every client speaks TLS: wss:// and TLS on the data and command ports. With
     /// --spawn-server the server gets a fresh certificate; against another server, trust it
     /// with --tls-ca or skip verification with --insecure.
@@ -264,6 +271,12 @@ fn plan_of(a: &Args) -> Plan {
     if let Some(rate) = a.churn {
         p.churn = rate;
     }
+    if let Some(n) = a.flood {
+        p.flood = n;
+    }
+    if let Some(rate) = a.flood_rate {
+        p.flood_rate = rate;
+    }
     p.floor_tls = a.floor.map_or(a.tls, |f| f == FloorKind::Tls);
     p
 }
@@ -391,7 +404,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             server_args.extend(pki.server_args());
         }
         // Churned connections count too while they are open (a few seconds of them at most).
-        let max_clients = total + 100 + (plan.churn * 5.0) as usize;
+        let max_clients = total + 100 + (plan.churn * 5.0) as usize + plan.flood;
         let s = spawn::spawn_server(&bin, plan.broadcast_ms, max_clients, &server_args)?;
         let targets = Targets {
             tcp: s.tcp,

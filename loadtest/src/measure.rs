@@ -233,6 +233,13 @@ pub fn run(
     let builds_before = (!healthy_only)
         .then(|| tick_build_buckets(&shared.targets))
         .flatten();
+    let flood = (plan.flood > 0).then(|| {
+        let (shared, plan) = (Arc::clone(&shared), plan.clone());
+        std::thread::Builder::new()
+            .name("loadtest-flood".into())
+            .spawn(move || run_flood(&shared, &plan))
+            .expect("a thread for the flood")
+    });
     let window_start = Instant::now();
     shared.measuring.store(true, Ordering::Release);
     let pb = bar(
@@ -277,12 +284,84 @@ pub fn run(
     )
     .with_v2(plan.v2_profiles())
     .with_tick_build(tick_build)
-    .with_inflate_errors(shared.inflate_errors.load(Ordering::Relaxed)))
+    .with_inflate_errors(shared.inflate_errors.load(Ordering::Relaxed))
+    .with_flood(flood.and_then(|h| h.join().ok())))
 }
 
-/// `aerobridge_tick_build_seconds` buckets (upper bound, cumulative count) from the server's
-/// /metrics on the WebSocket port; `None` when the server has none (the floor, upstream).
-fn tick_build_buckets(targets: &Targets) -> Option<Vec<(f64, u64)>> {
+/// `--flood`: once the window opens, connects `plan.flood` sockets to the data port at
+/// `plan.flood_rate` (4 KiB receive buffers; they never read), holds them until the run is
+/// done, and asks the server (its /metrics) when it counted them all as clients.
+fn run_flood(shared: &Shared, plan: &Plan) -> crate::model::Flood {
+    use socket2::{Domain, Socket, Type};
+    while !shared.measuring.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let target = shared.targets.tcp;
+    let clients_before = tcp_clients(&shared.targets).unwrap_or(0.0);
+    let start = Instant::now();
+    let mut held = Vec::with_capacity(plan.flood);
+    let mut failed = 0u64;
+    for i in 0..plan.flood {
+        if shared.done.load(Ordering::Relaxed) {
+            break;
+        }
+        let socket = Socket::new(Domain::for_address(target), Type::STREAM, None).and_then(|s| {
+            s.set_recv_buffer_size(4096)?;
+            s.connect_timeout(&target.into(), Duration::from_secs(5))?;
+            Ok(s)
+        });
+        match socket {
+            Ok(s) => held.push(s),
+            Err(_) => failed += 1,
+        }
+        if i % 50 == 49 {
+            // The flood's pace: the load under test.
+            let due = start + Duration::from_secs_f64((i + 1) as f64 / plan.flood_rate.max(1.0));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    }
+    let connect_s = start.elapsed().as_secs_f64();
+    let opened = held.len() as u64;
+    let mut admitted_s = None;
+    while start.elapsed() < Duration::from_secs_f64(connect_s + 10.0)
+        && !shared.done.load(Ordering::Relaxed)
+    {
+        match tcp_clients(&shared.targets) {
+            Some(n) if n >= clients_before + opened as f64 => {
+                admitted_s = Some(start.elapsed().as_secs_f64());
+                break;
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            None => break,
+        }
+    }
+    while !shared.done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+    crate::model::Flood {
+        planned: plan.flood as u64,
+        opened,
+        failed,
+        connect_s,
+        connect_rate: opened as f64 / connect_s.max(1e-9),
+        admitted_s,
+        admitted_rate: admitted_s.map(|s| opened as f64 / s.max(1e-9)),
+    }
+}
+
+/// The server's `aerobridge_clients{transport="tcp"}`, or `None` (no /metrics: the floor,
+/// another server).
+fn tcp_clients(targets: &Targets) -> Option<f64> {
+    scrape_metrics(targets)?
+        .lines()
+        .find_map(|l| l.strip_prefix("aerobridge_clients{transport=\"tcp\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The server's /metrics text (on its WebSocket port, over TLS with --tls); `None` when it has
+/// none or cannot be reached.
+fn scrape_metrics(targets: &Targets) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&targets.ws, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -303,6 +382,13 @@ fn tick_build_buckets(targets: &Targets) -> Option<Vec<(f64, u64)>> {
             text = String::from_utf8_lossy(&bytes).into_owned();
         }
     }
+    Some(text)
+}
+
+/// `aerobridge_tick_build_seconds` buckets (upper bound, cumulative count) from the server's
+/// /metrics on the WebSocket port; `None` when the server has none (the floor, upstream).
+fn tick_build_buckets(targets: &Targets) -> Option<Vec<(f64, u64)>> {
+    let text = scrape_metrics(targets)?;
     let prefix = "aerobridge_tick_build_seconds_bucket{le=\"";
     let buckets: Vec<(f64, u64)> = text
         .lines()
@@ -471,6 +557,7 @@ fn merge(
         inflate_errors: 0,
         v2: v2_report,
         tick_build: None,
+        flood: None,
         churn: (churn.attempted > 0).then(|| crate::model::Churn {
             connect_us: Percentiles::of(&churn_hist, false),
             ..churn

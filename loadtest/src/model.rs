@@ -154,6 +154,26 @@ pub struct Churn {
     pub connect_us: Percentiles,
 }
 
+/// `--flood`: connections to the data port opened during the window that never read, held to
+/// its end (fair admission: what taking them on costs the streaming clients).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Flood {
+    /// Connections asked for.
+    pub planned: u64,
+    /// Connected (the kernel's handshake done).
+    pub opened: u64,
+    pub failed: u64,
+    /// First connect to last.
+    pub connect_s: f64,
+    /// `opened / connect_s`.
+    pub connect_rate: f64,
+    /// First connect until the server counted every one of them as a client (its /metrics);
+    /// `None` when it never did within 10 s, or could not be asked.
+    pub admitted_s: Option<f64>,
+    /// `opened / admitted_s`: connections the server took on per second.
+    pub admitted_rate: Option<f64>,
+}
+
 /// Command round trips.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Commands {

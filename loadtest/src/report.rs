@@ -43,6 +43,9 @@ pub struct RunReport {
     /// `--churn`: connections opened and closed during the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<crate::model::Churn>,
+    /// `--flood`: never-reading connections opened during the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<crate::model::Flood>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ProcessCpu>,
     /// loadtest's own CPU, percent of all its cores.
@@ -69,6 +72,12 @@ impl RunReport {
     /// Attaches the count of messages that failed to inflate.
     pub fn with_inflate_errors(mut self, n: u64) -> Self {
         self.inflate_errors = n;
+        self
+    }
+
+    /// Attaches what `--flood` did.
+    pub fn with_flood(mut self, flood: Option<crate::model::Flood>) -> Self {
+        self.flood = flood;
         self
     }
 
@@ -226,6 +235,20 @@ pub fn print_summary(report: &Report) {
                 c.failed,
                 c.connect_us.p50 / 1000.0,
                 c.connect_us.p99 / 1000.0
+            );
+        }
+        if let Some(f) = &run.flood {
+            println!(
+                "  flood: {} of {} never-reading connections opened in {:.2} s ({:.0}/s), {} failed; the server counted them all {}",
+                f.opened,
+                f.planned,
+                f.connect_s,
+                f.connect_rate,
+                f.failed,
+                match (f.admitted_s, f.admitted_rate) {
+                    (Some(s), Some(r)) => format!("after {s:.2} s ({r:.0} admitted/s)"),
+                    _ => "never (or has no /metrics)".to_string(),
+                }
             );
         }
         if let Some(c) = &run.commands {

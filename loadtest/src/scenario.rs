@@ -22,6 +22,10 @@ pub enum Scenario {
     /// and delta; WebSocket and TCP) beside 20 v1 TCP clients, 5 s. Every rebuilt state is
     /// checked against the v1 frame of the same update_counter.
     V2,
+    /// Fair admission: 500 TCP + 500 WebSocket healthy clients at 50 Hz; during the 10 s window
+    /// 10 000 connections to the data port open at 5 000/s (4 KiB receive buffers, never read)
+    /// and are held. Healthy clients must lose nothing.
+    Flood,
     /// 5 000 v2 clients at 10 Hz over 6 profiles (three variable sets, full and delta; WebSocket
     /// and TCP) beside 20 v1 TCP clients,
     /// 20 s.
@@ -105,6 +109,12 @@ pub struct Plan {
     /// Every connection speaks TLS (`--tls`).
     #[serde(default)]
     pub tls: bool,
+    /// Connections to the data port opened during the window, never reading (`--flood`).
+    #[serde(default)]
+    pub flood: usize,
+    /// Their pace, connections per second (`--flood-rate`).
+    #[serde(default)]
+    pub flood_rate: f64,
     /// The floor (`--calibrate`) serves over TLS too: a rustls stream per client.
     #[serde(default)]
     pub floor_tls: bool,
@@ -183,6 +193,8 @@ impl Scenario {
             churn: 0.0,
             tls: false,
             floor_tls: false,
+            flood: 0,
+            flood_rate: 5_000.0,
         };
         match self {
             Scenario::Smoke => Plan {
@@ -227,6 +239,18 @@ impl Scenario {
                 connect_rate: 2_000,
                 duration: Duration::from_secs(20),
                 warmup: Duration::from_secs(2),
+                ..base
+            },
+            Scenario::Flood => Plan {
+                tcp: 500,
+                ws: 500,
+                flood: 10_000,
+                flood_rate: 5_000.0,
+                connect_rate: 2_000,
+                warmup: Duration::from_secs(2),
+                validate_rate: 0.05,
+                // The flood stays stalled for the whole window; --max-lag would cut it off.
+                server_args: vec!["--max-lag".into(), "30s".into()],
                 ..base
             },
             Scenario::StallFlood => Plan {
