@@ -571,6 +571,11 @@ fn errors_and_limits_are_answered_and_the_connection_stays() {
         (Some("error"), Some("bad_request")),
         "{e}"
     );
+    // In words, with where: never the parser's internals (InternalError(TapeError)).
+    assert_eq!(
+        e["message"],
+        r#"malformed JSON: expected a JSON object such as {"op": "ping", "id": 1} (at byte 1, 'n')"#
+    );
     let e = c.request(json!({"op":"fly","id":2}));
     assert_eq!(
         (e["code"].as_str(), e["id"].as_u64()),

@@ -231,18 +231,10 @@ impl Default for ParseLimits {
 
 /// What is wrong with a line that is not JSON, in plain words (never the parser's internals).
 fn describe_json_error(e: &simd_json::Error) -> String {
-    use simd_json::ErrorType;
-    let what = match (e.error(), e.character()) {
-        (_, Some('N' | 'I')) => "NaN and Infinity are not JSON numbers; send a finite number",
-        (ErrorType::Eof, _) => "the line ends before the JSON value does",
-        (ErrorType::TrailingData, _) => "there is more after the JSON value",
-        (ErrorType::InvalidNumber, _) => "that number is not one a double can hold",
-        _ => r#"expected a JSON object such as {"variable": "Controls.Throttle", "value": 0.75}"#,
-    };
-    match e.character() {
-        Some(c) if !c.is_control() => format!("{what} (at byte {}, {c:?})", e.index()),
-        _ => format!("{what} (at byte {})", e.index()),
-    }
+    crate::telemetry::decode::describe_json_error(
+        e,
+        r#"expected a JSON object such as {"variable": "Controls.Throttle", "value": 0.75}"#,
+    )
 }
 
 /// Parses and validates one line (already split, without its `\n`; it is parsed in place).

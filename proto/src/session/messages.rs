@@ -162,7 +162,13 @@ impl Messages {
                     }
                 }
                 Err(e) if self.v2.is_some() => {
-                    let msg = format!("malformed JSON: {e}");
+                    let msg = format!(
+                        "malformed JSON: {}",
+                        crate::telemetry::decode::describe_json_error(
+                            &e,
+                            r#"expected a JSON object such as {"op": "ping", "id": 1}"#
+                        )
+                    );
                     self.bad_request(None, &msg, out);
                     return;
                 }

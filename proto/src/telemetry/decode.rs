@@ -51,6 +51,23 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A JSON parse error in words a user can act on, with where it happened: never the parser's
+/// internals. `expected` says what should have been there (an example).
+pub fn describe_json_error(e: &simd_json::Error, expected: &str) -> String {
+    use simd_json::ErrorType;
+    let what = match (e.error(), e.character()) {
+        (_, Some('N' | 'I')) => "NaN and Infinity are not JSON numbers; send a finite number",
+        (ErrorType::Eof, _) => "the text ends before the JSON value does",
+        (ErrorType::TrailingData, _) => "there is more after the JSON value",
+        (ErrorType::InvalidNumber, _) => "that number is not one a double can hold",
+        _ => expected,
+    };
+    match e.character() {
+        Some(c) if !c.is_control() => format!("{what} (at byte {}, {c:?})", e.index()),
+        _ => format!("{what} (at byte {})", e.index()),
+    }
+}
+
 /// Decodes frames; holds the name index and a reused scratch buffer.
 pub struct FrameDecoder {
     index: HashMap<&'static str, VarId>,
@@ -81,7 +98,12 @@ impl FrameDecoder {
     pub fn decode(&mut self, line: &[u8], vars: &mut Variables) -> Result<FrameInfo, DecodeError> {
         sanitize_into(line, &mut self.scratch);
         let value = simd_json::to_borrowed_value(&mut self.scratch)
-            .map_err(|e| DecodeError::Json(e.to_string()))?;
+            .map_err(|e| {
+                DecodeError::Json(describe_json_error(
+                    &e,
+                    "expected a telemetry frame: one JSON object per line",
+                ))
+            })?;
         let top = value.as_object().ok_or(DecodeError::NotAFrame)?;
         let variables = top
             .get("variables")
