@@ -15,6 +15,49 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+/// For a parse error about an invalid value that came from an environment variable rather than
+/// the command line: a line naming the variable (clap's message names only the option).
+pub fn env_source_of(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    let ContextValue::String(arg) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    // `--max-clients <MAX_CLIENTS>` → `max-clients`
+    let long = arg.trim_start_matches('-').split([' ', '=']).next()?;
+    let command = Cli::command();
+    let option = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?;
+    let var = option.get_env()?.to_str()?;
+    let on_command_line =
+        std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let value = std::env::var(var).ok()?;
+    (!on_command_line).then(|| format!("(the value comes from the environment: {var}={value})"))
+}
+
+/// `--nats-publish URL` with `--feed NAME`: `nats://HOST:PORT` or a bare `HOST:PORT` (as NATS
+/// clients take it); the feed is never part of the URL.
+fn publish_url(url: &str, feed: &str) -> Result<(String, String), ConfigError> {
+    let given = url.trim_end_matches('/');
+    let with_scheme = if given.contains("://") {
+        given.to_string()
+    } else {
+        format!("nats://{given}")
+    };
+    let after_scheme = with_scheme.split_once("://").map_or("", |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        return Err(ConfigError(format!(
+            "--nats-publish {given:?}: the URL names the server only (nats://HOST:PORT); the feed is --feed (now {feed:?})"
+        )));
+    }
+    crate::nats::parse_url(&format!("{with_scheme}/{feed}")).map_err(|e| {
+        ConfigError(format!(
+            "--nats-publish {given:?} with --feed {feed:?}: expected nats://HOST:PORT (or HOST:PORT) and a feed of letters, digits, - and _ ({e})"
+        ))
+    })
+}
+
 /// `--max-clients-per-ip` when not given (loopback peers exempt then).
 pub const DEFAULT_MAX_CLIENTS_PER_IP: usize = 1000;
 
@@ -721,14 +764,7 @@ impl Cli {
             nats: NatsConfig {
                 publish: match &self.nats_publish {
                     None => None,
-                    Some(url) => Some(
-                        crate::nats::parse_url(&format!(
-                            "{}/{}",
-                            url.trim_end_matches('/'),
-                            self.feed
-                        ))
-                        .map_err(|e| ConfigError(format!("--nats-publish: {e}")))?,
-                    ),
+                    Some(url) => Some(publish_url(url, &self.feed)?),
                 },
                 security: crate::nats::Security {
                     creds: self.nats_creds.clone(),

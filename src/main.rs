@@ -11,7 +11,14 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let note = aerobridge::config::env_source_of(&e);
+        let _ = e.print();
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+        std::process::exit(e.exit_code())
+    });
     let filter = std::env::var("RUST_LOG")
         .ok()
         .unwrap_or_else(|| cli.log.clone());

@@ -169,6 +169,8 @@ impl Security {
                 .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
         }
+        // The logs name the server (the URL without credentials) and the cause.
+        let server: std::sync::Arc<str> = url.as_str().into();
         Ok((
             url,
             options
@@ -176,12 +178,45 @@ impl Security {
                 .retry_on_initial_connect()
                 .connection_timeout(std::time::Duration::from_secs(2))
                 .event_callback(move |event| {
-                    let stats = std::sync::Arc::clone(&stats);
-                    async move { stats.on_event(role, &event) }
+                    let (stats, server) = (
+                        std::sync::Arc::clone(&stats),
+                        std::sync::Arc::clone(&server),
+                    );
+                    async move {
+                        // async-nats reports only "IO error": a plain connect says why.
+                        let cause = match event {
+                            async_nats::Event::ClientError(_) => Some(probe(&server).await),
+                            _ => None,
+                        };
+                        stats.on_event(role, &server, &event, cause.as_deref())
+                    }
                 }),
         ))
     }
 }
+/// Why a NATS server cannot be reached, as a plain TCP connect to it sees it: `connection
+/// refused`, a timeout, a name that does not resolve; or, when TCP works, that the NATS
+/// handshake (credentials, TLS) is what fails.
+async fn probe(server: &str) -> String {
+    let host_port = server
+        .split_once("://")
+        .map_or(server, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        tokio::net::TcpStream::connect(host_port.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => "the server accepts TCP: the NATS handshake fails (credentials, TLS?)".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 1 s".into(),
+    }
+}
+
 /// What one end of a NATS link counts (an origin and an edge each have their own).
 #[derive(Debug, Default)]
 pub struct NatsStats {
@@ -221,18 +256,24 @@ impl NatsStats {
     }
 
     /// A connection event from the client (any thread).
-    pub fn on_event(&self, role: &str, event: &async_nats::Event) {
+    pub fn on_event(
+        &self,
+        role: &str,
+        server: &str,
+        event: &async_nats::Event,
+        cause: Option<&str>,
+    ) {
         match event {
             async_nats::Event::Connected => {
                 self.connected.store(1, Relaxed);
                 if self.connects.fetch_add(1, Relaxed) > 0 {
                     self.reconnects.fetch_add(1, Relaxed);
-                    tracing::info!(role, "NATS: reconnected");
+                    tracing::info!(role, server, "NATS: reconnected");
                 }
             }
             async_nats::Event::Disconnected => {
                 self.connected.store(0, Relaxed);
-                tracing::warn!(role, "NATS: disconnected; reconnecting");
+                tracing::warn!(role, server, "NATS: disconnected; reconnecting");
             }
             async_nats::Event::Closed => self.connected.store(0, Relaxed),
             async_nats::Event::ClientError(e) => {
@@ -240,7 +281,9 @@ impl NatsStats {
                 aerobridge_proto::limited!(crate::log_limit::NATS_LINK, std::time::Instant::now(),
                 warn,
                 role,
+                server,
                 error = %e,
+                cause = cause.unwrap_or("unknown"),
                 "NATS: cannot connect; retrying (check the address, the credentials and, for TLS, --nats-tls-ca)"
                 )
             }

@@ -105,6 +105,17 @@ fn bad_options_fail_at_startup_with_a_clear_error() {
         err.contains("--broadcast-ms") && err.contains("5..=1000"),
         "{err}"
     );
+    // A bad value from the environment names the variable, not just the option.
+    let out = Command::new(env!("CARGO_BIN_EXE_aerobridge"))
+        .env("AEROFLY_BRIDGE_BROADCAST_MS", "3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("(the value comes from the environment: AEROFLY_BRIDGE_BROADCAST_MS=3)"),
+        "{err}"
+    );
     let err = run_expecting_failure(&["--data-port", "0", "--command-port", "7", "--ws-port", "7"]);
     assert!(
         err.contains("--command-port and --ws-port are both 7"),

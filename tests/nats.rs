@@ -353,6 +353,23 @@ fn edges_go_stale_while_nats_is_away_and_recover_by_themselves() {
         Duration::from_secs(10),
         |s| edge_metric(s, "nats_connect_failures_total") >= 1.0,
     );
+    // A command meanwhile is answered at once, naming the edge's own link, not the origin.
+    let asked = std::time::Instant::now();
+    let reply = command_oneshot(edge.command, r#"{"variable":"Controls.Gear","value":1}"#);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(reply[0]["ok"], false);
+    assert!(
+        reply[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("NATS unreachable: this edge is not connected to nats://127.0.0.1:"),
+        "{}",
+        reply[0]
+    );
     let _back = nats_server_with(Some(port), &[]).expect("nats-server again");
     let resumed = client.len();
     client.wait_valid("the edge recovers by itself", resumed, 10);
@@ -893,4 +910,21 @@ fn a_missing_credentials_file_is_a_clear_startup_error() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn an_unreachable_nats_server_is_named_with_the_cause_and_host_port_is_accepted() {
+    // Nothing listens there: the log names the server and why (async-nats says "IO error").
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A bare HOST:PORT is taken as nats://HOST:PORT.
+    let origin = Server::start(&["--nats-publish", &closed.to_string()]);
+    let line = origin.wait_for_log("NATS: cannot connect", Duration::from_secs(10));
+    assert!(
+        line.contains(&format!("server=\"nats://{closed}\""))
+            && line.contains("cause=\"Connection refused"),
+        "{line}"
+    );
 }

@@ -114,7 +114,16 @@ pub fn start(server: String, feed: String, security: &Security) -> anyhow::Resul
     let forward = {
         let stats = Arc::clone(&stats);
         let commands = subjects.commands;
+        let server = crate::nats::redact(&server);
         move |line: &str| -> Result<(), CommandError> {
+            if stats.connected.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                // Said at once: waiting for the request's timeout would blame the origin for
+                // what is the edge's own link.
+                NatsStats::add(&stats.request_failures, 1);
+                return Err(CommandError::UpstreamUnavailable(format!(
+                    "NATS unreachable: this edge is not connected to {server} (reconnecting); the command was not sent"
+                )));
+            }
             let start = Instant::now();
             let request = client.request(commands.clone(), line.to_string().into());
             let answer =
@@ -300,7 +309,14 @@ async fn read(
                 continue;
             }
         };
-        tracing::info!(subject, "subscribed to the NATS feed");
+        if stats.connected.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            tracing::info!(subject, "subscribed to the NATS feed");
+        } else {
+            tracing::info!(
+                subject,
+                "the feed subscription waits for the NATS server (not connected yet)"
+            );
+        }
         while let Some(first) = sub.next().await {
             // What has already arrived, in order: frames of the followed origin.
             batch.clear();

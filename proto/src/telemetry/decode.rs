@@ -97,13 +97,12 @@ impl FrameDecoder {
     /// carry keep their previous values.
     pub fn decode(&mut self, line: &[u8], vars: &mut Variables) -> Result<FrameInfo, DecodeError> {
         sanitize_into(line, &mut self.scratch);
-        let value = simd_json::to_borrowed_value(&mut self.scratch)
-            .map_err(|e| {
-                DecodeError::Json(describe_json_error(
-                    &e,
-                    "expected a telemetry frame: one JSON object per line",
-                ))
-            })?;
+        let value = simd_json::to_borrowed_value(&mut self.scratch).map_err(|e| {
+            DecodeError::Json(describe_json_error(
+                &e,
+                "expected a telemetry frame: one JSON object per line",
+            ))
+        })?;
         let top = value.as_object().ok_or(DecodeError::NotAFrame)?;
         let variables = top
             .get("variables")
