@@ -737,7 +737,7 @@ fn the_readme_python_client_rebuilds_and_prints_values() {
         .and_then(|rest| rest.split("```python\n").nth(1))
         .and_then(|code| code.split("```").next())
         .expect("the README's v2 example");
-    assert!(block.lines().count() <= 25, "a short example");
+    assert!(block.lines().count() <= 30, "a short example");
     let server = Server::start(&[]);
     let code = block.replace(
         "(\"127.0.0.1\", 12345)",
@@ -764,6 +764,14 @@ fn the_readme_python_client_rebuilds_and_prints_values() {
         seqs.windows(2).all(|w| w[1] == w[0] + 5),
         "10 Hz of 50: {seqs:?}"
     );
+    // A refusal ends it with a non-zero exit and the server's words.
+    let refused = std::process::Command::new("python3")
+        .args(["-c", &code.replace("\"Aircraft.IndicatedAirspeed\", \"Controls.*\"", "\"No.Such\"")])
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused:") && stderr.contains("unknown_variable"), "{stderr}");
 }
 
 #[test]
