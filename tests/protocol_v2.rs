@@ -766,12 +766,21 @@ fn the_readme_python_client_rebuilds_and_prints_values() {
     );
     // A refusal ends it with a non-zero exit and the server's words.
     let refused = std::process::Command::new("python3")
-        .args(["-c", &code.replace("\"Aircraft.IndicatedAirspeed\", \"Controls.*\"", "\"No.Such\"")])
+        .args([
+            "-c",
+            &code.replace(
+                "\"Aircraft.IndicatedAirspeed\", \"Controls.*\"",
+                "\"No.Such\"",
+            ),
+        ])
         .output()
         .expect("python3");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("refused:") && stderr.contains("unknown_variable"), "{stderr}");
+    assert!(
+        stderr.contains("refused:") && stderr.contains("unknown_variable"),
+        "{stderr}"
+    );
 }
 
 #[test]

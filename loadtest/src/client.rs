@@ -484,9 +484,16 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
         Ok(s) => Conn::wrap(s, shared.tls.as_ref()).await,
         Err(e) => Err(e),
     };
-    let Ok(stream) = stream else {
-        stats.borrow_mut().commands.errors += 1;
-        return;
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            let mut st = stats.borrow_mut();
+            st.commands.errors += 1;
+            st.commands
+                .first_error
+                .get_or_insert(format!("cannot connect to the command port {addr}: {e}"));
+            return;
+        }
     };
     let period = Duration::from_secs_f64(1.0 / shared.command_rate.max(0.01));
     let mut next = Instant::now() + period;
@@ -503,8 +510,12 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
         let sent = Instant::now();
         let measuring = shared.measuring.load(Ordering::Relaxed);
         pending.set(Some((value, sent)));
-        if stream.write_all(line.into_bytes()).await.is_err() {
-            stats.borrow_mut().commands.errors += 1;
+        if let Err(e) = stream.write_all(line.into_bytes()).await {
+            let mut st = stats.borrow_mut();
+            st.commands.errors += 1;
+            st.commands
+                .first_error
+                .get_or_insert(format!("sending a command to {addr}: {e}"));
             return;
         }
         if measuring {
@@ -532,8 +543,17 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
                 compio::time::timeout(Duration::from_secs(2), stream.append(buf, 16 * 1024)).await;
             match res {
                 Ok((Ok(n), b)) if n > 0 => buf = b,
-                _ => {
-                    stats.borrow_mut().commands.errors += 1;
+                other => {
+                    let why = match other {
+                        Err(_) => "no reply within 2 s".to_string(),
+                        Ok((Err(e), _)) => e.to_string(),
+                        Ok(_) => "the server closed the command connection".to_string(),
+                    };
+                    let mut st = stats.borrow_mut();
+                    st.commands.errors += 1;
+                    st.commands
+                        .first_error
+                        .get_or_insert(format!("command port {addr}: {why}"));
                     return;
                 }
             }

@@ -567,6 +567,24 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
         failed = true;
     }
+    if let Some(c) = report
+        .run
+        .commands
+        .as_ref()
+        .filter(|c| c.sent == 0 || c.replies == 0)
+    {
+        // Commands were asked for and none went through: that is a failed run, said in words.
+        eprintln!(
+            "\nFAILED: --command-rate {} but {} commands sent, {} replies: {}",
+            report.plan.command_rate,
+            c.sent,
+            c.replies,
+            c.first_error
+                .as_deref()
+                .unwrap_or("no command port to send them to (--command-port)")
+        );
+        failed = true;
+    }
     if let Some(path) = &args.baseline {
         let baseline: Report = serde_json::from_str(&std::fs::read_to_string(path)?)?;
         let regressed = report::regressions(&report, &baseline, args.max_regression);

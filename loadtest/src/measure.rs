@@ -479,6 +479,9 @@ fn merge(
         cmds.sent += p.commands.sent;
         cmds.replies += p.commands.replies;
         cmds.errors += p.commands.errors;
+        if cmds.first_error.is_none() {
+            cmds.first_error = p.commands.first_error.clone();
+        }
         for &(counter, at) in &p.samples {
             let e = earliest.entry(counter).or_insert(at);
             *e = (*e).min(at);

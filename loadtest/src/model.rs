@@ -180,6 +180,9 @@ pub struct Commands {
     pub sent: u64,
     pub replies: u64,
     pub errors: u64,
+    /// What went wrong first, in words (no command port, a refused connection, no reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     /// Send → reply line.
     pub reply_us: Percentiles,
     /// Send → first frame showing the value.

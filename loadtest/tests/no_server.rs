@@ -1,5 +1,6 @@
-//! With nothing listening, loadtest says it cannot connect and exits non-zero (it used to print a
-//! table of zeros and exit 0).
+//! Runs that cannot do what was asked fail in words: with nothing listening, loadtest says it
+//! cannot connect (it used to print a table of zeros and exit 0); commands asked for with no
+//! command port reachable fail the run with the reason (it used to report 1 error and exit 0).
 
 use std::process::Command;
 
@@ -21,6 +22,69 @@ fn no_server_is_a_clear_failure_not_a_run_of_zeros() {
     assert!(
         stderr.contains(&format!(
             "cannot connect to 127.0.0.1:{port}: connection refused"
+        )),
+        "{stderr}"
+    );
+}
+
+/// A stand-in telemetry server: one JSON frame per line with `update_counter` and `timestamp`,
+/// every 20 ms, to every connection. Returns its port.
+fn frames_server() -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                for counter in 0u64.. {
+                    let us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_micros();
+                    let frame = format!(
+                        "{{\"schema\":\"aerofly-bridge-telemetry\",\"update_counter\":{counter},\"timestamp\":{us},\"variables\":{{}}}}\n"
+                    );
+                    if conn.write_all(frame.as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn commands_asked_for_but_unreachable_fail_the_run_with_the_reason() {
+    let data = frames_server();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--tcp",
+            "2",
+            "--ws",
+            "0",
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--quiet",
+        ])
+        .args(["--tcp-port", &data.to_string()])
+        .args(["--command-port", &closed.to_string(), "--command-rate", "5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "FAILED: --command-rate 5 but 0 commands sent, 0 replies: cannot connect to the command port 127.0.0.1:{closed}"
         )),
         "{stderr}"
     );
