@@ -229,3 +229,30 @@ fn errors_are_plain_words_and_match_their_metric_labels() {
         },
     );
 }
+
+#[test]
+fn a_wrong_case_or_misspelt_name_is_answered_with_the_name_meant() {
+    let server = Server::start(&[]);
+    let reply = command_oneshot(
+        server.command,
+        r#"{"variable":"controls.throttle","value":0.5}"#,
+    );
+    assert_eq!(reply[0]["ok"], false);
+    assert_eq!(
+        reply[0]["error"],
+        r#"unknown variable "controls.throttle"; did you mean "Controls.Throttle"?"#
+    );
+    let mut v2 = RawWs::upgrade(
+        server.ws(),
+        &RawWs::request("Sec-WebSocket-Protocol: aerobridge.v2\r\n"),
+    )
+    .0;
+    v2.reply(); // welcome
+    v2.send_text(r#"{"op":"sub","id":1,"vars":["Aircraft.Altitdue"]}"#);
+    let ack = v2.reply();
+    let message = ack["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("(did you mean: Aircraft.Altitdue → Aircraft.Altitude)"),
+        "{message}"
+    );
+}

@@ -141,7 +141,13 @@ impl std::fmt::Display for CommandError {
             CommandError::UpstreamUnavailable(why) => write!(f, "unavailable: {why}"),
             CommandError::UpstreamRefused(why) => write!(f, "upstream refused: {why}"),
             CommandError::NotFinite => f.write_str("value is not a finite number"),
-            CommandError::UnknownVariable(n) => write!(f, "unknown variable {n:?}"),
+            CommandError::UnknownVariable(n) => {
+                write!(f, "unknown variable {n:?}")?;
+                match crate::telemetry::table::did_you_mean(n) {
+                    Some(meant) => write!(f, "; did you mean {meant:?}?"),
+                    None => Ok(()),
+                }
+            }
             CommandError::ReadOnly(n) => write!(f, "{n} is read-only"),
             CommandError::OutOfRange {
                 value,

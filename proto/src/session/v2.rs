@@ -795,10 +795,23 @@ impl V2 {
                         write_json_string(&mut names, n);
                     }
                     names.push(b']');
+                    let hints: Vec<String> = unknown
+                        .iter()
+                        .take(8)
+                        .filter_map(|n| {
+                            crate::telemetry::table::did_you_mean(n.trim_end_matches('*'))
+                                .map(|meant| format!("{n} → {meant}"))
+                        })
+                        .collect();
                     let msg = format!(
-                        "unknown variable{} {}; the catalog lists them all ({{\"op\":\"catalog\"}})",
+                        "unknown variable{} {}{}; the catalog lists them all ({{\"op\":\"catalog\"}})",
                         if unknown.len() == 1 { "" } else { "s" },
-                        unknown.join(", ")
+                        unknown.join(", "),
+                        if hints.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (did you mean: {})", hints.join(", "))
+                        }
                     );
                     return self.send(ack_error(id, code::UNKNOWN_VARIABLE, &msg, &names), out);
                 }

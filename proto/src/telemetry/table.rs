@@ -78,9 +78,61 @@ pub fn variable_id(name: &str) -> Option<VarId> {
     VARIABLES.iter().position(|v| v.name == name).map(VarId)
 }
 
+/// The known name (a telemetry key or a command name) a wrong one probably meant: the same
+/// name in another case, else the nearest within two edits (a typo). `None` when nothing is
+/// that close.
+pub fn did_you_mean(name: &str) -> Option<&'static str> {
+    if name.len() > 96 {
+        return None;
+    }
+    let known = || {
+        VARIABLES
+            .iter()
+            .map(|v| v.name)
+            .chain(COMMAND_NAMES.iter().map(|c| c.name))
+    };
+    if let Some(same) = known().find(|k| k.eq_ignore_ascii_case(name)) {
+        return Some(same);
+    }
+    known()
+        .filter(|k| k.len().abs_diff(name.len()) <= 2)
+        .map(|k| (edits(name.as_bytes(), k.as_bytes()), k))
+        .filter(|&(d, _)| d <= 2)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), ASCII case-insensitive.
+fn edits(a: &[u8], b: &[u8]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca.eq_ignore_ascii_case(cb) {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_case_or_a_typo_finds_the_name_meant() {
+        assert_eq!(did_you_mean("controls.throttle"), Some("Controls.Throttle"));
+        assert_eq!(did_you_mean("Aircraft.Altitud"), Some("Aircraft.Altitude"));
+        assert_eq!(did_you_mean("Aircraft.Altitdue"), Some("Aircraft.Altitude"));
+        assert_eq!(did_you_mean("Nope.Nothing"), None);
+        assert_eq!(did_you_mean(&"x".repeat(200)), None);
+    }
 
     #[test]
     fn table_matches_reference_order_with_duplicates_once() {
