@@ -54,6 +54,9 @@ try {
   const shown = Number(await page.inputValue("#throttle"));
   const actual = Number((await page.textContent("#thr")).replace("%", "")) / 100;
   if (!(Math.abs(shown - actual) <= 0.015)) fail(`throttle slider ${shown} while the aircraft's throttle is ${actual}`);
+  // The server's own view of its clients (GET /connections).
+  await page.waitForFunction(() => /^\d+ clients · \d+ frames skipped · lag ≤ \d+ ms$/.test(document.getElementById("server").textContent), null, { timeout: 5000 })
+    .catch(async () => fail(`server stats: ${await page.textContent("#server")}`));
   // The ground track is a line (points every half second), not just the current dot.
   await page.waitForFunction(() => dashboard.track.length >= 4, null, { timeout: 5000 });
   await page.click("#gear-down");
