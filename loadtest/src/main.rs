@@ -29,20 +29,30 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Fan-out latency load generator for Aerofly-bridge-protocol servers.
-///
-/// Examples:
-///   loadtest --spawn-server --scenario smoke --strict
-///   loadtest --spawn-server --scenario ci --json report.json --baseline loadtest/baseline/ci.json
-///   loadtest --host 192.168.1.20 --tcp 200 --ws 200 --duration 30s
+const EXAMPLES: &str = "Examples:
+  loadtest --spawn-server --scenario smoke --strict
+  loadtest --spawn-server --scenario ci --json report.json --baseline loadtest/baseline/ci.json
+  loadtest --spawn-server --scenario flood
+  loadtest --host 192.168.1.20 --tcp 200 --ws 200 --duration 30s
+
+To run it by name, as these do: cargo install --path loadtest (or ./target/release/loadtest
+after cargo build --release --workspace; --spawn-server needs aerobridge beside it).";
+
 #[derive(Parser, Debug)]
-#[command(name = "loadtest", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "loadtest",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_help = EXAMPLES,
+    after_long_help = EXAMPLES
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
 
-    /// Preset: smoke (100 TCP + 100 WS, 50 Hz, 5 s), ci (250 + 250, 50 Hz, 10 s, calibrated),
-    /// stress (5 000 WS at 10 Hz, 100 stalled, 30 s), stall-flood (10 000 never-reading TCP
-    /// clients held beside 20 + 20 healthy ones, 50 Hz, 10 s). Explicit flags override its values.
+    /// A preset (every one is listed below with what it runs). Explicit flags override its values.
     #[arg(long, value_enum)]
     scenario: Option<Scenario>,
 
