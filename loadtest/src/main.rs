@@ -147,6 +147,10 @@ struct Args {
     /// Pace of --flood, connections per second.
     #[arg(long)]
     flood_rate: Option<f64>,
+    /// The target's name in the report, plot and page (default: "aerobridge" when spawned,
+    /// else HOST:PORT of the WebSocket or TCP port measured).
+    #[arg(long)]
+    label: Option<String>,
     /// Every client speaks TLS: wss:// and TLS on the data and command ports. With
     /// --spawn-server the server gets a fresh certificate; against another server, trust it
     /// with --tls-ca or skip verification with --insecure.
@@ -422,7 +426,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             command: s.command,
             tls: client_tls.clone(),
         };
-        let r = measure::run("aerobridge", &plan, targets, Some(s.pid()), progress, false)?;
+        let label = args.label.as_deref().unwrap_or("aerobridge");
+        let r = measure::run(label, &plan, targets, Some(s.pid()), progress, false)?;
         (r, s.stop())
     } else {
         let targets = Targets {
@@ -447,8 +452,15 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        let label = args.label.clone().unwrap_or_else(|| {
+            if plan.ws > 0 || plan.tcp == 0 {
+                format!("{}:{}", args.host, args.ws_port)
+            } else {
+                format!("{}:{}", args.host, args.tcp_port)
+            }
+        });
         (
-            measure::run("external", &plan, targets, args.server_pid, progress, false)?,
+            measure::run(&label, &plan, targets, args.server_pid, progress, false)?,
             Ok(()),
         )
     };
@@ -480,7 +492,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
         let svg = path.with_extension("svg");
         let title = format!(
-            "{} clients ({} TCP, {} WS) at {} Hz",
+            "{}: {} clients ({} TCP, {} WS) at {} Hz",
+            report.run.target,
             report.plan.tcp + report.plan.ws,
             report.plan.tcp,
             report.plan.ws,

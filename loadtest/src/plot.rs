@@ -39,7 +39,7 @@ const MIN_TAIL_SAMPLES: f64 = 5.0;
 pub fn svg(report: &Report, title: &str, subtitle: &str) -> String {
     let mut series: Vec<Series> = Vec::new();
     let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    let mut runs = vec![("aerobridge", &report.run, false)];
+    let mut runs = vec![(report.run.target.as_str(), &report.run, false)];
     if let Some(f) = &report.floor {
         runs.push(("floor", f, true));
     }

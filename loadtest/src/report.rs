@@ -25,7 +25,7 @@ pub struct ProcessCpu {
 /// One measurement run against one target.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunReport {
-    /// `aerobridge`, `floor`, or `external`.
+    /// What was measured: `aerobridge` (spawned), `floor`, or `--label` (default HOST:PORT).
     pub target: String,
     /// Receive time − frame `timestamp` (needs a shared clock), by transport and over all.
     pub latency_us: BTreeMap<String, Percentiles>,
@@ -132,7 +132,28 @@ pub struct Ratios {
     pub p50: f64,
     pub p99: f64,
     pub cpu_per_frame: f64,
+    /// Mean frame size of the target and of the floor, bytes on the wire.
+    #[serde(default)]
+    pub frame_bytes: (f64, f64),
+    /// CPU per byte delivered, target / floor: the fair ratio when frame sizes differ.
+    #[serde(default)]
+    pub cpu_per_byte: f64,
 }
+
+impl RunReport {
+    /// Mean bytes per delivered frame (on the wire).
+    pub fn frame_bytes(&self) -> f64 {
+        if self.frames_per_s > 0.0 {
+            self.mb_per_s * 1e6 / self.frames_per_s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Frame sizes that differ by more than this make the per-frame CPU ratio unfair: the per-byte
+/// one is shown beside it.
+const SIZE_DIFFERS: f64 = 0.05;
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,17 +181,20 @@ impl Report {
             _ => 0.0,
         };
         let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let sizes = (self.run.frame_bytes(), floor.frame_bytes());
         self.ratios = Some(Ratios {
             p50: div(s.p50, f.p50),
             p99: div(s.p99, f.p99),
             cpu_per_frame: cpu,
+            frame_bytes: sizes,
+            cpu_per_byte: div(cpu, div(sizes.0, sizes.1)),
         });
     }
 }
 
 /// Prints the human summary.
 pub fn print_summary(report: &Report) {
-    let mut runs = vec![("server", &report.run)];
+    let mut runs = vec![(report.run.target.as_str(), &report.run)];
     if let Some(f) = &report.floor {
         runs.push(("floor", f));
     }
@@ -314,10 +338,17 @@ pub fn print_summary(report: &Report) {
         println!("  loadtest CPU: {:.0}% of its cores", run.loadtest_cpu_pct);
     }
     if let Some(r) = &report.ratios {
+        let (target, floor) = r.frame_bytes;
         println!(
-            "\nserver / floor: p50 ×{:.2}, p99 ×{:.2}, CPU per frame ×{:.2}",
-            r.p50, r.p99, r.cpu_per_frame
+            "\n{} / floor: p50 ×{:.2}, p99 ×{:.2}, CPU per frame ×{:.2}; frames {:.0} B vs the floor's {:.0} B",
+            report.run.target, r.p50, r.p99, r.cpu_per_frame, target, floor
         );
+        if floor > 0.0 && (target / floor - 1.0).abs() > SIZE_DIFFERS {
+            println!(
+                "  the frame sizes differ: per byte delivered, CPU ×{:.2} (the fair comparison)",
+                r.cpu_per_byte
+            );
+        }
     }
 }
 
@@ -462,6 +493,7 @@ mod tests {
                 p50,
                 p99: 1.0,
                 cpu_per_frame: 1.0,
+                ..Ratios::default()
             })
         };
         let bad = regressions(

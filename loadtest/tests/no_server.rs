@@ -89,3 +89,51 @@ fn commands_asked_for_but_unreachable_fail_the_run_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn reports_name_the_target_measured_not_aerobridge() {
+    let data = frames_server();
+    let json = std::env::temp_dir().join(format!("loadtest-label-{}.json", std::process::id()));
+    for (label, want) in [
+        (None, format!("127.0.0.1:{data}")),
+        (Some("node ws"), "node ws".to_string()),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+        command
+            .args([
+                "--tcp",
+                "2",
+                "--ws",
+                "0",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--quiet",
+            ])
+            .args(["--tcp-port", &data.to_string(), "--json"])
+            .arg(&json);
+        if let Some(l) = label {
+            command.args(["--label", l]);
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains("aerobridge"), "{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["run"]["target"], want.as_str());
+        let svg = std::fs::read_to_string(json.with_extension("svg")).unwrap();
+        assert!(
+            svg.contains(&want) && !svg.contains("aerobridge tcp"),
+            "the plot's legend"
+        );
+    }
+    for ext in ["json", "svg", "html"] {
+        let _ = std::fs::remove_file(json.with_extension(ext));
+    }
+}

@@ -7,7 +7,9 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn rows(file: &str) -> Vec<Vec<String>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(file);
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
