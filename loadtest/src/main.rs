@@ -6,6 +6,7 @@
 //! `floor` (the minimal reference broadcaster), `scenario` (presets), `model` (what they share);
 //! `/proc` figures come from `aerobridge_harness::procfs`, which the tests use too.
 
+mod capacity;
 mod client;
 mod conn;
 mod floor;
@@ -33,6 +34,7 @@ const EXAMPLES: &str = "Examples:
   loadtest --spawn-server --scenario smoke --strict
   loadtest --spawn-server --scenario ci --json report.json --baseline loadtest/baseline/ci.json
   loadtest --spawn-server --scenario flood
+  loadtest capacity --target aerobridge --deflate
   loadtest --host 192.168.1.20 --tcp 200 --ws 200 --duration 30s
 
 To run it by name, as these do: cargo install --path loadtest (or ./target/release/loadtest
@@ -204,6 +206,10 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Sub {
+    /// The largest number of clients a server holds at its rate with 0 gaps and p99 within a
+    /// budget: a bounded search, one short run per step (against aerobridge, the floor, or any
+    /// server at --host).
+    Capacity(capacity::CapacityArgs),
     /// The floor broadcaster used by --calibrate (blocking writes from one thread).
     #[command(hide = true)]
     Floor {
@@ -339,6 +345,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("floor: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Sub::Capacity(c)) = &args.command {
+        return match capacity::run(c) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest capacity: {e:#}");
                 ExitCode::FAILURE
             }
         };

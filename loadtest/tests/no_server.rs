@@ -137,3 +137,48 @@ fn reports_name_the_target_measured_not_aerobridge() {
         let _ = std::fs::remove_file(json.with_extension(ext));
     }
 }
+
+#[test]
+fn capacity_searches_any_server_and_reports_every_step() {
+    let data = frames_server();
+    let json = std::env::temp_dir().join(format!("loadtest-capacity-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["capacity", "--target", "external", "--transport", "tcp"])
+        .args([
+            "--tcp-port",
+            &data.to_string(),
+            "--start",
+            "2",
+            "--max",
+            "8",
+            "--step",
+            "1s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    // 2, 4, 8: doubling up to --max, every step shown and passed.
+    let steps: Vec<u64> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["clients"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [2, 4, 8], "{stdout}");
+    assert_eq!(report["capacity"], 8);
+    assert_eq!(report["target"], format!("127.0.0.1:{data}"));
+    assert!(
+        stdout.contains(&format!("capacity of 127.0.0.1:{data}: 8 clients at 50 Hz")),
+        "{stdout}"
+    );
+}
