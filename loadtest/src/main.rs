@@ -30,12 +30,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Fan-out latency load generator for Aerofly-bridge-protocol servers.
+/// Exit code of a gate run on a busy host: neither pass nor fail.
+const INCONCLUSIVE: u8 = 3;
+
 const EXAMPLES: &str = "Examples:
   loadtest --spawn-server --scenario smoke --strict
   loadtest --spawn-server --scenario ci --json report.json --baseline loadtest/baseline/ci.json
   loadtest --spawn-server --scenario flood
   loadtest capacity --target aerobridge --deflate
   loadtest --host 192.168.1.20 --tcp 200 --ws 200 --duration 30s
+
+Exit codes: 0 passed, 1 failed (a regression, --strict), 2 bad usage or nothing to measure,
+3 inconclusive (--baseline on a busy host: other processes' CPU or steal during the run).
 
 To run it by name, as these do: cargo install --path loadtest (or ./target/release/loadtest
 after cargo build --release --workspace; --spawn-server needs aerobridge beside it).";
@@ -192,9 +198,14 @@ struct Args {
     /// Compare with this report and fail when a figure regressed by more than --max-regression.
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Allowed regression against --baseline, percent.
+    /// Allowed regression against --baseline, percent. A figure fails only when it is worse by
+    /// more than this *and* by more than twice the noise the runs measured.
     #[arg(long, default_value_t = 25.0)]
     max_regression: f64,
+    /// Measure this many aerobridge/floor pairs, interleaved, and report each figure's median
+    /// and spread (default: 5 for --scenario ci, else 1).
+    #[arg(long)]
+    runs: Option<usize>,
     /// Fail on any gap, duplicate, torn frame or disconnect among healthy clients, or a server
     /// that did not exit cleanly.
     #[arg(long)]
@@ -403,96 +414,119 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         anyhow::bail!("--tls against a running server needs --tls-ca PEM (or --insecure)");
     };
-    let floor = if calibrate {
-        let f = spawn::spawn_floor(plan.broadcast_ms, pki.as_ref().filter(|_| plan.floor_tls))?;
-        let targets = Targets {
-            tcp: f.tcp,
-            ws: f.ws,
-            command: None,
-            tls: plan
-                .floor_tls
-                .then(|| pki.as_ref().expect("made above").client_config()),
-        };
-        let floor_plan = Plan {
-            command_rate: 0.0,
-            // The floor is the uncompressed reference.
-            deflate: false,
-            ..plan.clone()
-        };
-        let r = measure::run("floor", &floor_plan, targets, Some(f.pid()), progress, true)?;
-        let _ = f.stop();
-        Some(r)
-    } else {
-        None
-    };
-
-    let (mut run, server_status) = if args.spawn_server {
-        let bin = spawn::server_binary(args.server_bin.as_deref())?;
-        let mut server_args = plan.server_args.clone();
-        if let Some(pki) = pki.as_ref().filter(|_| plan.tls) {
-            server_args.extend(pki.server_args());
+    // --runs: aerobridge/floor pairs, interleaved so that a drift of the host hits both.
+    let runs = args
+        .runs
+        .unwrap_or(if args.scenario == Some(Scenario::Ci) {
+            5
+        } else {
+            1
+        })
+        .max(1);
+    let host_before = report::HostSample::now();
+    let mut pairs: Vec<Report> = Vec::new();
+    for i in 0..runs {
+        if runs > 1 {
+            println!("\nrun {} of {runs}", i + 1);
         }
-        // Churned connections count too while they are open (a few seconds of them at most).
-        let max_clients = total + 100 + (plan.churn * 5.0) as usize + plan.flood;
-        let s = spawn::spawn_server(&bin, plan.broadcast_ms, max_clients, &server_args)?;
-        let targets = Targets {
-            tcp: s.tcp,
-            ws: s.ws,
-            command: s.command,
-            tls: client_tls.clone(),
+        let floor = if calibrate {
+            let f = spawn::spawn_floor(plan.broadcast_ms, pki.as_ref().filter(|_| plan.floor_tls))?;
+            let targets = Targets {
+                tcp: f.tcp,
+                ws: f.ws,
+                command: None,
+                tls: plan
+                    .floor_tls
+                    .then(|| pki.as_ref().expect("made above").client_config()),
+            };
+            let floor_plan = Plan {
+                command_rate: 0.0,
+                // The floor is the uncompressed reference.
+                deflate: false,
+                ..plan.clone()
+            };
+            let r = measure::run("floor", &floor_plan, targets, Some(f.pid()), progress, true)?;
+            let _ = f.stop();
+            Some(r)
+        } else {
+            None
         };
-        let label = args.label.as_deref().unwrap_or("aerobridge");
-        let r = measure::run(label, &plan, targets, Some(s.pid()), progress, false)?;
-        (r, s.stop())
-    } else {
-        let targets = Targets {
-            tcp: resolve(&args.host, args.tcp_port)?,
-            ws: resolve(&args.host, args.ws_port)?,
-            command: Some(resolve(&args.host, args.command_port)?),
-            tls: client_tls.clone(),
-        };
-        // Say at once when there is nothing to measure, rather than reporting a run of zeros.
-        let used = [
-            (plan.tcp > 0 || plan.v2 > 0, targets.tcp),
-            (
-                plan.ws > 0 || plan.slow + plan.stalled + plan.v2 > 0,
-                targets.ws,
-            ),
-        ];
-        for (needed, addr) in used {
-            if needed {
-                if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                {
-                    anyhow::bail!("cannot connect to {addr}: {}", plain_io_error(&e));
+
+        let (mut run, server_status) = if args.spawn_server {
+            let bin = spawn::server_binary(args.server_bin.as_deref())?;
+            let mut server_args = plan.server_args.clone();
+            if let Some(pki) = pki.as_ref().filter(|_| plan.tls) {
+                server_args.extend(pki.server_args());
+            }
+            // Churned connections count too while they are open (a few seconds of them at most).
+            let max_clients = total + 100 + (plan.churn * 5.0) as usize + plan.flood;
+            let s = spawn::spawn_server(&bin, plan.broadcast_ms, max_clients, &server_args)?;
+            let targets = Targets {
+                tcp: s.tcp,
+                ws: s.ws,
+                command: s.command,
+                tls: client_tls.clone(),
+            };
+            let label = args.label.as_deref().unwrap_or("aerobridge");
+            let r = measure::run(label, &plan, targets, Some(s.pid()), progress, false)?;
+            (r, s.stop())
+        } else {
+            let targets = Targets {
+                tcp: resolve(&args.host, args.tcp_port)?,
+                ws: resolve(&args.host, args.ws_port)?,
+                command: Some(resolve(&args.host, args.command_port)?),
+                tls: client_tls.clone(),
+            };
+            // Say at once when there is nothing to measure, rather than reporting a run of zeros.
+            let used = [
+                (plan.tcp > 0 || plan.v2 > 0, targets.tcp),
+                (
+                    plan.ws > 0 || plan.slow + plan.stalled + plan.v2 > 0,
+                    targets.ws,
+                ),
+            ];
+            for (needed, addr) in used {
+                if needed {
+                    if let Err(e) =
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    {
+                        anyhow::bail!("cannot connect to {addr}: {}", plain_io_error(&e));
+                    }
                 }
             }
+            let label = args.label.clone().unwrap_or_else(|| {
+                if plan.ws > 0 || plan.tcp == 0 {
+                    format!("{}:{}", args.host, args.ws_port)
+                } else {
+                    format!("{}:{}", args.host, args.tcp_port)
+                }
+            });
+            (
+                measure::run(&label, &plan, targets, args.server_pid, progress, false)?,
+                Ok(()),
+            )
+        };
+        if let Err(e) = &server_status {
+            eprintln!("loadtest: the server {e}");
+            run.server_ok = false;
         }
-        let label = args.label.clone().unwrap_or_else(|| {
-            if plan.ws > 0 || plan.tcp == 0 {
-                format!("{}:{}", args.host, args.ws_port)
-            } else {
-                format!("{}:{}", args.host, args.tcp_port)
-            }
-        });
-        (
-            measure::run(&label, &plan, targets, args.server_pid, progress, false)?,
-            Ok(()),
-        )
-    };
-    if let Err(e) = &server_status {
-        eprintln!("loadtest: the server {e}");
-        run.server_ok = false;
-    }
 
-    let mut report = Report {
-        tool: format!("aerobridge loadtest {}", env!("CARGO_PKG_VERSION")),
-        scenario: args.scenario.map(|s| format!("{s:?}").to_lowercase()),
-        plan,
-        run,
-        floor,
-        ratios: None,
-    };
-    report.compute_ratios();
+        let mut pair = Report {
+            tool: format!("aerobridge loadtest {}", env!("CARGO_PKG_VERSION")),
+            scenario: args.scenario.map(|s| format!("{s:?}").to_lowercase()),
+            plan: plan.clone(),
+            run,
+            floor,
+            ratios: None,
+            runs: Vec::new(),
+            spread: None,
+            host: None,
+        };
+        pair.compute_ratios();
+        pairs.push(pair);
+    }
+    let mut report = report::aggregate(pairs);
+    report.host = host_before.map(|h| h.load_since());
     report::print_summary(&report);
     for r in std::iter::once(&report.run).chain(report.floor.iter()) {
         if r.loadtest_cpu_pct > 80.0 {
@@ -625,6 +659,21 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.baseline {
         let baseline: Report = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        if let Some(why) = report::too_noisy(&baseline) {
+            eprintln!(
+                "\nthe baseline {} is too noisy to judge against: {why}. Record it again on a quiet host: loadtest --spawn-server --scenario ci --json {}",
+                path.display(),
+                path.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        if let Some(busy) = report.host.as_ref().and_then(report::HostLoad::busy) {
+            eprintln!(
+                "\nINCONCLUSIVE: the host was busy during the run ({busy}); not judged against {} (exit code {INCONCLUSIVE})",
+                path.display()
+            );
+            return Ok(ExitCode::from(INCONCLUSIVE));
+        }
         let regressed = report::regressions(&report, &baseline, args.max_regression);
         if !regressed.is_empty() {
             eprintln!(
@@ -634,6 +683,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
             failed = true;
         }
+    } else if let (Some(why), Some(_)) = (report::too_noisy(&report), &args.json) {
+        eprintln!("\nnote: this report is too noisy to serve as a baseline ({why})");
     }
     if args.strict {
         let h = &report.run.healthy;

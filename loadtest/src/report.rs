@@ -166,6 +166,177 @@ pub struct Report {
     pub floor: Option<RunReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
+    /// `--runs`: each pair's ratios (then `ratios` holds their medians).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<Ratios>,
+    /// `--runs`: each figure's noise, as half the range of the runs relative to the median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Ratios>,
+    /// What else ran on the host meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostLoad>,
+}
+
+/// A baseline whose figures vary more than this between runs cannot tell a regression from noise.
+pub const MAX_BASELINE_SPREAD: f64 = 0.25;
+
+/// Other processes' CPU (share of all cores) beyond which a run is inconclusive.
+const BUSY_OTHERS_PCT: f64 = 20.0;
+/// Steal (a hypervisor taking the CPU) beyond which a run is inconclusive.
+const BUSY_STEAL_PCT: f64 = 5.0;
+
+/// How busy the host was during the run, beyond loadtest and what it started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HostLoad {
+    /// CPU used by other processes, percent of all cores.
+    pub others_pct: f64,
+    /// CPU stolen by the hypervisor, percent.
+    pub steal_pct: f64,
+    pub seconds: f64,
+}
+
+impl HostLoad {
+    /// Why the host was too busy to judge a run on it, or `None`.
+    pub fn busy(&self) -> Option<String> {
+        if self.others_pct > BUSY_OTHERS_PCT {
+            Some(format!(
+                "other processes used {:.0}% of the CPU (more than {BUSY_OTHERS_PCT:.0}%)",
+                self.others_pct
+            ))
+        } else if self.steal_pct > BUSY_STEAL_PCT {
+            Some(format!(
+                "{:.0}% of the CPU was stolen by the hypervisor (more than {BUSY_STEAL_PCT:.0}%)",
+                self.steal_pct
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// `/proc/stat` and this process's own CPU (children it waited for included) at one moment.
+pub struct HostSample {
+    at: std::time::Instant,
+    busy: u64,
+    steal: u64,
+    total: u64,
+    own: u64,
+}
+
+impl HostSample {
+    /// Now (`None` where /proc is not Linux's).
+    pub fn now() -> Option<HostSample> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let total: u64 = cpu.iter().take(8).sum();
+        let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+        let steal = cpu.get(7).copied().unwrap_or(0);
+        let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let fields: Vec<&str> = own_stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        // utime stime cutime cstime: fields 14-17 of the line, 12-15 after the command
+        let own: u64 = fields
+            .get(11..15)?
+            .iter()
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        Some(HostSample {
+            at: std::time::Instant::now(),
+            busy: total - idle - steal,
+            steal,
+            total,
+            own,
+        })
+    }
+
+    /// The load since this sample: everything busy that was not loadtest or its children.
+    pub fn load_since(&self) -> HostLoad {
+        let Some(now) = HostSample::now() else {
+            return HostLoad::default();
+        };
+        let total = (now.total - self.total).max(1) as f64;
+        let others = (now.busy - self.busy).saturating_sub(now.own - self.own) as f64;
+        HostLoad {
+            others_pct: 100.0 * others / total,
+            steal_pct: 100.0 * (now.steal - self.steal) as f64 / total,
+            seconds: self.at.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Half the range relative to the median: how far one run may stray.
+fn spread(v: &[f64]) -> f64 {
+    let m = median(v.to_vec());
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    if m > 0.0 && v.len() > 1 {
+        (hi - lo) / 2.0 / m
+    } else {
+        0.0
+    }
+}
+
+/// One report from `--runs` pairs: the last pair's details, each figure's median over the
+/// pairs, and their spread.
+pub fn aggregate(mut pairs: Vec<Report>) -> Report {
+    let ratios: Vec<Ratios> = pairs.iter().filter_map(|p| p.ratios.clone()).collect();
+    let mut report = pairs.pop().expect("at least one run");
+    if ratios.len() > 1 {
+        let figure = |f: fn(&Ratios) -> f64| ratios.iter().map(f).collect::<Vec<f64>>();
+        let last = report.ratios.clone().unwrap_or_default();
+        report.ratios = Some(Ratios {
+            p50: median(figure(|r| r.p50)),
+            p99: median(figure(|r| r.p99)),
+            cpu_per_frame: median(figure(|r| r.cpu_per_frame)),
+            cpu_per_byte: median(figure(|r| r.cpu_per_byte)),
+            ..last
+        });
+        report.spread = Some(Ratios {
+            p50: spread(&figure(|r| r.p50)),
+            p99: spread(&figure(|r| r.p99)),
+            cpu_per_frame: spread(&figure(|r| r.cpu_per_frame)),
+            cpu_per_byte: spread(&figure(|r| r.cpu_per_byte)),
+            frame_bytes: (0.0, 0.0),
+        });
+        report.runs = ratios;
+    }
+    report
+}
+
+/// Why a report cannot serve as a baseline (its runs vary too much), or `None`.
+pub fn too_noisy(report: &Report) -> Option<String> {
+    let s = report.spread.as_ref()?;
+    [
+        ("p50 / floor", s.p50),
+        ("p99 / floor", s.p99),
+        ("CPU per frame / floor", s.cpu_per_frame),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v > MAX_BASELINE_SPREAD)
+    .map(|(name, v)| {
+        format!(
+            "{name} varied ±{:.0}% between its runs (at most ±{:.0}%)",
+            v * 100.0,
+            MAX_BASELINE_SPREAD * 100.0
+        )
+    })
+    .reduce(|a, b| format!("{a}; {b}"))
 }
 
 impl Report {
@@ -414,12 +585,24 @@ pub fn html(report: &Report, title: &str, subtitle: &str, svg: &str) -> String {
 /// otherwise absolute p50/p99 and CPU per frame.
 pub fn regressions(current: &Report, baseline: &Report, max_pct: f64) -> Vec<String> {
     let mut figures: Vec<(&str, f64, f64)> = Vec::new();
+    // The noise of each figure: the larger spread of the two reports (0 without --runs).
+    let noise = |f: fn(&Ratios) -> f64| {
+        current
+            .spread
+            .as_ref()
+            .map_or(0.0, f)
+            .max(baseline.spread.as_ref().map_or(0.0, f))
+    };
+    let mut noises: Vec<f64> = Vec::new();
     match (&current.ratios, &baseline.ratios) {
         (Some(c), Some(b)) => {
             figures.push(("p50 / floor", c.p50, b.p50));
+            noises.push(noise(|r| r.p50));
             figures.push(("p99 / floor", c.p99, b.p99));
+            noises.push(noise(|r| r.p99));
             if c.cpu_per_frame > 0.0 && b.cpu_per_frame > 0.0 {
                 figures.push(("CPU per frame / floor", c.cpu_per_frame, b.cpu_per_frame));
+                noises.push(noise(|r| r.cpu_per_frame));
             }
         }
         _ => {
@@ -436,8 +619,10 @@ pub fn regressions(current: &Report, baseline: &Report, max_pct: f64) -> Vec<Str
         }
     }
     let mut out = Vec::new();
-    for (name, now, before) in figures {
-        let limit = before * (1.0 + max_pct / 100.0);
+    for (i, (name, now, before)) in figures.into_iter().enumerate() {
+        // Worse by more than --max-regression and by more than twice the measured noise.
+        let noise = noises.get(i).copied().unwrap_or(0.0);
+        let limit = before * (1.0 + (max_pct / 100.0).max(2.0 * noise));
         let verdict = if before > 0.0 && now > limit {
             "REGRESSED"
         } else {
@@ -445,7 +630,10 @@ pub fn regressions(current: &Report, baseline: &Report, max_pct: f64) -> Vec<Str
         };
         println!("baseline: {name}: {now:.3} vs {before:.3} (limit {limit:.3}) {verdict}");
         if verdict != "ok" {
-            out.push(format!("{name} {now:.3} > {before:.3} +{max_pct}%"));
+            out.push(format!(
+                "{name} {now:.3} > {before:.3} +{:.0}%",
+                (limit / before - 1.0) * 100.0
+            ));
         }
     }
     out
@@ -476,6 +664,9 @@ mod tests {
             run,
             floor: None,
             ratios,
+            runs: Vec::new(),
+            spread: None,
+            host: None,
         }
     }
 
@@ -503,6 +694,41 @@ mod tests {
         );
         assert_eq!(bad.len(), 1);
         assert!(bad[0].starts_with("p50 / floor"));
+    }
+
+    #[test]
+    fn a_change_within_the_measured_noise_is_not_a_regression_and_noisy_baselines_are_refused() {
+        let pair = |p99: f64| {
+            let mut r = report(1.0, 1.0, 1.0, None);
+            r.ratios = Some(Ratios {
+                p50: 1.0,
+                p99,
+                cpu_per_frame: 1.0,
+                ..Ratios::default()
+            });
+            r
+        };
+        // Five runs whose p99 ratio wanders ±20%: median 1.0.
+        let baseline = aggregate([0.8, 1.2, 1.0, 0.9, 1.1].map(pair).to_vec());
+        assert_eq!(baseline.ratios.as_ref().unwrap().p99, 1.0);
+        assert!((baseline.spread.as_ref().unwrap().p99 - 0.2).abs() < 1e-9);
+        assert_eq!(too_noisy(&baseline), None);
+        // +30% is beyond --max-regression 25 but within twice the noise (±40%): not judged bad.
+        assert!(regressions(&pair(1.3), &baseline, 25.0).is_empty());
+        // +50% is beyond both.
+        assert_eq!(regressions(&pair(1.5), &baseline, 25.0).len(), 1);
+        // A baseline whose runs vary ±45% cannot judge anything.
+        let noisy = aggregate([0.55, 1.45, 1.0].map(pair).to_vec());
+        assert!(too_noisy(&noisy)
+            .unwrap()
+            .contains("p99 / floor varied ±45%"));
+        // A busy host is said, in words.
+        let busy = HostLoad {
+            others_pct: 35.0,
+            ..HostLoad::default()
+        };
+        assert!(busy.busy().unwrap().contains("other processes used 35%"));
+        assert_eq!(HostLoad::default().busy(), None);
     }
 
     #[test]
