@@ -18,6 +18,8 @@
 //! admission   fair admission: how many new connections a worker takes on per tick
 //! session     per-connection protocol logic: upgrade, WebSocket, data port, command port, v2
 //! feed        the rules a NATS edge follows: which origin, whose update_counter
+//! lease       standby origins: the lease one origin holds to publish a feed (renewed, refused,
+//!             self-fenced) and the fence an edge keeps against an old leader
 //! sim         the built-in flight model (a pure function of time and commands)
 //! tick        what one tick builds: frame, packets, deflate variants, v2 messages, its report
 //! tls         TLS as a layer: ciphertext in, plaintext out, shared packets sealed per client
@@ -38,6 +40,7 @@ pub mod disconnect;
 pub mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lease;
 pub mod log_limit;
 pub mod packet;
 pub mod profile;
