@@ -75,6 +75,25 @@
 //! making anyone skip a frame. Refusals (`--max-clients` reached) are cheap and bounded by their
 //! own timers, so they are not held back: a flood is told at once.
 //!
+//! `--max-clients-per-ip` (1000) keeps one address from taking every slot. Loopback peers are
+//! exempt by default, because this machine's own clients and load generators are not an
+//! attacker the limit could stop (a local process can exhaust the host anyway), and a default
+//! that refused a local benchmark at 1001 clients would surprise the people who run them; set
+//! explicitly, the limit counts every address. An IPv4 peer on a dual-stack listener
+//! (`::ffff:a.b.c.d`) counts as its IPv4 address. The refusal is in the port's own protocol
+//! (HTTP 429, an error line, a close) and counted as `too_many_from_ip`.
+//!
+//! # Recordings that survive a crash
+//! See [`crate::source::recording`]. A recording is the data a user cares about most at the
+//! moment a crash happens, so `record` never holds more than half a second of it: every
+//! [`FLUSH_EVERY`](crate::source::recording::FLUSH_EVERY) what came is closed into the file
+//! (one independent zstd frame for `.zst`, a plain write otherwise) and `fdatasync`ed. A
+//! concatenation of zstd frames is still one valid zstd file for every other tool; replay
+//! finds each frame's end itself, so a torn last frame costs that frame and no more (its whole
+//! lines are even recovered from the blocks that did arrive). A write that fails midway would
+//! leave a torn record, so the file is cut back to its last whole flush before `record` stops
+//! with the error.
+//!
 //! # Quiet logs under attack
 //! Every event an attacker can repeat (refused connections, failed handshakes, protocol errors,
 //! slow consumers, command floods, rejected commands, accept failures) logs through a
@@ -245,6 +264,19 @@
 //! of 2×; a connection that keeps flooding is dropped). Browsers are held to an Origin policy:
 //! same-origin, loopback pages and `--allowed-origin` only, so a web page on the internet cannot
 //! drive a simulator through a visitor's browser. Telemetry stays readable by everyone.
+//!
+//! # Client libraries
+//! `clients/` holds three clients with one shape (Python, JavaScript, Rust), because a protocol
+//! that every client implements by hand is implemented wrongly in as many ways: the issues of
+//! other bridges' WebSocket users show the same three bugs (subscriptions lost after a
+//! reconnect, silent staleness, reconnecting in a tight loop). Each one resumes its session
+//! instead of subscribing again (the server keeps the subscriptions for the resume window), so
+//! a reconnect costs no profile churn and no duplicate; each drops a keyframe it has already
+//! shown, because a resumed or newly joined subscription may be sent the profile's current
+//! keyframe, up to a second older than the live frame. One scenario file
+//! (`clients/conformance/scenario.json`) is checked against all three by the same rules, so
+//! they cannot drift apart. The bridge serves the JavaScript module itself
+//! (`/aerobridge-client.js`): the dashboard uses it, and so can any page without a build step.
 //!
 //! # Plain HTTP on the WebSocket port
 //! `GET /` (dashboard), `/metrics` and `/healthz` share the WebSocket listener: a request without
