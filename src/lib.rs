@@ -49,7 +49,8 @@
 //!         config        CLI + env -> Config (and the core's session Settings)
 //!           fanout      hub (the tick; owns the source), worker (clients; handler injected),
 //!                       stats
-//!             source    sim (the core's model as a Source), relay, replay, nats (an edge)
+//!             source    sim (the core's model as a Source), relay, replay, nats (an edge),
+//!                       recording (the crash-safe file format record writes, replay reads)
 //!               runtime, dashboard, nats (feed URLs, credentials, link counters),
 //!               counters (single-writer counters and histograms)
 //! ```
