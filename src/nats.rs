@@ -17,6 +17,14 @@ pub fn origin_of(msg: &async_nats::Message) -> Option<&str> {
         .map(|v| v.as_str())
 }
 
+/// The lease revision a standby-capable origin published a frame under, if any.
+pub fn revision_of(msg: &async_nats::Message) -> Option<u64> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(aerobridge_proto::lease::REVISION_HEADER))
+        .and_then(|v| v.as_str().parse().ok())
+}
+
 /// `nats://[USER:PASS@|TOKEN@]HOST:PORT/FEED` (or `tls://…`) → (server URL with its credentials,
 /// FEED). The feed defaults to `default`.
 pub fn parse_url(url: &str) -> anyhow::Result<(String, String)> {

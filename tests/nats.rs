@@ -643,10 +643,22 @@ fn tls_with_a_private_ca() {
 /// Publishes `payloads` on `subject` as `origin` (raw NATS protocol: HPUB with our header), and
 /// waits for the server to have them (PING/PONG).
 fn publish_raw(port: u16, subject: &str, origin: &str, payloads: &[&[u8]]) {
+    publish_leased(port, subject, origin, None, payloads)
+}
+
+/// Like [`publish_raw`], under a lease `revision` (a standby-capable origin's header).
+fn publish_leased(
+    port: u16,
+    subject: &str,
+    origin: &str,
+    revision: Option<u64>,
+    payloads: &[&[u8]],
+) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut out = b"CONNECT {\"verbose\":false,\"headers\":true}\r\n".to_vec();
-    let headers = format!("NATS/1.0\r\nAerobridge-Origin: {origin}\r\n\r\n");
+    let lease = revision.map_or(String::new(), |r| format!("Aerobridge-Lease: {r}\r\n"));
+    let headers = format!("NATS/1.0\r\nAerobridge-Origin: {origin}\r\n{lease}\r\n");
     for p in payloads {
         out.extend_from_slice(
             format!(
@@ -927,4 +939,55 @@ fn an_unreachable_nats_server_is_named_with_the_cause_and_host_port_is_accepted(
             && line.contains("cause=\"Connection refused"),
         "{line}"
     );
+}
+
+#[test]
+fn a_newer_lease_is_followed_at_once_and_an_old_leaders_frames_are_fenced() {
+    let _one_at_a_time = one_at_a_time();
+    let Some(nats) = nats_server() else { return };
+    let edge = Server::start(&["--source", &format!("{}/t11", nats.url())]);
+    edge.wait_until("the edge is connected", Duration::from_secs(10), |e| {
+        edge_metric(e, "nats_connected") == 1.0
+    });
+    let client = Recorder::tcp(edge.data);
+    // Frames from a template, numbered as each origin numbers them.
+    let template = {
+        let plain = Server::start(&[]);
+        String::from_utf8(TcpLines::connect(plain.data).frame()).unwrap()
+    };
+    let counter = counter_of(template.as_bytes());
+    let frame = |n: u64| {
+        template.replace(
+            &format!("\"update_counter\":{counter},"),
+            &format!("\"update_counter\":{n},"),
+        )
+    };
+    let publish = |origin: &str, revision: u64, range: std::ops::RangeInclusive<u64>| {
+        let frames: Vec<String> = range.map(frame).collect();
+        let payloads: Vec<&[u8]> = frames.iter().map(|f| f.as_bytes()).collect();
+        publish_leased(
+            nats.1,
+            "aerobridge.t11.frames",
+            origin,
+            Some(revision),
+            &payloads,
+        );
+    };
+    publish("leader-a", 5, 1..=3);
+    client.wait("the first leader's frames", 0, |s| !s.is_empty());
+    // A standby takes over under a newer lease: followed at once, no second of conflict.
+    publish("leader-b", 9, 500..=502);
+    edge.wait_until("the takeover is followed", Duration::from_secs(10), |e| {
+        edge_metric(e, "nats_origin_changes_total") >= 1.0
+    });
+    // The old leader wakes up: its frames are fenced, counted, never delivered.
+    publish("leader-a", 5, 4..=6);
+    publish("leader-b", 9, 503..=505);
+    edge.wait_until(
+        "the old leader's frames fenced",
+        Duration::from_secs(10),
+        |e| dropped(e, "edge", "fenced") >= 3.0,
+    );
+    assert_eq!(dropped(&edge, "edge", "other_origin"), 0.0);
+    assert_monotonic(&client.finish(), "edge client");
 }

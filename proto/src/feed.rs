@@ -51,6 +51,9 @@ pub enum Dropped {
     Late,
     /// Edge: a newer frame arrived before this one was used (latest wins).
     Superseded,
+    /// Edge: published under an older lease than one already seen (a standby origin took over
+    /// and the old leader woke up: see [`crate::lease::Fence`]).
+    Fenced,
 }
 /// An edge's verdict on a frame's origin.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,6 +92,23 @@ impl OriginTracker {
                 OriginVerdict::Conflict {
                     followed: id.clone(),
                 }
+            }
+            followed => {
+                let previous = followed.take().map(|(id, _)| id);
+                *followed = Some((origin.to_string(), now));
+                self.intruders.retain(|i| i != origin);
+                OriginVerdict::Switch { previous }
+            }
+        }
+    }
+
+    /// `origin` holds a newer lease than any seen (a standby took over): follow it at once,
+    /// without waiting [`TAKEOVER_AFTER`] for the old leader to fall silent.
+    pub fn take_over(&mut self, origin: &str, now: Instant) -> OriginVerdict {
+        match &mut self.followed {
+            Some((id, last)) if id == origin => {
+                *last = now;
+                OriginVerdict::Follow
             }
             followed => {
                 let previous = followed.take().map(|(id, _)| id);

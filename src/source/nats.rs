@@ -297,6 +297,7 @@ async fn read(
     let mut decoder = FrameDecoder::new();
     let mut vars = Variables::new();
     let mut origins = OriginTracker::default();
+    let mut fence = aerobridge_proto::lease::Fence::default();
     let mut period = PeriodEstimate::default();
     let mut epoch = 0u64;
     let mut batch: Vec<async_nats::Message> = Vec::new();
@@ -332,7 +333,20 @@ async fn read(
                 };
                 NatsStats::add(&stats.received, 1);
                 let origin = crate::nats::origin_of(&msg).unwrap_or("");
-                match origins.judge(origin, Instant::now()) {
+                // Standby origins: frames under an older lease than one seen are an old
+                // leader's; a newer lease is a takeover, followed at once.
+                let revision = crate::nats::revision_of(&msg);
+                let newer = revision.is_some() && revision > fence.newest();
+                if !fence.admit(revision) {
+                    stats.drop_frame(Dropped::Fenced);
+                    continue;
+                }
+                let verdict = if newer {
+                    origins.take_over(origin, Instant::now())
+                } else {
+                    origins.judge(origin, Instant::now())
+                };
+                match verdict {
                     OriginVerdict::Follow => batch.push(msg),
                     OriginVerdict::Switch { previous } => {
                         epoch += 1;
