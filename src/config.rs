@@ -225,6 +225,19 @@ pub struct Cli {
     #[arg(long, help_heading = "NATS", env = "AEROBRIDGE_NATS_PUBLISH")]
     pub nats_publish: Option<String>,
 
+    /// With --nats-publish: run as one of several origins on the feed, exactly one of which
+    /// publishes at a time. They elect it with a lease in a JetStream key-value bucket
+    /// (`aerobridge-lease-FEED`; the NATS server must run JetStream: `nats-server -js`); when the
+    /// active one dies, a standby takes over within about 1.5 s, and edges refuse frames from an
+    /// old leader that wakes up. Only the active origin takes commands.
+    #[arg(
+        long,
+        help_heading = "NATS",
+        env = "AEROBRIDGE_STANDBY",
+        requires = "nats_publish"
+    )]
+    pub standby: bool,
+
     /// The feed name for `--nats-publish` (subjects `aerobridge.FEED.frames`, `.commands`).
     #[arg(
         long,
@@ -766,6 +779,7 @@ impl Cli {
                     None => None,
                     Some(url) => Some(publish_url(url, &self.feed)?),
                 },
+                standby: self.standby,
                 security: crate::nats::Security {
                     creds: self.nats_creds.clone(),
                     token: self.nats_token.clone(),
@@ -804,6 +818,8 @@ impl Cli {
 pub struct NatsConfig {
     /// `--nats-publish`: (server URL, feed).
     pub publish: Option<(String, String)>,
+    /// `--standby`: elect the publishing origin with a JetStream lease.
+    pub standby: bool,
     /// Credentials and TLS (origin and edge).
     pub security: crate::nats::Security,
 }

@@ -228,6 +228,33 @@ pub fn render(shared: &View<'_>) -> String {
                 "NATS origin: frames published on the feed.",
                 &[("{role=\"origin\"}".into(), get(&n.published))],
             );
+            if get(&n.standby) > 0.0 {
+                let origin = |v: f64| [("{role=\"origin\"}".to_string(), v)];
+                family(
+                    "nats_origin_active",
+                    "gauge",
+                    "NATS origin (--standby): 1 while this origin holds the lease and publishes, 0 on standby.",
+                    &origin(get(&n.active)),
+                );
+                family(
+                    "nats_lease_revision",
+                    "gauge",
+                    "NATS origin (--standby): the lease revision it publishes under (0: none).",
+                    &origin(get(&n.lease_revision)),
+                );
+                family(
+                    "nats_lease_age_seconds",
+                    "gauge",
+                    "NATS origin (--standby): time since the lease was last renewed.",
+                    &origin(get(&n.lease_age_ms) / 1000.0),
+                );
+                family(
+                    "nats_takeovers_total",
+                    "counter",
+                    "NATS origin (--standby): times this origin took over the feed.",
+                    &origin(get(&n.takeovers)),
+                );
+            }
         }
         if let Some(n) = shared.nats_edge {
             family(
@@ -573,5 +600,20 @@ pub fn health(shared: &View<'_>) -> (u16, String) {
         };
         return (503, format!("source data not valid (data_valid=0): {why}"));
     }
-    (200, format!("ok: last frame {age_ms} ms ago"))
+    let role = match shared.nats_origin {
+        Some(n) if n.standby.load(Ordering::Relaxed) == 1 => {
+            if n.active.load(Ordering::Relaxed) == 1 {
+                format!(
+                    "; active origin of the feed (lease revision {}, renewed {} ms ago, {} takeovers)",
+                    n.lease_revision.load(Ordering::Relaxed),
+                    n.lease_age_ms.load(Ordering::Relaxed),
+                    n.takeovers.load(Ordering::Relaxed)
+                )
+            } else {
+                "; standby origin (another holds the lease; this one takes over if it stops)".into()
+            }
+        }
+        _ => String::new(),
+    };
+    (200, format!("ok: last frame {age_ms} ms ago{role}"))
 }

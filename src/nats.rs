@@ -230,6 +230,16 @@ async fn probe(server: &str) -> String {
 pub struct NatsStats {
     /// 1 while connected to the NATS server.
     pub connected: AtomicU64,
+    /// Origin with `--standby`: 1 while this origin holds the lease and publishes.
+    pub active: AtomicU64,
+    /// Origin with `--standby`: 1 (0 for an origin that always publishes).
+    pub standby: AtomicU64,
+    /// Origin with `--standby`: the lease revision it publishes under (0: none).
+    pub lease_revision: AtomicU64,
+    /// Origin with `--standby`: ms since its lease was last renewed.
+    pub lease_age_ms: AtomicU64,
+    /// Origin with `--standby`: times it took over the feed.
+    pub takeovers: AtomicU64,
     /// Connections after the first (the client reconnects by itself).
     pub reconnects: AtomicU64,
     /// Failed connection attempts (unreachable, refused credentials, untrusted certificate).

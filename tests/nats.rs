@@ -991,3 +991,156 @@ fn a_newer_lease_is_followed_at_once_and_an_old_leaders_frames_are_fenced() {
     assert_eq!(dropped(&edge, "edge", "other_origin"), 0.0);
     assert_monotonic(&client.finish(), "edge client");
 }
+
+/// The standby origins' `nats_origin_active` gauges.
+fn actives(origins: &[&Server]) -> Vec<f64> {
+    origins
+        .iter()
+        .map(|o| {
+            o.try_metric("nats_origin_active{role=\"origin\"}")
+                .unwrap_or(-1.0)
+        })
+        .collect()
+}
+
+#[test]
+fn standby_origins_elect_one_publisher_and_a_standby_takes_over_when_it_dies() {
+    let _one_at_a_time = one_at_a_time();
+    let store = std::env::temp_dir().join(format!("aerobridge-js-{}", std::process::id()));
+    let store_arg = store.display().to_string();
+    let Some(nats) = nats_server_with(None, &["-js", "-sd", &store_arg]) else {
+        return;
+    };
+    let url = nats.url();
+    let args = ["--nats-publish", &url, "--feed", "sb", "--standby"];
+    // Three origins racing at start: exactly one publishes.
+    let origins: Vec<Server> = (0..3).map(|_| Server::start(&args)).collect();
+    let all: Vec<&Server> = origins.iter().collect();
+    all[0].wait_until("exactly one active origin", Duration::from_secs(10), |_| {
+        let a = actives(&all);
+        a.iter().filter(|&&x| x == 1.0).count() == 1 && a.iter().all(|&x| x >= 0.0)
+    });
+    let edge = Server::start(&["--source", &format!("{url}/sb")]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge gets the feed", 0, 20);
+    let leader = actives(&all).iter().position(|&x| x == 1.0).unwrap();
+    // kill -9 the active one: a standby takes over, and the edge's clients resume.
+    let killed = Command::new("kill")
+        .args(["-9", &origins[leader].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let killed_at = Instant::now();
+    let before = client.len();
+    client.wait("the feed goes stale", before, |s| {
+        s.iter().any(|f| !f.valid)
+    });
+    let stale = client.len();
+    client.wait_valid("clients resume", stale, 5);
+    let resumed = killed_at
+        .elapsed()
+        .saturating_sub(Duration::from_millis(80));
+    let rest: Vec<&Server> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| &origins[i])
+        .collect();
+    let a = actives(&rest);
+    assert_eq!(a.iter().filter(|&&x| x == 1.0).count(), 1, "{a:?}");
+    eprintln!(
+        "failover: clients on the edge resumed {resumed:?} after the active origin was killed"
+    );
+    assert!(
+        resumed <= Duration::from_millis(2500),
+        "resumed after {resumed:?}"
+    );
+    // A command right after the failover is applied once, at the new origin.
+    let reply = command_oneshot(edge.command, r#"{"variable":"Controls.Gear","value":1}"#);
+    assert_eq!(reply[0]["ok"], true, "{}", reply[0]);
+    let requests: Vec<f64> = rest
+        .iter()
+        .map(|o| o.metric("nats_command_requests_total{role=\"origin\"}"))
+        .collect();
+    assert_eq!(
+        requests.iter().sum::<f64>(),
+        1.0,
+        "applied once: {requests:?}"
+    );
+    assert_monotonic(&client.finish(), "edge client");
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn a_paused_leader_steps_down_when_it_wakes_and_nats_restarts_are_ridden_out() {
+    let _one_at_a_time = one_at_a_time();
+    let store = std::env::temp_dir().join(format!("aerobridge-js2-{}", std::process::id()));
+    let store_arg = store.display().to_string();
+    let Some(nats) = nats_server_with(None, &["-js", "-sd", &store_arg]) else {
+        return;
+    };
+    let port = nats.1;
+    let url = nats.url();
+    let args = ["--nats-publish", &url, "--feed", "sp", "--standby"];
+    let origins: Vec<Server> = (0..2).map(|_| Server::start(&args)).collect();
+    let all: Vec<&Server> = origins.iter().collect();
+    all[0].wait_until("one active origin", Duration::from_secs(10), |_| {
+        actives(&all).iter().filter(|&&x| x == 1.0).count() == 1
+    });
+    let edge = Server::start(&["--source", &format!("{url}/sp")]);
+    let client = Recorder::tcp(edge.data);
+    client.wait_valid("the edge gets the feed", 0, 20);
+    let leader = actives(&all).iter().position(|&x| x == 1.0).unwrap();
+    let (old, new) = (&origins[leader], &origins[1 - leader]);
+    let signal = |sig: &str, s: &Server| {
+        assert!(Command::new("kill")
+            .args([sig, &s.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    // Paused longer than its lease: the standby takes over.
+    signal("-STOP", old);
+    new.wait_until("the standby takes over", Duration::from_secs(10), |s| {
+        s.try_metric("nats_origin_active{role=\"origin\"}") == Ok(1.0)
+    });
+    let resumed = client.len();
+    client.wait_valid("clients resume from the new leader", resumed, 10);
+    // It wakes up: it must stand by, and nothing it sends under its old lease is delivered.
+    signal("-CONT", old);
+    old.wait_until("the old leader stands by", Duration::from_secs(10), |s| {
+        s.try_metric("nats_origin_active{role=\"origin\"}") == Ok(0.0)
+    });
+    let after = client.len();
+    client.wait_valid("the feed goes on", after, 20);
+    assert_eq!(new.metric("nats_origin_active{role=\"origin\"}"), 1.0);
+    assert_eq!(
+        old.metric("nats_takeovers_total{role=\"origin\"}"),
+        1.0,
+        "no steal back"
+    );
+    // nats-server restarts (the in-memory lease is gone): one origin leads again.
+    drop(nats);
+    let _back =
+        nats_server_with(Some(port), &["-js", "-sd", &store_arg]).expect("nats-server again");
+    all[0].wait_until(
+        "one active origin after the restart",
+        Duration::from_secs(20),
+        |_| actives(&all).iter().filter(|&&x| x == 1.0).count() == 1,
+    );
+    let again = client.len();
+    client.wait_valid("the feed is back", again, 20);
+    assert_monotonic(&client.finish(), "edge client");
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn standby_without_jetstream_says_so() {
+    let _one_at_a_time = one_at_a_time();
+    let Some(nats) = nats_server() else { return };
+    let origin = Server::start(&["--nats-publish", &nats.url(), "--feed", "nj", "--standby"]);
+    let line = origin.wait_for_log("cannot create the lease bucket", Duration::from_secs(10));
+    assert!(
+        line.contains("--standby needs JetStream: nats-server -js"),
+        "{line}"
+    );
+    assert_eq!(origin.metric("nats_origin_active{role=\"origin\"}"), 0.0);
+}

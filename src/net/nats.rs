@@ -16,9 +16,12 @@ use crate::app::App;
 use crate::nats::{Dropped, NatsStats, ORIGIN_HEADER};
 use crate::session::command_port::CommandPortSession;
 use crate::session::{Action, Session};
+use aerobridge_proto::lease::{Change, Lease, LeaseStep, LeaseTimes, REVISION_HEADER};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Starts the origin's side thread; returns where the tick sends each frame.
 pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flume::Sender<Bytes>> {
@@ -39,6 +42,14 @@ pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flum
         let _ = getrandom::fill(&mut b);
         b.iter().map(|x| format!("{x:02x}")).collect::<String>()
     };
+    // The lease revision to publish under: NOT_LEADER on standby, ALWAYS without --standby.
+    let standby = app.config.nats.standby;
+    let leader = Arc::new(AtomicU64::new(if standby { NOT_LEADER } else { ALWAYS }));
+    // When the lease's self-fence falls (µs after `epoch`): the publisher checks it itself, so a
+    // process woken from a pause publishes nothing before its lease task has run.
+    let epoch = Instant::now();
+    let fence_at = Arc::new(AtomicU64::new(if standby { 0 } else { u64::MAX }));
+    stats.standby.store(u64::from(standby), Ordering::Relaxed);
     let (url, options) = runtime.block_on(app.config.nats.security.connect_options(
         &server,
         "origin",
@@ -56,30 +67,53 @@ pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flum
                     }
                 };
                 let frames = subjects.frames;
-                tracing::info!(subject = %frames, origin = %origin_id, "NATS: publishing the feed");
+                let lease = standby.then(|| {
+                    tracing::info!(subject = %frames, origin = %origin_id, "NATS: origin with --standby: publishes the feed only while it holds the lease");
+                    tokio::spawn(hold_lease(
+                        client.clone(),
+                        feed.clone(),
+                        origin_id.clone(),
+                        (Arc::clone(&leader), Arc::clone(&fence_at), epoch),
+                        Arc::clone(&stats),
+                    ))
+                });
+                if !standby {
+                    tracing::info!(subject = %frames, origin = %origin_id, "NATS: publishing the feed");
+                }
                 let responder = tokio::spawn(answer(
                     client.clone(),
                     subjects.commands,
                     Arc::clone(&app),
                     Arc::clone(&stats),
+                    Arc::clone(&leader),
                 ));
                 let watcher = tokio::spawn(watch_for_other_origins(
                     client.clone(),
                     frames.clone(),
                     origin_id.clone(),
                     Arc::clone(&stats),
+                    standby,
                 ));
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(ORIGIN_HEADER, origin_id.as_str());
                 while let Ok(frame) = rx.recv_async().await {
+                    let revision = leader.load(Ordering::Acquire);
+                    let fenced = epoch.elapsed().as_micros() as u64 >= fence_at.load(Ordering::Acquire);
+                    if revision == NOT_LEADER || fenced {
+                        continue; // a standby follows the source but publishes nothing
+                    }
                     let up = client.connection_state() == async_nats::connection::State::Connected;
                     if !up {
                         // Latest wins: frames from an outage are not worth flushing later.
                         stats.drop_frame(Dropped::Disconnected);
                         continue;
                     }
+                    let mut headers = headers.clone();
+                    if revision != ALWAYS {
+                        headers.insert(REVISION_HEADER, revision.to_string().as_str());
+                    }
                     match client
-                        .publish_with_headers(frames.clone(), headers.clone(), frame)
+                        .publish_with_headers(frames.clone(), headers, frame)
                         .await
                     {
                         Ok(()) => NatsStats::add(&stats.published, 1),
@@ -88,6 +122,9 @@ pub fn start(server: String, feed: String, app: Arc<App>) -> anyhow::Result<flum
                 }
                 responder.abort();
                 watcher.abort();
+                if let Some(lease) = lease {
+                    lease.abort();
+                }
             });
         })?;
     Ok(tx)
@@ -100,6 +137,7 @@ async fn watch_for_other_origins(
     subject: String,
     own: String,
     stats: Arc<NatsStats>,
+    standby: bool,
 ) {
     let Ok(mut sub) = client.subscribe(subject.clone()).await else {
         return;
@@ -109,6 +147,9 @@ async fn watch_for_other_origins(
         let other = crate::nats::origin_of(&msg).unwrap_or("(no origin header)");
         if other == own {
             continue; // a server that echoes regardless
+        }
+        if standby && crate::nats::revision_of(&msg).is_some() {
+            continue; // the leader of a standby group: expected, and fenced by revision
         }
         stats.drop_frame(Dropped::OtherOrigin);
         if !seen.iter().any(|s| s == other) && seen.len() < 16 {
@@ -123,20 +164,60 @@ async fn watch_for_other_origins(
     }
 }
 
-/// Answers command requests, each as the command port answers its lines.
-async fn answer(client: async_nats::Client, subject: String, app: Arc<App>, stats: Arc<NatsStats>) {
-    let mut sub = match client.subscribe(subject.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(subject, error = %e, "NATS: cannot take command requests");
+/// Answers command requests, each as the command port answers its lines. With `--standby`
+/// only while leading: the subscription exists only then, so a command goes to the active
+/// origin alone and is never applied twice; one that reaches an origin that has just stepped
+/// down is refused with `unavailable` rather than applied.
+async fn answer(
+    client: async_nats::Client,
+    subject: String,
+    app: Arc<App>,
+    stats: Arc<NatsStats>,
+    leader: Arc<AtomicU64>,
+) {
+    let leading = || leader.load(Ordering::Acquire) != NOT_LEADER;
+    loop {
+        while !leading() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut sub = match client.subscribe(subject.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(subject, error = %e, "NATS: cannot take command requests");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                msg = sub.next() => msg,
+                _ = tokio::time::sleep(Duration::from_millis(20)), if !leading() => None,
+            };
+            let Some(msg) = msg else { break };
+            answer_one(&client, msg, &app, &stats, leading()).await;
+        }
+        // Stepped down (or the subscription ended): stop taking commands at once.
+        let _ = sub.unsubscribe().await;
+    }
+}
+
+async fn answer_one(
+    client: &async_nats::Client,
+    msg: async_nats::Message,
+    app: &Arc<App>,
+    stats: &Arc<NatsStats>,
+    leading: bool,
+) {
+    {
+        let Some(reply_to) = msg.reply.clone() else {
+            return;
+        };
+        if !leading {
+            let refusal = b"{\"ok\":false,\"error\":\"unavailable: this origin is no longer the active one; send the command again\"}\n";
+            let _ = client.publish(reply_to, refusal.as_slice().into()).await;
             return;
         }
-    };
-    while let Some(msg) = sub.next().await {
-        let Some(reply_to) = msg.reply.clone() else {
-            continue;
-        };
-        let (client, app, stats) = (client.clone(), Arc::clone(&app), Arc::clone(&stats));
+        let (client, app, stats) = (client.clone(), Arc::clone(app), Arc::clone(stats));
         tokio::spawn(async move {
             let start = std::time::Instant::now();
             let reply = run_commands(&app, &msg.payload).await;
@@ -145,6 +226,138 @@ async fn answer(client: async_nats::Client, subject: String, app: Arc<App>, stat
             stats.request_time.observe(start.elapsed());
             NatsStats::add(&stats.requests, 1);
         });
+    }
+}
+
+/// `leader` when this origin does not hold the lease (a standby).
+const NOT_LEADER: u64 = 0;
+/// `leader` of an origin without `--standby`: it always publishes, with no revision header.
+const ALWAYS: u64 = u64::MAX;
+/// The lease's key in the bucket.
+const LEASE_KEY: &str = "leader";
+
+/// Holds (or waits for) the feed's lease in the JetStream key-value bucket
+/// `aerobridge-lease-FEED` and keeps `leader` at the revision to publish under.
+async fn hold_lease(
+    client: async_nats::Client,
+    feed: String,
+    origin: String,
+    (leader, fence_at, epoch): (Arc<AtomicU64>, Arc<AtomicU64>, Instant),
+    stats: Arc<NatsStats>,
+) {
+    use async_nats::jetstream::kv;
+    let times = LeaseTimes::default();
+    let js = async_nats::jetstream::new(client);
+    let bucket = format!("aerobridge-lease-{feed}");
+    // The bucket's stream, made the way async-nats' create_key_value makes it, but without its
+    // account query: nats-server 2.9 (Debian's) answers that in a shape async-nats 0.42 cannot
+    // read. Memory storage: a lease outlives no server restart, nor should it.
+    let stream = async_nats::jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("aerobridge: which origin publishes the feed (--standby)".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: times.ttl,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let store = loop {
+        let made = match js.get_or_create_stream(stream.clone()).await {
+            Ok(_) => js
+                .get_key_value(bucket.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match made {
+            Ok(store) => break store,
+            Err(e) => {
+                aerobridge_proto::limited!(crate::log_limit::NATS_LINK, Instant::now(), error,
+                    bucket, error = %e,
+                    "NATS: cannot create the lease bucket; not publishing (--standby needs JetStream: nats-server -js)");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut lease = Lease::new(times, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A call that hangs (NATS away) must not hold the loop: the self-fence is checked each turn.
+    let limit = times.renew / 3;
+    loop {
+        tick.tick().await;
+        let (step, change) = lease.poll(Instant::now());
+        if let Some(Change::SelfFenced) = change {
+            tracing::warn!(feed, origin, "NATS: lease not renewed in time (NATS unreachable?): stopped publishing, standing by");
+        }
+        match step {
+            LeaseStep::Create => {
+                let sent = Instant::now();
+                match tokio::time::timeout(limit, store.create(LEASE_KEY, origin.clone().into()))
+                    .await
+                {
+                    Ok(Ok(revision)) => {
+                        lease.created(revision, sent);
+                        tracing::warn!(
+                            feed,
+                            origin,
+                            revision,
+                            "NATS: this origin took over the feed (the lease was free)"
+                        );
+                    }
+                    _ => lease.create_failed(Instant::now()),
+                }
+            }
+            LeaseStep::Renew { revision } => {
+                let sent = Instant::now();
+                match tokio::time::timeout(
+                    limit,
+                    store.update(LEASE_KEY, origin.clone().into(), revision),
+                )
+                .await
+                {
+                    Ok(Ok(revision)) => lease.renewed(revision, sent),
+                    Ok(Err(e)) => {
+                        let refused = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                        if let Some(Change::LostTheKey) =
+                            lease.renew_failed(refused, Instant::now())
+                        {
+                            tracing::warn!(
+                                feed,
+                                origin,
+                                "NATS: another origin holds the lease: standing by"
+                            );
+                        }
+                    }
+                    Err(_) => {
+                        lease.renew_failed(false, Instant::now());
+                    }
+                }
+            }
+            LeaseStep::Wait => {}
+        }
+        let now = Instant::now();
+        let revision = lease.publishing(now).unwrap_or(NOT_LEADER);
+        let until = match (revision, lease.age(now)) {
+            (NOT_LEADER, _) | (_, None) => 0,
+            (_, Some(age)) => (now - age + times.self_fence - epoch).as_micros() as u64,
+        };
+        fence_at.store(until, Ordering::Release);
+        leader.store(revision, Ordering::Release);
+        stats
+            .active
+            .store(u64::from(revision != NOT_LEADER), Ordering::Relaxed);
+        stats.lease_revision.store(revision, Ordering::Relaxed);
+        stats.lease_age_ms.store(
+            lease.age(now).map_or(0, |a| a.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+        stats.takeovers.store(lease.takeovers, Ordering::Relaxed);
     }
 }
 
