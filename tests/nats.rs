@@ -1023,6 +1023,15 @@ fn standby_origins_elect_one_publisher_and_a_standby_takes_over_when_it_dies() {
     let edge = Server::start(&["--source", &format!("{url}/sb")]);
     let client = Recorder::tcp(edge.data);
     client.wait_valid("the edge gets the feed", 0, 20);
+    // A v2 session on the edge rides the failover out on its connection.
+    let mut v2 = RawWs::upgrade(
+        edge.ws(),
+        &RawWs::request("Sec-WebSocket-Protocol: aerobridge.v2\r\n"),
+    )
+    .0;
+    v2.reply(); // welcome
+    v2.send_text(r#"{"op":"sub","id":1,"vars":["Aircraft.Altitude"],"hz":10,"mode":"delta"}"#);
+    assert_eq!(v2.reply()["ok"], true);
     let leader = actives(&all).iter().position(|&x| x == 1.0).unwrap();
     // kill -9 the active one: a standby takes over, and the edge's clients resume.
     let killed = Command::new("kill")
@@ -1066,6 +1075,18 @@ fn standby_origins_elect_one_publisher_and_a_standby_takes_over_when_it_dies() {
         "applied once: {requests:?}"
     );
     assert_monotonic(&client.finish(), "edge client");
+    // The v2 session is still there, its data still flowing, its seq still rising.
+    let mut last = 0;
+    let mut seen = 0;
+    while seen < 20 {
+        let m = v2.reply();
+        if m["op"] == "key" || m["op"] == "delta" {
+            let seq = m["seq"].as_u64().unwrap();
+            assert!(seq > last, "v2 seq {seq} after {last}");
+            last = seq;
+            seen += 1;
+        }
+    }
     let _ = std::fs::remove_dir_all(&store);
 }
 
