@@ -155,27 +155,22 @@ fn judge(clients: usize, run: &RunReport, budget_ms: f64) -> Step {
 pub fn run(a: &CapacityArgs) -> anyhow::Result<Capacity> {
     let period_ms = a.broadcast_ms.max(1) as f64;
     let budget_ms = a.budget_periods * period_ms;
+    // Telemetry only: no commands, no TLS.
+    let targets_of = |tcp, ws| Targets {
+        tcp,
+        ws,
+        command: None,
+        tls: None,
+    };
     let (targets, server, label) = match a.target {
         Target::Aerobridge => {
             let bin = spawn::server_binary(a.server_bin.as_deref())?;
             let s = spawn::spawn_server(&bin, a.broadcast_ms, a.max + 100, &[])?;
-            let t = Targets {
-                tcp: s.tcp,
-                ws: s.ws,
-                command: None,
-                tls: None,
-            };
-            (t, Some(s), "aerobridge".to_string())
+            (targets_of(s.tcp, s.ws), Some(s), "aerobridge".to_string())
         }
         Target::Floor => {
             let f = spawn::spawn_floor(a.broadcast_ms, None)?;
-            let t = Targets {
-                tcp: f.tcp,
-                ws: f.ws,
-                command: None,
-                tls: None,
-            };
-            (t, Some(f), "floor".to_string())
+            (targets_of(f.tcp, f.ws), Some(f), "floor".to_string())
         }
         Target::External => {
             let resolve = |port: u16| -> anyhow::Result<std::net::SocketAddr> {
@@ -185,12 +180,7 @@ pub fn run(a: &CapacityArgs) -> anyhow::Result<Capacity> {
                     .next()
                     .ok_or_else(|| anyhow::anyhow!("cannot resolve {}", a.host))
             };
-            let t = Targets {
-                tcp: resolve(a.tcp_port)?,
-                ws: resolve(a.ws_port)?,
-                command: None,
-                tls: None,
-            };
+            let t = targets_of(resolve(a.tcp_port)?, resolve(a.ws_port)?);
             let port = if a.transport == Transport::Tcp {
                 a.tcp_port
             } else {

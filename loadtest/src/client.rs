@@ -468,6 +468,13 @@ pub async fn run_churn(shared: Arc<Shared>, stats: Stats, threads: usize) {
     }
 }
 
+/// A command connection that cannot go on: counted, and the first reason kept in words.
+fn command_failed(stats: &Stats, why: String) {
+    let mut st = stats.borrow_mut();
+    st.commands.errors += 1;
+    st.commands.first_error.get_or_insert(why);
+}
+
 /// Commands at `command_rate`, each measured until its reply and until a frame shows it.
 pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
     let Some(addr) = shared.targets.command else {
@@ -487,11 +494,10 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
     let stream = match stream {
         Ok(s) => s,
         Err(e) => {
-            let mut st = stats.borrow_mut();
-            st.commands.errors += 1;
-            st.commands
-                .first_error
-                .get_or_insert(format!("cannot connect to the command port {addr}: {e}"));
+            command_failed(
+                &stats,
+                format!("cannot connect to the command port {addr}: {e}"),
+            );
             return;
         }
     };
@@ -511,11 +517,7 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
         let measuring = shared.measuring.load(Ordering::Relaxed);
         pending.set(Some((value, sent)));
         if let Err(e) = stream.write_all(line.into_bytes()).await {
-            let mut st = stats.borrow_mut();
-            st.commands.errors += 1;
-            st.commands
-                .first_error
-                .get_or_insert(format!("sending a command to {addr}: {e}"));
+            command_failed(&stats, format!("sending a command to {addr}: {e}"));
             return;
         }
         if measuring {
@@ -549,11 +551,7 @@ pub async fn run_commands(shared: Arc<Shared>, stats: Stats) {
                         Ok((Err(e), _)) => e.to_string(),
                         Ok(_) => "the server closed the command connection".to_string(),
                     };
-                    let mut st = stats.borrow_mut();
-                    st.commands.errors += 1;
-                    st.commands
-                        .first_error
-                        .get_or_insert(format!("command port {addr}: {why}"));
+                    command_failed(&stats, format!("command port {addr}: {why}"));
                     return;
                 }
             }

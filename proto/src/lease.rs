@@ -79,7 +79,7 @@ pub enum Change {
 pub struct Lease {
     times: LeaseTimes,
     role: Role,
-    /// When the last step was handed out (a step in flight is not handed out twice).
+    /// A step is in flight (not handed out twice).
     pending: bool,
     next: Instant,
     /// Times this origin took over.

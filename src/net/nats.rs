@@ -208,25 +208,30 @@ async fn answer_one(
     stats: &Arc<NatsStats>,
     leading: bool,
 ) {
-    {
-        let Some(reply_to) = msg.reply.clone() else {
-            return;
-        };
-        if !leading {
-            let refusal = b"{\"ok\":false,\"error\":\"unavailable: this origin is no longer the active one; send the command again\"}\n";
-            let _ = client.publish(reply_to, refusal.as_slice().into()).await;
-            return;
-        }
-        let (client, app, stats) = (client.clone(), Arc::clone(app), Arc::clone(stats));
-        tokio::spawn(async move {
-            let start = std::time::Instant::now();
-            let reply = run_commands(&app, &msg.payload).await;
-            let _ = client.publish(reply_to, reply.into()).await;
-            // One writer: every task runs on this runtime's single thread.
-            stats.request_time.observe(start.elapsed());
-            NatsStats::add(&stats.requests, 1);
-        });
+    let Some(reply_to) = msg.reply.clone() else {
+        return;
+    };
+    if !leading {
+        // In the command port's own words: the same reply shape as every other refusal.
+        let mut refusal = Vec::new();
+        crate::command::write_error(
+            &mut refusal,
+            &crate::command::Rejection::bare(crate::command::CommandError::Unavailable(
+                "unavailable: this origin is no longer the active one; send the command again",
+            )),
+        );
+        let _ = client.publish(reply_to, refusal.into()).await;
+        return;
     }
+    let (client, app, stats) = (client.clone(), Arc::clone(app), Arc::clone(stats));
+    tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        let reply = run_commands(&app, &msg.payload).await;
+        let _ = client.publish(reply_to, reply.into()).await;
+        // One writer: every task runs on this runtime's single thread.
+        stats.request_time.observe(start.elapsed());
+        NatsStats::add(&stats.requests, 1);
+    });
 }
 
 /// `leader` when this origin does not hold the lease (a standby).

@@ -173,7 +173,7 @@ impl Recording {
 pub fn read(path: &Path) -> io::Result<Recording> {
     let raw = std::fs::read(path)?;
     if !raw.starts_with(&ZSTD_MAGIC) {
-        return Ok(whole_lines(raw, 0));
+        return Ok(whole_lines(raw));
     }
     let mut text = Vec::with_capacity(raw.len() * 20);
     let mut pos = 0usize;
@@ -206,14 +206,14 @@ pub fn read(path: &Path) -> io::Result<Recording> {
             .read_to_end(&mut text)?;
         pos += n;
     }
-    // Whole frames only; a line cut inside one (not written by `record`) is still torn.
-    Ok(whole_lines(text, u64::MAX))
+    // Whole frames only; a line cut inside one (not written by `record`) is still torn, at its
+    // offset in the decompressed text.
+    Ok(whole_lines(text))
 }
 
 /// Keeps `text` up to its last newline; a last line without one is torn unless it is a whole
-/// JSON document (a hand-written file without a final newline). `compressed_at`: the torn
-/// offset to report for compressed input (`u64::MAX`: the text offset).
-fn whole_lines(mut text: Vec<u8>, compressed_at: u64) -> Recording {
+/// JSON document (a hand-written file without a final newline).
+fn whole_lines(mut text: Vec<u8>) -> Recording {
     let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if keep == text.len() {
         return Recording { text, torn: None };
@@ -228,11 +228,7 @@ fn whole_lines(mut text: Vec<u8>, compressed_at: u64) -> Recording {
     Recording {
         text,
         torn: Some(Torn {
-            at_byte: if compressed_at == u64::MAX {
-                keep as u64
-            } else {
-                keep as u64 + compressed_at
-            },
+            at_byte: keep as u64,
             lines_before: lines,
         }),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 #: Keyframes kept per profile: a delta names a keyframe at most a second old.
 KEYS_KEPT = 4
@@ -109,13 +109,12 @@ class Session:
             if m["op"] == "key":
                 self._keep(profile, seq, [c(x) for c, x in zip(profile.convert, m["v"])])
             return None
-        state = self.state
         names = profile.names
-        changed: Dict[str, Any] = {}
+        positions: Iterable[int]
         if m["op"] == "key":
             values = [c(x) for c, x in zip(profile.convert, m["v"])]
             self._keep(profile, seq, values)
-            positions: Any = range(len(names))
+            positions = range(len(names))
             profile.base, profile.dirty = seq, []
         else:
             base = profile.keys.get(m["base"])
@@ -123,20 +122,16 @@ class Session:
                 return None
             convert = profile.convert
             delta = {pos: convert[pos](x) for pos, x in m["c"]}
-            if profile.base == m["base"]:
-                positions = set(profile.dirty)
-                positions.update(delta)
-            else:
-                positions = range(len(names))
+            # Against the keyframe the state was last rebuilt from, only what the previous delta
+            # changed and what this one changes can differ.
+            same_base = profile.base == m["base"]
+            positions = set(profile.dirty).union(delta) if same_base else range(len(names))
+            values = list(base)
+            for pos, x in delta.items():
+                values[pos] = x
             profile.base, profile.dirty = m["base"], list(delta)
-            values = base
-            for pos in positions:
-                name = names[pos]
-                x = delta[pos] if pos in delta else base[pos]
-                if name not in state or state[name] != x:
-                    changed[name] = x
-                    state[name] = x
-            positions = ()
+        state = self.state
+        changed: Dict[str, Any] = {}
         for pos in positions:
             name, x = names[pos], values[pos]
             if name not in state or state[name] != x:
