@@ -70,8 +70,8 @@
 //! then the writers run) and only then takes on new connections, at most its share of
 //! `--admission-rate` per tick; the rest wait in its channel and the kernel's listen backlog.
 //! The share is not fixed: [`aerobridge_proto::admission::AdmissionBudget`] starts at one per
-//! tick, grows while ticks reach the worker on time, and halves when one arrives more than an
-//! eighth of a period late, so a slower build or a loaded host admits more slowly instead of
+//! tick, grows while ticks reach the worker on time, and halves when one arrives more than a
+//! quarter of a period late, so a slower build or a loaded host admits more slowly instead of
 //! making anyone skip a frame. Refusals (`--max-clients` reached) are cheap and bounded by their
 //! own timers, so they are not held back: a flood is told at once.
 //!

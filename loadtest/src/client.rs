@@ -20,6 +20,9 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
+/// Most gap times a thread keeps (enough to see when they happened, bounded under a storm).
+pub const GAP_TIMES: usize = 64;
+
 /// One thread's measurements.
 #[derive(Clone)]
 pub struct ThreadStats {
@@ -27,6 +30,9 @@ pub struct ThreadStats {
     pub latency_ws: Histogram<u64>,
     /// (update_counter, receive ns since t0) of healthy clients, for the fan-out spread.
     pub samples: Vec<(u64, u64)>,
+    /// Receive ns since t0 of healthy clients' gaps (the first [`GAP_TIMES`] per thread): when
+    /// in the window frames went missing.
+    pub healthy_gaps_at: Vec<u64>,
     pub healthy: Group,
     pub slow: Group,
     pub stalled: Group,
@@ -47,6 +53,7 @@ impl ThreadStats {
             latency_tcp: histogram(),
             latency_ws: histogram(),
             samples: Vec::with_capacity(1 << 16),
+            healthy_gaps_at: Vec::new(),
             healthy: Group::default(),
             slow: Group::default(),
             stalled: Group::default(),
@@ -112,13 +119,18 @@ impl Tracker {
         if !valid {
             g.torn += 1;
         }
+        let mut gap = false;
         if let Some(l) = last {
             if counter > l + 1 {
                 g.gaps += 1;
                 g.missing_frames += counter - l - 1;
+                gap = true;
             } else if counter <= l {
                 g.duplicates += 1;
             }
+        }
+        if gap && role == Role::Healthy && st.healthy_gaps_at.len() < GAP_TIMES {
+            st.healthy_gaps_at.push(recv_ns);
         }
         if role == Role::Healthy {
             let latency = wall_us.saturating_sub(timestamp).max(1);

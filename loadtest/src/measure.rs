@@ -272,6 +272,19 @@ pub fn run(
                 .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
         );
     }
+    let flood = flood.and_then(|h| h.join().ok()).map(|mut f| {
+        let mut at: Vec<u64> = parts
+            .iter()
+            .flat_map(|p| p.healthy_gaps_at.iter().copied())
+            .collect();
+        at.sort_unstable();
+        f.healthy_gaps_at_s = at
+            .iter()
+            .take(client::GAP_TIMES)
+            .map(|&ns| (ns as f64 - f.started_ns as f64) / 1e9)
+            .collect();
+        f
+    });
     Ok(merge(
         name,
         parts,
@@ -285,7 +298,7 @@ pub fn run(
     .with_v2(plan.v2_profiles())
     .with_tick_build(tick_build)
     .with_inflate_errors(shared.inflate_errors.load(Ordering::Relaxed))
-    .with_flood(flood.and_then(|h| h.join().ok())))
+    .with_flood(flood))
 }
 
 /// `--flood`: once the window opens, connects `plan.flood` sockets to the data port at
@@ -298,6 +311,9 @@ fn run_flood(shared: &Shared, plan: &Plan) -> crate::model::Flood {
     }
     let target = shared.targets.tcp;
     let clients_before = tcp_clients(&shared.targets).unwrap_or(0.0);
+    let counters_before =
+        scrape_metrics(&shared.targets).map(|m| crate::model::FloodServer::parse(&m));
+    let started_ns = shared.t0.elapsed().as_nanos() as u64;
     let start = Instant::now();
     let mut held = Vec::with_capacity(plan.flood);
     let mut failed = 0u64;
@@ -335,6 +351,13 @@ fn run_flood(shared: &Shared, plan: &Plan) -> crate::model::Flood {
             None => break,
         }
     }
+    while shared.measuring.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The window has closed: what the server counted during it, with the flood still held.
+    let server = counters_before
+        .zip(scrape_metrics(&shared.targets))
+        .map(|(before, after)| crate::model::FloodServer::parse(&after).since(&before));
     while !shared.done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -347,6 +370,9 @@ fn run_flood(shared: &Shared, plan: &Plan) -> crate::model::Flood {
         connect_rate: opened as f64 / connect_s.max(1e-9),
         admitted_s,
         admitted_rate: admitted_s.map(|s| opened as f64 / s.max(1e-9)),
+        healthy_gaps_at_s: Vec::new(),
+        server,
+        started_ns,
     }
 }
 

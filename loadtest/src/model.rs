@@ -172,6 +172,58 @@ pub struct Flood {
     pub admitted_s: Option<f64>,
     /// `opened / admitted_s`: connections the server took on per second.
     pub admitted_rate: Option<f64>,
+    /// When healthy clients lost frames, in seconds since the flood's first connect (the first
+    /// few of them): during the ramp, or after it.
+    #[serde(default)]
+    pub healthy_gaps_at_s: Vec<f64>,
+    /// The server's own counters over the flood (its /metrics), when it has them.
+    #[serde(default)]
+    pub server: Option<FloodServer>,
+    /// The flood's first connect, ns since the run's clock started (to place the gaps).
+    #[serde(skip)]
+    pub started_ns: u64,
+}
+
+/// What the server counted while the flood ran (differences of its /metrics counters).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FloodServer {
+    /// Frames skipped for slow clients: the flood's own never-reading ones, and healthy ones.
+    pub frames_skipped: f64,
+    /// New connections that waited for a later tick (fair admission at work).
+    pub admissions_deferred: f64,
+    /// Sends refused for kernel TCP memory pressure.
+    pub send_memory_pressure: f64,
+    /// Tick slots the server missed because a tick ran late.
+    pub ticks_missed: f64,
+}
+
+impl FloodServer {
+    /// The counters from a /metrics text.
+    pub fn parse(metrics: &str) -> Self {
+        let get = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        Self {
+            frames_skipped: get("aerobridge_frames_skipped_total"),
+            admissions_deferred: get("aerobridge_admissions_deferred_total"),
+            send_memory_pressure: get("aerobridge_send_memory_pressure_total"),
+            ticks_missed: get("aerobridge_ticks_missed_total"),
+        }
+    }
+
+    /// `self - before`, counter by counter.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            frames_skipped: self.frames_skipped - before.frames_skipped,
+            admissions_deferred: self.admissions_deferred - before.admissions_deferred,
+            send_memory_pressure: self.send_memory_pressure - before.send_memory_pressure,
+            ticks_missed: self.ticks_missed - before.ticks_missed,
+        }
+    }
 }
 
 /// Command round trips.

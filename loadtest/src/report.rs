@@ -445,6 +445,23 @@ pub fn print_summary(report: &Report) {
                     _ => "never (or has no /metrics)".to_string(),
                 }
             );
+            if let Some(s) = &f.server {
+                println!(
+                    "  flood, as the server counted it: {:.0} admissions deferred, {:.0} frames skipped (the flood's own included), {:.0} sends under memory pressure, {:.0} tick slots missed",
+                    s.admissions_deferred, s.frames_skipped, s.send_memory_pressure, s.ticks_missed
+                );
+            }
+            if !f.healthy_gaps_at_s.is_empty() {
+                let at: Vec<String> = f
+                    .healthy_gaps_at_s
+                    .iter()
+                    .map(|s| format!("{s:.2}"))
+                    .collect();
+                println!(
+                    "  healthy gaps at (s after the flood's first connect): {}",
+                    at.join(" ")
+                );
+            }
         }
         if let Some(c) = &run.commands {
             println!(
