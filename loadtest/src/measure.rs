@@ -310,9 +310,13 @@ fn run_flood(shared: &Shared, plan: &Plan) -> crate::model::Flood {
         std::thread::sleep(Duration::from_millis(1));
     }
     let target = shared.targets.tcp;
-    let clients_before = tcp_clients(&shared.targets).unwrap_or(0.0);
-    let counters_before =
-        scrape_metrics(&shared.targets).map(|m| crate::model::FloodServer::parse(&m));
+    // One scrape for both: the clients already there and the counters to difference.
+    let before = scrape_metrics(&shared.targets);
+    let clients_before = before
+        .as_deref()
+        .and_then(|m| crate::model::metric(m, TCP_CLIENTS))
+        .unwrap_or(0.0);
+    let counters_before = before.as_deref().map(crate::model::FloodServer::parse);
     let started_ns = shared.t0.elapsed().as_nanos() as u64;
     let start = Instant::now();
     let mut held = Vec::with_capacity(plan.flood);
@@ -376,13 +380,13 @@ fn run_flood(shared: &Shared, plan: &Plan) -> crate::model::Flood {
     }
 }
 
+/// The server's count of telemetry clients over TCP.
+const TCP_CLIENTS: &str = "aerobridge_clients{transport=\"tcp\"}";
+
 /// The server's `aerobridge_clients{transport="tcp"}`, or `None` (no /metrics: the floor,
 /// another server).
 fn tcp_clients(targets: &Targets) -> Option<f64> {
-    scrape_metrics(targets)?
-        .lines()
-        .find_map(|l| l.strip_prefix("aerobridge_clients{transport=\"tcp\"} "))
-        .and_then(|v| v.trim().parse().ok())
+    crate::model::metric(&scrape_metrics(targets)?, TCP_CLIENTS)
 }
 
 /// The server's /metrics text (on its WebSocket port, over TLS with --tls); `None` when it has

@@ -197,16 +197,18 @@ pub struct FloodServer {
     pub ticks_missed: f64,
 }
 
+/// The value of sample `name` (with its labels, if any) in a /metrics text.
+pub fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 impl FloodServer {
-    /// The counters from a /metrics text.
+    /// The counters from a /metrics text (0 for one it lacks).
     pub fn parse(metrics: &str) -> Self {
-        let get = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
+        let get = |name: &str| metric(metrics, name).unwrap_or(0.0);
         Self {
             frames_skipped: get("aerobridge_frames_skipped_total"),
             admissions_deferred: get("aerobridge_admissions_deferred_total"),
