@@ -14,7 +14,7 @@ use std::time::Duration;
 /// (`--queue-frames`, 8 periods) behind, so a quarter period late is far from harm, yet well
 /// above a loaded host's scheduling jitter. At an eighth (2.5 ms at 50 Hz), that jitter alone
 /// kept halving the budget on the 2-core development machine: 3 600–7 400 admitted/s of 10 000
-/// offered, against 8 250–9 840/s at a quarter, both with 0 gaps (`loadtest --scenario flood`).
+/// offered, against 7 200–10 000/s at a quarter (`loadtest --scenario flood`).
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionBudget {
     max: usize,
