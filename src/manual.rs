@@ -75,6 +75,22 @@
 //! making anyone skip a frame. Refusals (`--max-clients` reached) are cheap and bounded by their
 //! own timers, so they are not held back: a flood is told at once.
 //!
+//! # A stalled worker catches up without losing frames
+//! The hub builds ticks on its grid whatever a worker does, so when a worker's thread stalls
+//! (descheduled on a loaded host, a run of page faults, a long run queue) the ticks wait in its
+//! channel. Handed out back to back afterwards, they overflowed every queue of that worker at
+//! once: the runtime polls the worker's loop after every 61 tasks, so a yield let only 61 of
+//! its hundreds of writers run between two ticks, and every client lost exactly a queue
+//! (8 frames) although none was slow. That fits every detail of the rare flood failure (one
+//! worker's 500 clients, or both workers' 1 000, losing 8 frames each once). Now, after each tick, the
+//! worker waits until every task queued at that moment has run once (a task spawned then runs
+//! after them: compio's run queue is FIFO), and it catches up at most 4 ticks per period, so
+//! clients' sockets take the burst at their own pace. `scripts/worker_stall.sh` freezes one
+//! worker thread (cgroup freezer) while 1 000 clients stream: before, a 300 ms freeze cost
+//! each of its 500 clients 8 frames in every run; now 300 ms and 1 s freezes cost none. The
+//! delay is visible as `aerobridge_tick_dispatch_delay_seconds`. A stall longer than `--max-lag`
+//! (2 s) still disconnects the worker's clients as slow consumers: their lag is real.
+//!
 //! `--max-clients-per-ip` (1000) keeps one address from taking every slot. Loopback peers are
 //! exempt by default, because this machine's own clients and load generators are not an
 //! attacker the limit could stop (a local process can exhaust the host anyway), and a default

@@ -503,17 +503,23 @@ pub fn render(shared: &View<'_>) -> String {
         "Time to build a frame (commands, source, encode, packet).",
         &[&hub.build_time],
     );
-    let workers: Vec<&Histogram> = shared
-        .workers
-        .iter()
-        .map(|s| &s.tick_to_last_write)
-        .collect();
-    histogram(
-        &mut out,
-        "tick_to_last_write_seconds",
-        "Time from a frame's build to its last complete write, per worker and tick.",
-        &workers,
-    );
+    type PerWorker = fn(&crate::fanout::stats::WorkerStats) -> &Histogram;
+    let per_worker: [(&str, &str, PerWorker); 2] = [
+        (
+            "tick_to_last_write_seconds",
+            "Time from a frame's build to its last complete write, per worker and tick.",
+            |s| &s.tick_to_last_write,
+        ),
+        (
+            "tick_dispatch_delay_seconds",
+            "Time from a frame's build until a worker starts handing it to its clients, per worker and tick.",
+            |s| &s.tick_dispatch_delay,
+        ),
+    ];
+    for (name, help, of) in per_worker {
+        let workers: Vec<&Histogram> = shared.workers.iter().map(|s| of(s)).collect();
+        histogram(&mut out, name, help, &workers);
+    }
     let nats: Vec<(String, Vec<&Histogram>)> = shared
         .nats_roles()
         .into_iter()

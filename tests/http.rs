@@ -110,6 +110,7 @@ fn metrics_match_what_clients_did() {
     assert_eq!(m["aerobridge_source_up{}"], 1.0);
     assert!(m["aerobridge_tick_build_seconds_count{}"] >= 10.0);
     assert!(m["aerobridge_tick_to_last_write_seconds_count{}"] >= 1.0);
+    assert!(m["aerobridge_tick_dispatch_delay_seconds_count{}"] >= 1.0);
     assert!(m.contains_key("aerobridge_queue_depth_frames{}"));
     assert_eq!(m["aerobridge_worker_backlog_drops_total{}"], 0.0);
     assert_eq!(m["aerobridge_send_memory_pressure_total{}"], 0.0);

@@ -195,6 +195,10 @@ pub struct FloodServer {
     pub send_memory_pressure: f64,
     /// Tick slots the server missed because a tick ran late.
     pub ticks_missed: f64,
+    /// Ticks that reached a worker more than 100 ms (5 periods at 50 Hz) after their build,
+    /// counted once per worker.
+    #[serde(default)]
+    pub ticks_dispatched_late: f64,
 }
 
 /// The value of sample `name` (with its labels, if any) in a /metrics text.
@@ -214,6 +218,8 @@ impl FloodServer {
             admissions_deferred: get("aerobridge_admissions_deferred_total"),
             send_memory_pressure: get("aerobridge_send_memory_pressure_total"),
             ticks_missed: get("aerobridge_ticks_missed_total"),
+            ticks_dispatched_late: get("aerobridge_tick_dispatch_delay_seconds_count")
+                - get("aerobridge_tick_dispatch_delay_seconds_bucket{le=\"0.1\"}"),
         }
     }
 
@@ -224,6 +230,7 @@ impl FloodServer {
             admissions_deferred: self.admissions_deferred - before.admissions_deferred,
             send_memory_pressure: self.send_memory_pressure - before.send_memory_pressure,
             ticks_missed: self.ticks_missed - before.ticks_missed,
+            ticks_dispatched_late: self.ticks_dispatched_late - before.ticks_dispatched_late,
         }
     }
 }

@@ -447,8 +447,12 @@ pub fn print_summary(report: &Report) {
             );
             if let Some(s) = &f.server {
                 println!(
-                    "  flood, as the server counted it: {:.0} admissions deferred, {:.0} frames skipped (the flood's own included), {:.0} sends under memory pressure, {:.0} tick slots missed",
-                    s.admissions_deferred, s.frames_skipped, s.send_memory_pressure, s.ticks_missed
+                    "  flood, as the server counted it: {:.0} admissions deferred, {:.0} frames skipped (the flood's own included), {:.0} sends under memory pressure, {:.0} tick slots missed, {:.0} ticks reached a worker over 100 ms late",
+                    s.admissions_deferred,
+                    s.frames_skipped,
+                    s.send_memory_pressure,
+                    s.ticks_missed,
+                    s.ticks_dispatched_late
                 );
             }
             if !f.healthy_gaps_at_s.is_empty() {

@@ -10,8 +10,8 @@ use std::time::Duration;
 /// period late). So a slower build or a busy machine admits more slowly instead of making
 /// established clients skip frames.
 ///
-/// Why a quarter: an established client skips a frame only when its worker falls a whole queue
-/// (`--queue-frames`, 8 periods) behind, so a quarter period late is far from harm, yet well
+/// Why a quarter: a worker that falls several periods behind hands the waiting ticks out as its
+/// writers take them (see the worker loop), so a quarter period late is far from harm, yet well
 /// above a loaded host's scheduling jitter. At an eighth (2.5 ms at 50 Hz), that jitter alone
 /// kept halving the budget on the 2-core development machine: 3 600–7 400 admitted/s of 10 000
 /// offered, against 7 200–10 000/s at a quarter (`loadtest --scenario flood`).

@@ -52,6 +52,9 @@ pub struct WorkerStats {
     pub deflate_variants: [Counter; 3],
     /// Time from a tick's build to the last write of that tick on this worker.
     pub tick_to_last_write: Histogram,
+    /// Time from a tick's build until this worker starts handing it out (how late ticks reach
+    /// it: a thread descheduled, or a long run queue).
+    pub tick_dispatch_delay: Histogram,
 }
 
 impl WorkerStats {

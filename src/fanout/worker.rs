@@ -613,17 +613,26 @@ where
         .map(|max| AdmissionBudget::new(max, worker.limits.period));
     let mut budget = admission.map_or(usize::MAX, |a| a.current());
     let mut waiting: std::collections::VecDeque<C> = std::collections::VecDeque::new();
+    let mut last_dispatch: Option<Instant> = None;
     while let Ok(msg) = rx.recv_async().await {
         match msg {
             WorkerMsg::Tick(tick) => {
+                // Catching up after a stall: a few ticks per period, not all at once.
+                if let Some(prev) = last_dispatch {
+                    let next = prev + worker.limits.period / CATCH_UP_PER_PERIOD;
+                    if Instant::now() < next {
+                        compio::time::sleep_until(next).await;
+                    }
+                }
+                last_dispatch = Some(Instant::now());
                 let late = tick.packet.built.elapsed();
+                worker.stats.tick_dispatch_delay.observe(late);
                 worker.dispatch(&tick);
                 // Let the writers take this tick before anything new runs: before the next tick
-                // is dispatched (a backlog of ticks would overflow every healthy client's queue
-                // at once), and before connections waiting for admission.
-                if !rx.is_empty() || !waiting.is_empty() {
-                    yield_now().await;
-                }
+                // is dispatched (after a stall, handing a backlog of ticks out back to back
+                // would overflow every client's queue at once), and before connections waiting
+                // for admission.
+                every_queued_task_runs_once().await;
                 budget = admission.as_mut().map_or(usize::MAX, |a| a.on_tick(late));
                 while budget > 0 {
                     let Some(connection) = waiting.pop_front() else {
@@ -662,7 +671,31 @@ where
     }
 }
 
-/// Lets every other ready task on this runtime run once.
+/// After a stall (the worker's thread descheduled, a page fault, a long run queue) ticks wait in
+/// the worker's channel; it hands them out at most this many per period. All at once, they would
+/// arrive faster than clients' sockets take them and overflow every queue (`--queue-frames`),
+/// so each client would lose a queue of frames although none is slow. At 4 per period, a stall
+/// of N periods is caught up in about N/3 periods, and a client needs to take frames at no more
+/// than four times the normal rate meanwhile.
+///
+/// Measured (`scripts/worker_stall.sh`: one worker's thread frozen while 1 000 clients stream at
+/// 50 Hz): all at once, every client lost 8 frames (a whole queue) after a 300 ms freeze; with
+/// the writers let run between ticks but no pacing, 0 in 10 of 11 runs at 300 ms, and some
+/// clients lost frames in 2 of 3 at 500 ms; paced at 2 or 4 per period, 0 lost after 500 ms and
+/// 1 s freezes (3 runs each).
+const CATCH_UP_PER_PERIOD: u32 = 4;
+
+/// Completes once every task now ready on this runtime has run once. compio's run queue is
+/// FIFO, so a task spawned now runs after them. Yielding is not enough: the runtime polls the
+/// future it blocks on (this worker's loop) after every 61 tasks, and a worker has hundreds of
+/// writers woken by one tick.
+async fn every_queued_task_runs_once() {
+    let _ = compio::runtime::spawn(async {}).await;
+}
+
+/// Goes to the back of this runtime's run queue (in tests, a stand-in for waiting on a send's
+/// completion).
+#[cfg(test)]
 async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
@@ -680,6 +713,135 @@ async fn yield_now() {
 mod tests {
     use super::{Admission, Verdict};
     use std::net::IpAddr;
+
+    const CLIENTS: u64 = 300;
+    const TICKS: u64 = 16;
+
+    /// Hands a backlog of [`TICKS`] ticks at `period` to a worker of [`CLIENTS`] clients at once
+    /// (as after its thread was descheduled for that long). Returns the frames written and
+    /// skipped, and how long it took until every frame was one or the other. The writers here
+    /// "send" by going to the back of the run queue, as a real send waits for its completion.
+    fn hand_out_a_backlog(period: std::time::Duration) -> (u64, u64, std::time::Duration) {
+        use super::{spawn, WorkerLimits, WorkerMsg, WorkerSetup};
+        use crate::fanout::queue::Next;
+        use crate::fanout::queue::QueueLimits;
+        use crate::fanout::stats::WorkerStats;
+        use crate::packet::Transport;
+        use aerobridge_proto::profile::Profiles;
+        use aerobridge_proto::tick::{TickBuilder, TickInput};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        let written = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(WorkerStats::default());
+        let (tx, rx) = flume::unbounded();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let counted = Arc::clone(&written);
+        let setup = WorkerSetup {
+            index: 0,
+            app: Arc::new(()),
+            stats: Arc::clone(&stats),
+            limits: WorkerLimits {
+                queue: QueueLimits::DEFAULT,
+                close_grace: Duration::from_millis(100),
+                admissions_per_tick: None,
+                period,
+            },
+            admission: Arc::new(Admission::new(1, 10_000, 0, false)),
+            rx,
+            handler: move |worker: std::rc::Rc<super::Worker<()>>, (): ()| {
+                let client = worker.register(Transport::Tcp, "127.0.0.1:1".parse().unwrap());
+                let written = Arc::clone(&counted);
+                async move {
+                    loop {
+                        let next = client.queue.borrow_mut().take_next();
+                        match next {
+                            Next::Idle => client.notify.wait().await,
+                            Next::Finished => break,
+                            Next::Write(_) => {
+                                super::yield_now().await;
+                                let done = client.queue.borrow_mut().complete();
+                                written.fetch_add(done.frames, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    worker.unregister(&client);
+                }
+            },
+        };
+        let thread = spawn(setup, ready_tx).unwrap();
+        ready_rx.recv().unwrap().unwrap();
+        for _ in 0..CLIENTS {
+            tx.send(WorkerMsg::Connection(())).unwrap();
+        }
+        let mut builder = TickBuilder::new(
+            Profiles::new(4),
+            50.0,
+            aerobridge_proto::ws::deflate::Mode::Off,
+            Instant::now,
+        );
+        let vars = aerobridge_proto::telemetry::Variables::new();
+        let started = Instant::now();
+        for n in 1..=TICKS {
+            let (tick, _) = builder.build(TickInput {
+                variables: &vars,
+                valid: true,
+                timestamp_us: n,
+                upstream_counter: None,
+                now: Instant::now(),
+                compressing: false,
+            });
+            tx.send(WorkerMsg::Tick(tick)).unwrap();
+        }
+        // Every frame is either written or skipped; wait until all are accounted for.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stats.frames_skipped.get() + written.load(Ordering::Relaxed) < CLIENTS * TICKS {
+            assert!(Instant::now() < deadline, "frames unaccounted for");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = started.elapsed();
+        tx.send(WorkerMsg::Shutdown).unwrap();
+        thread.join().unwrap();
+        assert_eq!(stats.ticks.get(), TICKS);
+        (
+            written.load(Ordering::Relaxed),
+            stats.frames_skipped.get(),
+            took,
+        )
+    }
+
+    /// With more writers than the runtime runs between two polls of the worker loop (61), ticks
+    /// handed out back to back overflowed every queue: each client lost 8 frames. A period of a
+    /// microsecond leaves the pacing no part in it.
+    #[test]
+    fn a_backlog_of_ticks_waits_for_the_writers_between_ticks() {
+        let (written, skipped, _) = hand_out_a_backlog(std::time::Duration::from_micros(1));
+        assert_eq!(
+            (written, skipped),
+            (CLIENTS * TICKS, 0),
+            "(written, skipped)"
+        );
+    }
+
+    /// After a stall the backlog goes out a few ticks per period, not all at once (clients'
+    /// sockets take frames at their own pace).
+    #[test]
+    fn a_backlog_of_ticks_is_caught_up_a_few_ticks_per_period() {
+        let period = std::time::Duration::from_millis(20);
+        let (written, skipped, took) = hand_out_a_backlog(period);
+        assert_eq!(
+            (written, skipped),
+            (CLIENTS * TICKS, 0),
+            "(written, skipped)"
+        );
+        // No faster than 4 per period (what `CATCH_UP_PER_PERIOD` was measured at).
+        let paced = (TICKS as u32 - 1) * period / 4;
+        assert!(
+            took >= paced,
+            "{TICKS} ticks handed out in {took:?} (< {paced:?})"
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
