@@ -679,10 +679,10 @@ where
 /// than four times the normal rate meanwhile.
 ///
 /// Measured (`scripts/worker_stall.sh`: one worker's thread frozen while 1 000 clients stream at
-/// 50 Hz): all at once, every client lost 8 frames (a whole queue) after a 300 ms freeze; with
-/// the writers let run between ticks but no pacing, 0 in 10 of 11 runs at 300 ms, and some
-/// clients lost frames in 2 of 3 at 500 ms; paced at 2 or 4 per period, 0 lost after 500 ms and
-/// 1 s freezes (3 runs each).
+/// 50 Hz): all at once, every client of that worker lost 8 frames (a whole queue) after a 300 ms
+/// freeze; with the writers let run between ticks but no pacing, 0 lost in 10 of 11 runs at
+/// 300 ms, and some clients lost frames in 2 of 3 at 500 ms; paced at 2 or 4 per period, 0 lost
+/// after 500 ms and 1 s freezes (3 runs each).
 const CATCH_UP_PER_PERIOD: u32 = 4;
 
 /// Completes once every task now ready on this runtime has run once. compio's run queue is
