@@ -91,6 +91,13 @@
 //! delay is visible as `aerobridge_tick_dispatch_delay_seconds`. A stall longer than `--max-lag`
 //! (2 s) still disconnects the worker's clients as slow consumers: their lag is real.
 //!
+//! Catching up is only for a worker that can: once a tick is older than half of `--max-lag`,
+//! the worker is overloaded rather than stalled, and it hands its backlog out at once as before
+//! (clients skip to the newest frame, counted). Waiting for the writers and pacing there made
+//! the backlog grow: under host TCP memory pressure with the CPUs busy, the pressure test's
+//! healthy clients were all cut off in CI and in 1 of 5 runs beside two CPU hogs; with the bound,
+//! 6 of 6 survived (skipping 0–15 frames, as the old loop did).
+//!
 //! `--max-clients-per-ip` (1000) keeps one address from taking every slot. Loopback peers are
 //! exempt by default, because this machine's own clients and load generators are not an
 //! attacker the limit could stop (a local process can exhaust the host anyway), and a default

@@ -617,8 +617,12 @@ where
     while let Ok(msg) = rx.recv_async().await {
         match msg {
             WorkerMsg::Tick(tick) => {
+                // A worker too far behind to catch up in time hands its backlog out at once:
+                // clients' queues then skip to the newest frame (latest state wins, counted).
+                // Pacing it would keep every client's lag growing until all were cut off.
+                let stale = tick.packet.built.elapsed() > worker.limits.queue.max_lag / 2;
                 // Catching up after a stall: a few ticks per period, not all at once.
-                if let Some(prev) = last_dispatch {
+                if let (Some(prev), false) = (last_dispatch, stale) {
                     let next = prev + worker.limits.period / CATCH_UP_PER_PERIOD;
                     if Instant::now() < next {
                         compio::time::sleep_until(next).await;
@@ -632,7 +636,11 @@ where
                 // is dispatched (after a stall, handing a backlog of ticks out back to back
                 // would overflow every client's queue at once), and before connections waiting
                 // for admission.
-                every_queued_task_runs_once().await;
+                if !stale {
+                    every_queued_task_runs_once().await;
+                } else if !waiting.is_empty() {
+                    yield_now().await;
+                }
                 budget = admission.as_mut().map_or(usize::MAX, |a| a.on_tick(late));
                 while budget > 0 {
                     let Some(connection) = waiting.pop_front() else {
@@ -683,6 +691,12 @@ where
 /// freeze; with the writers let run between ticks but no pacing, 0 lost in 10 of 11 runs at
 /// 300 ms, and some clients lost frames in 2 of 3 at 500 ms; paced at 2 or 4 per period, 0 lost
 /// after 500 ms and 1 s freezes (3 runs each).
+///
+/// Only while a tick is younger than half of `--max-lag`. A worker further behind is overloaded,
+/// not merely stalled (e.g. under host TCP memory pressure on a starved CPU): waiting for its
+/// writers and pacing would let its backlog, and every client's lag, grow until all its clients
+/// were cut off as slow consumers (seen in `tests/stall_flood.rs`'s pressure test in CI). It hands
+/// such ticks out at once, and its clients skip to the newest frame.
 const CATCH_UP_PER_PERIOD: u32 = 4;
 
 /// Completes once every task now ready on this runtime has run once. compio's run queue is
@@ -693,9 +707,8 @@ async fn every_queued_task_runs_once() {
     let _ = compio::runtime::spawn(async {}).await;
 }
 
-/// Goes to the back of this runtime's run queue (in tests, a stand-in for waiting on a send's
-/// completion).
-#[cfg(test)]
+/// Goes to the back of this runtime's run queue (in tests, also a stand-in for waiting on a
+/// send's completion).
 async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
