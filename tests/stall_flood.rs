@@ -179,7 +179,7 @@ fn flood_beside_healthy_clients(port: Port) {
     let watchers = Watchers::start(&flood.server, 20, 20);
     flood.server.wait_for_clients(20, 20);
     let t0 = Instant::now();
-    let steal_before = host_steal_ms();
+    let steal_before = aerobridge_harness::procfs::host_steal_ms();
     flood.open_stalled(port);
     let ramp = t0.elapsed();
     let held = Instant::now() + Duration::from_secs(5);
@@ -197,7 +197,7 @@ fn flood_beside_healthy_clients(port: Port) {
     let stalls = format!(
         "server tick slots missed {}, host CPU steal {} ms",
         server.metric("ticks_missed_total"),
-        host_steal_ms().saturating_sub(steal_before)
+        aerobridge_harness::procfs::host_steal_ms().saturating_sub(steal_before)
     );
     eprintln!(
         "{port:?} flood of {STALLED} in {ramp:.2?}: max {} threads, {} io-wq workers; skipped {} frames, {} send waits, {} admissions deferred; {stalls}; watchers (frames, gaps, longest wait ms): {:?}",
@@ -286,16 +286,6 @@ fn under_host_tcp_memory_pressure_sends_back_off_instead_of_blocking_kernel_thre
         "healthy clients stopped receiving"
     );
     flood.finish();
-}
-
-/// CPU time the hypervisor took from this virtual machine's CPUs so far, all CPUs (`/proc/stat`,
-/// `steal`, in USER_HZ ticks of 10 ms); 0 where not reported.
-fn host_steal_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .find(|l| l.starts_with("cpu "))
-        .and_then(|l| l.split_whitespace().nth(8)?.parse::<u64>().ok())
-        .map_or(0, |ticks| ticks * 10)
 }
 
 /// The host's `tcp_mem` hard limit in bytes (Linux; pages of 4 KiB).

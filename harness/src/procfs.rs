@@ -76,6 +76,16 @@ pub fn tcp_mem_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// CPU time the hypervisor has taken from this virtual machine's CPUs since boot, all CPUs, in
+/// ms (`/proc/stat`, `steal`, in USER_HZ ticks of 10 ms); 0 where not reported.
+pub fn host_steal_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8)?.parse::<u64>().ok())
+        .map_or(0, |ticks| ticks * 10)
+}
+
 /// Peaks seen while sampling.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Peaks {
